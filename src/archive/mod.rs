@@ -1,0 +1,99 @@
+//! Archives: the archive object, its items and the item stream (repo-format.md, "Archives").
+
+pub mod item;
+pub mod stream;
+
+use crate::compress::Compression;
+use crate::error::{Error, Result};
+use crate::id::{Id, ObjectType};
+use crate::repository::{ArchiveEntry, Repository, WriteStats};
+use serde::{Deserialize, Serialize};
+
+pub const ARCHIVE_VERSION: u32 = 1;
+
+/// Sizes recorded when the archive was made (`garret info`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ArchiveStats {
+    /// Bytes of file content read.
+    pub original_size: u64,
+    /// Stored bytes of every chunk the archive references (duplicates counted each time).
+    pub compressed_size: u64,
+    /// Stored bytes this archive added to the repository.
+    pub deduplicated_size: u64,
+    pub nfiles: u64,
+    /// Items of any kind.
+    pub nitems: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Archive {
+    pub version: u32,
+    pub name: String,
+    pub hostname: String,
+    pub username: String,
+    /// RFC 3339 with the local offset.
+    pub time_start: String,
+    pub time_end: String,
+    pub command_line: Vec<String>,
+    /// Tree chunks of the item stream, in order.
+    pub items: Vec<Id>,
+    pub stats: ArchiveStats,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// Refuse names that cannot round-trip through `REPO::NAME` or a mount point directory.
+pub fn validate_name(name: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::InvalidArchiveName(name.to_string(), why.to_string()));
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.contains('/') {
+        return bad("it contains '/'");
+    }
+    if name.contains("::") {
+        return bad("it contains '::'");
+    }
+    if name == "." || name == ".." {
+        return bad("it is a relative directory name");
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return bad("it contains control characters");
+    }
+    if name.len() > 255 {
+        return bad("it is longer than 255 bytes");
+    }
+    Ok(())
+}
+
+impl Archive {
+    /// Store the archive object; returns its id and the stored bytes it added.
+    pub fn save(&self, repo: &mut Repository, stats: &mut WriteStats) -> Result<(Id, u64)> {
+        let mut buf = Vec::new();
+        ciborium::into_writer(self, &mut buf).expect("serializing to memory");
+        repo.save_blob(ObjectType::Archive, &buf, Compression::Zstd(3), stats)
+    }
+
+    /// Load the archive the manifest entry names; its stored name must match the entry.
+    pub fn load(repo: &Repository, entry: &ArchiveEntry) -> Result<Archive> {
+        let buf = repo.load_blob(ObjectType::Archive, &entry.id)?;
+        let a: Archive = ciborium::from_reader(&buf[..])
+            .map_err(|e| Error::malformed(format!("archive {:?}", entry.name), e.to_string()))?;
+        if a.version > ARCHIVE_VERSION {
+            return Err(Error::malformed(format!("archive {:?}", entry.name), format!("archive version {} is newer than this garret", a.version)));
+        }
+        if a.name != entry.name {
+            return Err(Error::integrity(format!("archive {:?}", entry.name), format!("object is named {:?}", a.name)));
+        }
+        Ok(a)
+    }
+
+    pub fn items<'r>(&self, repo: &'r Repository) -> stream::ItemReader<'r> {
+        stream::ItemReader::new(repo, self.items.clone())
+    }
+}
+
+/// Find an archive by name in the current manifest.
+pub fn lookup<'m>(repo: &'m Repository, name: &str) -> Result<&'m ArchiveEntry> {
+    repo.manifest().find(name).ok_or_else(|| Error::NoSuchArchive(name.to_string()))
+}

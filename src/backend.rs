@@ -1,0 +1,182 @@
+//! The repository directory as a dumb object store (repo-format.md, "Directory layout").
+//!
+//! Objects are named by slash-separated keys relative to the repository root. Durability
+//! contract of [`LocalBackend::put`]: when it returns `Ok`, the object's bytes and its directory
+//! entry are on stable storage (tmp file, fsync, rename without overwrite, fsync of the
+//! directory). An object is never modified after `put`; it can only be deleted. If any step fails
+//! the temporary file is removed and the object is treated as never written: an fsync error is
+//! never retried and then trusted.
+
+use crate::error::{Error, IoContext, Result};
+use crate::faults;
+use rustix::fs::RenameFlags;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub const TMP_DIR: &str = "tmp";
+
+#[derive(Clone, Debug)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// Store `data` under `key` durably; fails with `AlreadyExists` if `key` exists.
+    pub fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let dest = self.path(key);
+        let dir = dest.parent().expect("keys have a parent").to_path_buf();
+        fs::create_dir_all(&dir).ctx(|| format!("creating directory {}", dir.display()))?;
+        let tmp_dir = self.root.join(TMP_DIR);
+        fs::create_dir_all(&tmp_dir).ctx(|| format!("creating directory {}", tmp_dir.display()))?;
+        let mut rnd = [0u8; 8];
+        crate::crypto::random_bytes(&mut rnd);
+        let tmp = tmp_dir.join(format!("{}.tmp", hex::encode(rnd)));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+            f.write_all(data).ctx(|| format!("writing {}", tmp.display()))?;
+            faults::io_point("fsync-object").and_then(|_| f.sync_all()).ctx(|| format!("fsync of {}", tmp.display()))?;
+            drop(f);
+            faults::crash_point("object-synced");
+            rustix::fs::renameat_with(rustix::fs::CWD, &tmp, rustix::fs::CWD, &dest, RenameFlags::NOREPLACE).map_err(|e| {
+                let e: std::io::Error = e.into();
+                if e.kind() == ErrorKind::AlreadyExists {
+                    Error::io(format!("storing {key}: an object of that name already exists"), e)
+                } else {
+                    Error::io(format!("renaming {} to {}", tmp.display(), dest.display()), e)
+                }
+            })?;
+            sync_dir(&dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    pub fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let p = self.path(key);
+        fs::read(&p).ctx(|| format!("reading {}", p.display()))
+    }
+
+    /// `len` bytes at `offset`; a short object is an error.
+    pub fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let p = self.path(key);
+        let f = File::open(&p).ctx(|| format!("opening {}", p.display()))?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, offset).ctx(|| format!("reading {len} bytes at {offset} of {}", p.display()))?;
+        Ok(buf)
+    }
+
+    /// The last `len` bytes of an object and the object's total length.
+    pub fn get_tail(&self, key: &str, len: usize) -> Result<(Vec<u8>, u64)> {
+        let p = self.path(key);
+        let mut f = File::open(&p).ctx(|| format!("opening {}", p.display()))?;
+        let total = f.metadata().ctx(|| format!("stat of {}", p.display()))?.len();
+        let n = (len as u64).min(total);
+        f.seek(SeekFrom::Start(total - n)).ctx(|| format!("seeking in {}", p.display()))?;
+        let mut buf = Vec::with_capacity(n as usize);
+        f.take(n).read_to_end(&mut buf).ctx(|| format!("reading {}", p.display()))?;
+        Ok((buf, total))
+    }
+
+    pub fn exists(&self, key: &str) -> bool {
+        self.path(key).exists()
+    }
+
+    pub fn size(&self, key: &str) -> Result<u64> {
+        let p = self.path(key);
+        Ok(fs::metadata(&p).ctx(|| format!("stat of {}", p.display()))?.len())
+    }
+
+    /// Keys of all objects directly in `dir` (one level), or in its subdirectories when
+    /// `nested` (the two-level fan-out of `data/`). Temporary names are skipped.
+    pub fn list(&self, dir: &str, nested: bool) -> Result<Vec<String>> {
+        let base = self.path(dir);
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&base) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(format!("listing {}", base.display()), e)),
+        };
+        for ent in rd {
+            let ent = ent.ctx(|| format!("listing {}", base.display()))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                continue;
+            }
+            if nested {
+                if ent.file_type().ctx(|| format!("listing {}", base.display()))?.is_dir() {
+                    for sub in self.list(&format!("{dir}/{name}"), false)? {
+                        out.push(sub);
+                    }
+                }
+            } else {
+                out.push(format!("{dir}/{name}"));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn delete(&self, key: &str) -> Result<()> {
+        let p = self.path(key);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("deleting {}", p.display()), e)),
+        }
+    }
+
+    /// Remove leftovers of interrupted `put`s. Only call while holding the writer lock.
+    pub fn clean_tmp(&self) -> Result<usize> {
+        let dir = self.root.join(TMP_DIR);
+        let mut n = 0;
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for ent in rd.flatten() {
+                if fs::remove_file(ent.path()).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).ctx(|| format!("opening directory {}", dir.display()))?;
+    d.sync_all().ctx(|| format!("fsync of directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_is_atomic_and_never_overwrites() {
+        let d = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(d.path());
+        b.put("data/ab/abc", b"hello").unwrap();
+        assert!(b.put("data/ab/abc", b"other").is_err());
+        assert_eq!(b.get("data/ab/abc").unwrap(), b"hello");
+        assert_eq!(b.get_range("data/ab/abc", 1, 3).unwrap(), b"ell");
+        assert_eq!(b.get_tail("data/ab/abc", 2).unwrap(), (b"lo".to_vec(), 5));
+        assert_eq!(b.list("data", true).unwrap(), vec!["data/ab/abc".to_string()]);
+        assert!(fs::read_dir(d.path().join(TMP_DIR)).unwrap().next().is_none());
+        b.delete("data/ab/abc").unwrap();
+        assert!(!b.exists("data/ab/abc"));
+    }
+}

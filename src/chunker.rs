@@ -1,0 +1,148 @@
+//! Content-defined chunking (FastCDC 2020, secret-seeded) over any reader, with bounded memory
+//! (repo-format.md, "Chunking").
+//!
+//! The cut points depend only on the bytes and the seed, never on how the reader delivers them,
+//! so a file and a stream of the same bytes dedup against each other.
+
+use fastcdc::v2020::{FastCDC, Normalization};
+use std::io::{self, Read};
+
+/// Chunk size bounds for file content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+/// File content: 256 KiB .. 1 MiB average .. 4 MiB.
+pub const DATA_PARAMS: ChunkerParams = ChunkerParams { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 };
+/// The item metadata stream: smaller chunks, so one changed file rewrites little metadata.
+pub const TREE_PARAMS: ChunkerParams = ChunkerParams { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
+
+impl ChunkerParams {
+    /// Bounds garret accepts from a repository config (the fastcdc crate's own limits).
+    pub fn is_valid(&self) -> bool {
+        (fastcdc::v2020::MINIMUM_MIN..=fastcdc::v2020::MINIMUM_MAX).contains(&self.min)
+            && (fastcdc::v2020::AVERAGE_MIN..=fastcdc::v2020::AVERAGE_MAX).contains(&self.avg)
+            && (fastcdc::v2020::MAXIMUM_MIN..=fastcdc::v2020::MAXIMUM_MAX).contains(&self.max)
+            && self.min <= self.avg
+            && self.avg <= self.max
+    }
+
+    /// Length of the first chunk of `data`; `data` must hold at least `max` bytes unless it is
+    /// the end of the stream.
+    pub fn first_cut(&self, data: &[u8], seed: u64) -> usize {
+        if data.len() <= self.min as usize {
+            return data.len();
+        }
+        let mut cdc = FastCDC::with_level_and_seed(data, self.min, self.avg, self.max, Normalization::Level1, seed);
+        cdc.next().map(|c| c.length).unwrap_or(data.len())
+    }
+}
+
+/// Splits a reader into chunks.
+pub struct Chunker<R> {
+    reader: R,
+    params: ChunkerParams,
+    seed: u64,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl<R: Read> Chunker<R> {
+    /// `size_hint` (e.g. the file size) keeps the buffer small for small inputs.
+    pub fn new(reader: R, params: ChunkerParams, seed: u64, size_hint: Option<u64>) -> Self {
+        let cap_max = 2 * params.max as usize;
+        let cap = match size_hint {
+            Some(n) => (n as usize).saturating_add(1).min(cap_max).max(4096),
+            None => cap_max,
+        };
+        Chunker { reader, params, seed, buf: vec![0; cap], start: 0, end: 0, eof: false }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let want = self.params.max as usize;
+        while !self.eof && self.end - self.start < want {
+            if self.end == self.buf.len() {
+                if self.start > 0 {
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                } else {
+                    let n = (self.buf.len() * 2).min(2 * want).max(self.buf.len() + 4096);
+                    self.buf.resize(n, 0);
+                }
+            }
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk, or `None` at the end of the input.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.fill()?;
+        if self.start == self.end {
+            return Ok(None);
+        }
+        let n = self.params.first_cut(&self.buf[self.start..self.end], self.seed);
+        let chunk = self.buf[self.start..self.start + n].to_vec();
+        self.start += n;
+        Ok(Some(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn lengths<R: Read>(c: &mut Chunker<R>) -> Vec<usize> {
+        let mut v = vec![];
+        while let Some(ch) = c.next_chunk().unwrap() {
+            v.push(ch.len());
+        }
+        v
+    }
+
+    /// A reader that hands out at most 1000 bytes per call.
+    struct Dribble<'a>(&'a [u8]);
+    impl Read for Dribble<'_> {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            let n = b.len().min(self.0.len()).min(1000);
+            b[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn cuts_independent_of_read_pattern_and_bounded() {
+        let data = pseudo_random(12_000_000, 42);
+        let a = lengths(&mut Chunker::new(&data[..], DATA_PARAMS, 99, Some(data.len() as u64)));
+        let b = lengths(&mut Chunker::new(Dribble(&data), DATA_PARAMS, 99, None));
+        assert_eq!(a, b);
+        assert_eq!(a.iter().sum::<usize>(), data.len());
+        assert!(a[..a.len() - 1].iter().all(|&l| l >= DATA_PARAMS.min as usize && l <= DATA_PARAMS.max as usize));
+        let c = lengths(&mut Chunker::new(&data[..], DATA_PARAMS, 100, None));
+        assert_ne!(a, c, "a different seed must cut elsewhere");
+    }
+}

@@ -1,0 +1,57 @@
+//! `garret extract REPO::NAME [PATH...]` into the current directory.
+
+use super::common::{self, GlobalArgs, StderrReporter};
+use super::{location, Outcome};
+use anyhow::Result;
+use garret::archive::{self, Archive};
+use garret::extract::{self, ExtractOptions};
+use std::os::unix::ffi::OsStrExt;
+
+#[derive(clap::Args, Debug)]
+pub struct ExtractArgs {
+    /// Print each extracted item
+    #[arg(long)]
+    pub list: bool,
+    /// Do not write anything
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Use stored uid/gid, not user/group names (as root)
+    #[arg(long)]
+    pub numeric_ids: bool,
+    /// Remove N leading path components
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub strip_components: usize,
+    /// Write runs of zeros as holes (the default)
+    #[arg(long, overrides_with = "no_sparse")]
+    pub sparse: bool,
+    /// Write zeros as data
+    #[arg(long)]
+    pub no_sparse: bool,
+    /// REPO::NAME
+    pub archive: String,
+    /// Only extract these paths (and what is below them)
+    pub paths: Vec<std::path::PathBuf>,
+}
+
+pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
+    let loc = location::parse(&a.archive)?;
+    let name = loc.require_archive()?.to_string();
+    let repo = common::open(g, &loc.repo, false)?;
+    let entry = archive::lookup(&repo, &name)?.clone();
+    let ar = Archive::load(&repo, &entry)?;
+    let reporter = StderrReporter::new(a.list, None);
+    let opts = ExtractOptions {
+        target: std::env::current_dir()?,
+        paths: a.paths.iter().map(|p| p.as_os_str().as_bytes().strip_prefix(b"/").unwrap_or(p.as_os_str().as_bytes()).to_vec()).collect(),
+        strip_components: a.strip_components,
+        numeric_ids: a.numeric_ids,
+        sparse: !a.no_sparse,
+        dry_run: a.dry_run,
+    };
+    let stats = extract::run(&repo, &ar, &opts, &reporter)?;
+    if stats.data_errors > 0 {
+        eprintln!("garret: error: {} item(s) could not be restored because repository data is damaged; run `garret check`", stats.data_errors);
+        return Ok(Outcome::Error);
+    }
+    Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok })
+}

@@ -1,0 +1,115 @@
+//! `garret info REPO::NAME` (and the summary `create --stats/--json` prints).
+
+use super::common::{self, GlobalArgs};
+use super::{location, Outcome};
+use anyhow::Result;
+use garret::archive::{self, Archive};
+use garret::id::Id;
+use garret::repository::Repository;
+
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// REPO::NAME, or REPO for a repository summary
+    pub location: Option<String>,
+}
+
+fn duration_of(a: &Archive) -> f64 {
+    let p = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+    match (p(&a.time_start), p(&a.time_end)) {
+        (Some(s), Some(e)) => (e - s).num_milliseconds() as f64 / 1000.0,
+        _ => 0.0,
+    }
+}
+
+pub fn archive_text(a: &Archive, id: &Id) -> String {
+    let s = &a.stats;
+    format!(
+        "Archive name: {}\nArchive fingerprint: {}\nComment: {}\nHostname: {}\nUsername: {}\nTime (start): {}\nTime (end): {}\nDuration: {}\nNumber of files: {}\nCommand line: {}\n{:<24}{:>20}{:>20}{:>20}\n{:<24}{:>20}{:>20}{:>20}\n",
+        a.name,
+        id,
+        common::escape(&a.comment),
+        a.hostname,
+        a.username,
+        common::show_time(&a.time_start),
+        common::show_time(&a.time_end),
+        common::duration(std::time::Duration::from_secs_f64(duration_of(a).max(0.0))),
+        s.nfiles,
+        common::escape(&a.command_line.join(" ")),
+        "",
+        "Original size",
+        "Compressed size",
+        "Deduplicated size",
+        "This archive:",
+        common::size(s.original_size),
+        common::size(s.compressed_size),
+        common::size(s.deduplicated_size),
+    )
+}
+
+pub fn archive_json(repo: &Repository, a: &Archive, id: &Id) -> serde_json::Value {
+    serde_json::json!({
+        "repository": { "id": repo.config().id, "location": repo.path().display().to_string() },
+        "archive": {
+            "name": a.name,
+            "id": id.hex(),
+            "hostname": a.hostname,
+            "username": a.username,
+            "start": a.time_start,
+            "end": a.time_end,
+            "duration": duration_of(a),
+            "comment": a.comment,
+            "command_line": a.command_line,
+            "stats": {
+                "original_size": a.stats.original_size,
+                "compressed_size": a.stats.compressed_size,
+                "deduplicated_size": a.stats.deduplicated_size,
+                "nfiles": a.stats.nfiles,
+                "nitems": a.stats.nitems,
+            }
+        }
+    })
+}
+
+pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
+    let loc = location::parse_opt(a.location.as_deref())?;
+    let repo = common::open(g, &loc.repo, false)?;
+    match &loc.archive {
+        Some(name) => {
+            let entry = archive::lookup(&repo, name)?.clone();
+            let ar = Archive::load(&repo, &entry)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&archive_json(&repo, &ar, &entry.id))?);
+            } else {
+                print!("{}", archive_text(&ar, &entry.id));
+            }
+        }
+        None => {
+            let size = dir_size(repo.path());
+            let c = repo.config();
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "repository": { "id": c.id, "location": repo.path().display().to_string(), "version": c.version },
+                        "encryption": { "mode": c.encryption },
+                        "archives": repo.manifest().archives.len(),
+                        "manifest_seq": repo.manifest().seq,
+                        "blobs": repo.index().blob_count()?,
+                        "size_on_disk": size,
+                    }))?
+                );
+            } else {
+                println!("Repository ID: {}\nLocation: {}\nEncrypted: {:?}\nFormat version: {}\nArchives: {}\nManifest: #{}\nChunks: {}\nSize on disk: {}",
+                    c.id, repo.path().display(), c.encryption, c.version, repo.manifest().archives.len(), repo.manifest().seq, repo.index().blob_count()?, common::size(size));
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(p).into_iter().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+}

@@ -1,0 +1,71 @@
+//! `garret init` and `garret adopt`.
+
+use super::common::{self, GlobalArgs};
+use super::location;
+use super::Outcome;
+use anyhow::Result;
+use garret::crypto::keyfile::{KdfParams, DEFAULT_MEMORY_KIB, MIN_MEMORY_KIB};
+use garret::repository::{Encryption, Repository};
+
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    /// Encryption mode: repokey (key in the repository), keyfile (key on this client), none
+    #[arg(short = 'e', long = "encryption", default_value = "repokey")]
+    pub encryption: Encryption,
+    /// Argon2id memory in MiB for the passphrase KDF (at least 64)
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MEMORY_KIB / 1024)]
+    pub kdf_memory: u32,
+    /// Create missing parent directories of the repository
+    #[arg(long)]
+    pub make_parent_dirs: bool,
+    /// Repository path (or GARRET_REPO)
+    pub repository: Option<String>,
+}
+
+pub fn run(_g: &GlobalArgs, a: &InitArgs) -> Result<Outcome> {
+    let loc = location::parse_opt(a.repository.as_deref())?;
+    loc.forbid_archive()?;
+    if a.kdf_memory < MIN_MEMORY_KIB / 1024 || a.kdf_memory > 1024 {
+        anyhow::bail!("--kdf-memory {} is out of range: use 64 to 1024 (MiB)", a.kdf_memory);
+    }
+    if !a.make_parent_dirs {
+        if let Some(parent) = loc.repo.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                anyhow::bail!("parent directory {} does not exist; create it or pass --make-parent-dirs", parent.display());
+            }
+        }
+    }
+    let pass = match a.encryption {
+        Encryption::None => {
+            eprintln!("garret: WARNING: encryption mode none: the repository is NOT encrypted and NOT authenticated against tampering; anyone who can read it can read your data");
+            None
+        }
+        _ => Some(common::passphrase(true)?),
+    };
+    let config = Repository::init(&loc.repo, a.encryption, pass.as_deref(), KdfParams::with_memory_mib(a.kdf_memory), &common::client_dirs())?;
+    if a.encryption != Encryption::None {
+        eprintln!(
+            "garret: repository {} created (encryption {:?}). Keep the passphrase safe{}: without it the backups cannot be read.",
+            loc.repo.display(),
+            a.encryption,
+            if a.encryption == Encryption::Keyfile { " and back up the key file in ~/.config/garret/keys" } else { "" }
+        );
+    }
+    let _ = config;
+    Ok(Outcome::Ok)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AdoptArgs {
+    /// Repository path (or GARRET_REPO)
+    pub repository: Option<String>,
+}
+
+pub fn adopt(g: &GlobalArgs, a: &AdoptArgs) -> Result<Outcome> {
+    let loc = location::parse_opt(a.repository.as_deref())?;
+    loc.forbid_archive()?;
+    let repo = common::open_with(g, &loc.repo, false, true)?;
+    repo.adopt()?;
+    eprintln!("garret: now trusting manifest #{} of {}", repo.manifest().seq, loc.repo.display());
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,129 @@
+//! `REPO::NAME` locations (borg syntax, GARRET_REPO as default repository) and archive name
+//! placeholders (`{now:%Y-%m-%d}`, `{hostname}`, ...).
+
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub repo: PathBuf,
+    pub archive: Option<String>,
+}
+
+/// Parse `REPO`, `REPO::NAME` or `::NAME` (repository from GARRET_REPO).
+pub fn parse(s: &str) -> Result<Location> {
+    let (repo, archive) = match s.rsplit_once("::") {
+        Some((r, a)) => (r.to_string(), Some(a.to_string())),
+        None => (s.to_string(), None),
+    };
+    let repo = if repo.is_empty() {
+        match std::env::var("GARRET_REPO") {
+            Ok(r) if !r.is_empty() => r,
+            _ => bail!("no repository given: write REPO::NAME or set GARRET_REPO"),
+        }
+    } else {
+        repo
+    };
+    if repo.contains("://") && !repo.starts_with("file://") {
+        bail!("remote repository {repo:?} is not supported yet: use a local path");
+    }
+    let repo = PathBuf::from(repo.strip_prefix("file://").unwrap_or(&repo));
+    let archive = archive.filter(|a| !a.is_empty());
+    Ok(Location { repo, archive })
+}
+
+/// The repository argument, which may be omitted when GARRET_REPO is set.
+pub fn parse_opt(s: Option<&str>) -> Result<Location> {
+    match s {
+        Some(s) => parse(s),
+        None => parse("::"),
+    }
+}
+
+impl Location {
+    pub fn require_archive(&self) -> Result<&str> {
+        match &self.archive {
+            Some(a) => Ok(a),
+            None => bail!("no archive name given: write REPO::NAME"),
+        }
+    }
+    pub fn forbid_archive(&self) -> Result<()> {
+        if self.archive.is_some() {
+            bail!("this command takes a repository, not an archive: write REPO without ::NAME");
+        }
+        Ok(())
+    }
+}
+
+/// Expand `{now}`, `{now:FMT}`, `{utcnow}`, `{utcnow:FMT}`, `{hostname}`, `{fqdn}`, `{user}`;
+/// `{{` and `}}` are literal braces.
+pub fn expand_placeholders(name: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = name;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let r = &rest[i..];
+        if r.starts_with("{{") || r.starts_with("}}") {
+            out.push_str(&r[..1]);
+            rest = &r[2..];
+            continue;
+        }
+        if r.starts_with('}') {
+            bail!("unbalanced '}}' in archive name {name:?}");
+        }
+        let end = r.find('}').ok_or_else(|| anyhow::anyhow!("unterminated placeholder in archive name {name:?}"))?;
+        let ph = &r[1..end];
+        let (key, fmt) = match ph.split_once(':') {
+            Some((k, f)) => (k, Some(f)),
+            None => (ph, None),
+        };
+        let v = match key {
+            "now" => format_time(chrono::Local::now(), fmt)?,
+            "utcnow" => format_time(chrono::Utc::now(), fmt)?,
+            "hostname" => {
+                let h = garret::repository::lock::hostname();
+                h.split('.').next().unwrap_or(&h).to_string()
+            }
+            "fqdn" => garret::repository::lock::hostname(),
+            "user" => uzers::get_current_username().map(|u| u.to_string_lossy().into_owned()).unwrap_or_default(),
+            _ => bail!("unknown placeholder {{{key}}} in archive name {name:?}; known: now, utcnow, hostname, fqdn, user"),
+        };
+        out.push_str(&v);
+        rest = &r[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn format_time<Tz: chrono::TimeZone>(t: chrono::DateTime<Tz>, fmt: Option<&str>) -> Result<String>
+where
+    Tz::Offset: std::fmt::Display,
+{
+    use std::fmt::Write;
+    let fmt = fmt.unwrap_or("%Y-%m-%dT%H:%M:%S");
+    let mut s = String::new();
+    write!(s, "{}", t.format(fmt)).map_err(|_| anyhow::anyhow!("invalid time format {fmt:?} in archive name"))?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        let l = parse("/r/x.garret::a-1").unwrap();
+        assert_eq!(l.repo, PathBuf::from("/r/x.garret"));
+        assert_eq!(l.archive.as_deref(), Some("a-1"));
+        assert!(parse("/r").unwrap().archive.is_none());
+    }
+
+    #[test]
+    fn placeholders() {
+        let y = chrono::Local::now().format("%Y").to_string();
+        assert_eq!(expand_placeholders("db-{now:%Y}").unwrap(), format!("db-{y}"));
+        assert_eq!(expand_placeholders("a{{b}}").unwrap(), "a{b}");
+        assert!(expand_placeholders("x-{nope}").is_err());
+        assert!(expand_placeholders("x-{now").is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! Command-line interface: clap definitions, environment, terminal, output formatting and exit
+//! codes. The only place that prints or uses `anyhow`. One file per subcommand.
+
+mod common;
+mod create;
+mod extract;
+mod info;
+mod init;
+mod list;
+mod location;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit codes, as borg: 0 success, 1 warnings, 2 errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Ok = 0,
+    Warning = 1,
+    Error = 2,
+}
+
+#[derive(Parser)]
+#[command(name = "garret", version, about = "Deduplicating, encrypted backups (borg-compatible command line)")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: common::GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a new, empty repository
+    Init(init::InitArgs),
+    /// Create a new archive
+    Create(create::CreateArgs),
+    /// List archives, or the contents of one archive
+    List(list::ListArgs),
+    /// Show an archive's sizes and details
+    Info(info::InfoArgs),
+    /// Extract an archive into the current directory
+    Extract(extract::ExtractArgs),
+    /// Trust the repository's current manifest and key (after restoring it from a copy)
+    Adopt(init::AdoptArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let show_rc = cli.global.show_rc;
+    let outcome = match run(cli) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("garret: error: {}", common::one_line(&format!("{e:#}")));
+            Outcome::Error
+        }
+    };
+    if show_rc {
+        let name = match outcome {
+            Outcome::Ok => "success",
+            Outcome::Warning => "warning",
+            Outcome::Error => "error",
+        };
+        eprintln!("terminating with {name} status, rc {}", outcome as u8);
+    }
+    ExitCode::from(outcome as u8)
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Init(a) => init::run(g, a),
+        Command::Create(a) => create::run(g, a),
+        Command::List(a) => list::run(g, a),
+        Command::Info(a) => info::run(g, a),
+        Command::Extract(a) => extract::run(g, a),
+        Command::Adopt(a) => init::adopt(g, a),
+    }
+}

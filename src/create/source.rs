@@ -1,0 +1,166 @@
+//! What create reads from the filesystem: archive paths for walked entries, exclusion, and the
+//! metadata of one entry as an [`Item`].
+
+use crate::archive::item::{Item, Kind, Xattr};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path};
+
+/// Exclusion globs, matched against archive paths (no leading '/'), borg `fm:` style: `*`
+/// also matches '/'.
+pub struct Excludes(GlobSet);
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
+        let mut b = GlobSetBuilder::new();
+        for p in patterns {
+            let p = p.strip_prefix("sh:").or_else(|| p.strip_prefix("fm:")).unwrap_or(p);
+            let p = p.trim_start_matches('/');
+            let p = p.trim_end_matches('/');
+            let g = GlobBuilder::new(p)
+                .literal_separator(false)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| format!("invalid exclude pattern {p:?}: {e}"))?;
+            b.add(g);
+        }
+        b.build().map(Excludes).map_err(|e| format!("exclude patterns: {e}"))
+    }
+
+    pub fn is_excluded(&self, archive_path: &[u8]) -> bool {
+        !self.0.is_empty() && self.0.is_match(Path::new(OsStr::from_bytes(archive_path)))
+    }
+}
+
+/// The archive path of a source path given on the command line: as given, without leading '/',
+/// `.` or `..` components (as borg stores it).
+pub fn archive_root(p: &Path) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::new();
+    for c in p.components() {
+        if let Component::Normal(s) = c {
+            if !out.is_empty() {
+                out.push(b'/');
+            }
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    out
+}
+
+pub fn join(prefix: &[u8], rel: &Path) -> Vec<u8> {
+    let mut out = prefix.to_vec();
+    for c in rel.components() {
+        if let Component::Normal(s) = c {
+            if !out.is_empty() {
+                out.push(b'/');
+            }
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    out
+}
+
+/// uid/gid to name lookups, cached.
+#[derive(Default)]
+pub struct Names {
+    users: HashMap<u32, Option<String>>,
+    groups: HashMap<u32, Option<String>>,
+}
+
+impl Names {
+    fn user(&mut self, uid: u32) -> Option<String> {
+        self.users.entry(uid).or_insert_with(|| uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())).clone()
+    }
+    fn group(&mut self, gid: u32) -> Option<String> {
+        self.groups.entry(gid).or_insert_with(|| uzers::get_group_by_gid(gid).map(|g| g.name().to_string_lossy().into_owned())).clone()
+    }
+}
+
+/// The item for an entry, without content; `None` for sockets (not archived, as in borg).
+pub fn item_from_metadata(path: Vec<u8>, md: &Metadata, names: &mut Names) -> Option<Item> {
+    let ft = md.file_type();
+    let kind = if ft.is_file() {
+        Kind::File
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        Kind::Symlink
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_char_device() {
+        Kind::CharDev
+    } else if ft.is_block_device() {
+        Kind::BlockDev
+    } else {
+        return None;
+    };
+    let mut it = Item::new(path, kind);
+    it.mode = md.mode() & 0o7777;
+    it.uid = md.uid();
+    it.gid = md.gid();
+    it.user = names.user(md.uid());
+    it.group = names.group(md.gid());
+    it.mtime = md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec());
+    if matches!(kind, Kind::CharDev | Kind::BlockDev) {
+        it.rdev = md.rdev();
+    }
+    Some(it)
+}
+
+/// Extended attributes of `fs_path` (not following symlinks); an unsupported filesystem yields
+/// none.
+pub fn read_xattrs(fs_path: &Path) -> std::io::Result<Vec<Xattr>> {
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        match rustix::fs::llistxattr(fs_path, &mut names[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut out = vec![];
+    for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        let mut val = vec![0u8; 4096];
+        loop {
+            match rustix::fs::lgetxattr(fs_path, OsStr::from_bytes(name), &mut val[..]) {
+                Ok(len) => {
+                    val.truncate(len);
+                    out.push(Xattr(name.to_vec(), val));
+                    break;
+                }
+                Err(rustix::io::Errno::RANGE) if val.len() < 1 << 20 => val.resize(val.len() * 4, 0),
+                Err(rustix::io::Errno::NODATA) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excludes_match_dirs_anywhere() {
+        let ex = Excludes::new(&["**/pgdata".to_string(), "*.tmp".to_string()]).unwrap();
+        assert!(ex.is_excluded(b"store/projects/pgdata"));
+        assert!(ex.is_excluded(b"pgdata"));
+        assert!(!ex.is_excluded(b"store/projects/pgdata2"));
+        assert!(ex.is_excluded(b"a/b/c.tmp"));
+        assert!(Excludes::new(&["a[".to_string()]).is_err());
+    }
+
+    #[test]
+    fn archive_paths() {
+        assert_eq!(archive_root(Path::new("/store/projects")), b"store/projects");
+        assert_eq!(archive_root(Path::new("./a/../b")), b"a/b");
+        assert_eq!(archive_root(Path::new("/")), b"");
+    }
+}

@@ -1,0 +1,181 @@
+//! Key material, purpose keys, and the AEAD envelope (repo-format.md, "Keys" and "Envelope").
+//!
+//! Every encrypted object is `nonce (12) || AES-256-GCM-SIV(key, nonce, plaintext, aad)`. The AAD
+//! binds the repository id, the format version, the object type and the object id, so an object
+//! cannot be moved to another repository, type or name without failing authentication. Callers of
+//! [`Keys::open`] for blobs additionally recompute the keyed id of the plaintext; that check is
+//! what commits the ciphertext to one key (GCM-SIV alone is not key-committing).
+
+pub mod keyfile;
+
+use crate::error::{Error, Result};
+use crate::id::{Id, ObjectType};
+use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+pub const NONCE_LEN: usize = 12;
+pub const TAG_LEN: usize = 16;
+/// Bytes an envelope adds to its plaintext.
+pub const ENVELOPE_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// Fill `buf` from the operating system's CSPRNG.
+pub fn random_bytes(buf: &mut [u8]) {
+    // getrandom only fails when the OS has no entropy source at all; nothing sensible can run then.
+    getrandom::getrandom(buf).expect("operating system random number generator failed");
+}
+
+/// The secret master key material, generated once at `init` and stored wrapped in the key file.
+#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey {
+    #[serde(with = "serde_bytes")]
+    pub enc: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    pub id: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    pub chunker: [u8; 32],
+}
+
+impl MasterKey {
+    pub fn generate() -> MasterKey {
+        let mut k = MasterKey { enc: [0; 32], id: [0; 32], chunker: [0; 32] };
+        random_bytes(&mut k.enc);
+        random_bytes(&mut k.id);
+        random_bytes(&mut k.chunker);
+        k
+    }
+
+    /// A fingerprint that identifies this key material without revealing it; clients remember it
+    /// to notice a swapped key file (repo-format.md, "Client state").
+    pub fn fingerprint(&self) -> Id {
+        let mut h = blake3::Hasher::new_derive_key("garret 2026-11 key fingerprint");
+        h.update(&self.enc);
+        h.update(&self.id);
+        h.update(&self.chunker);
+        Id(*h.finalize().as_bytes())
+    }
+}
+
+// Purpose strings for BLAKE3 derive_key; changing one changes every repository's bytes.
+const CTX_BLOB: &str = "garret 2026-11 blob encryption";
+const CTX_HEADER: &str = "garret 2026-11 pack header encryption";
+const CTX_MANIFEST: &str = "garret 2026-11 manifest authentication";
+const CTX_ID: &str = "garret 2026-11 blob id";
+const CTX_CHUNKER: &str = "garret 2026-11 chunker seed";
+
+/// The per-purpose keys derived from a [`MasterKey`] for one repository.
+pub struct Keys {
+    repo_id: Id,
+    version: u32,
+    blob: Aes256GcmSiv,
+    header: Aes256GcmSiv,
+    manifest: Aes256GcmSiv,
+    id_key: [u8; 32],
+    chunker_seed: u64,
+}
+
+impl Keys {
+    pub fn derive(master: &MasterKey, repo_id: Id, version: u32) -> Keys {
+        let cipher = |ctx: &str| {
+            let mut k = blake3::derive_key(ctx, &master.enc);
+            let c = Aes256GcmSiv::new_from_slice(&k).expect("32-byte key");
+            k.zeroize();
+            c
+        };
+        let seed = blake3::derive_key(CTX_CHUNKER, &master.chunker);
+        Keys {
+            repo_id,
+            version,
+            blob: cipher(CTX_BLOB),
+            header: cipher(CTX_HEADER),
+            manifest: cipher(CTX_MANIFEST),
+            id_key: blake3::derive_key(CTX_ID, &master.id),
+            chunker_seed: u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")),
+        }
+    }
+
+    /// The keyed BLAKE3-256 id of a blob's plaintext.
+    pub fn blob_id(&self, data: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.id_key, data).as_bytes())
+    }
+
+    /// The secret FastCDC seed (never zero: the fastcdc crate treats zero as "unseeded").
+    pub fn chunker_seed(&self) -> u64 {
+        self.chunker_seed.max(1)
+    }
+
+    fn cipher(&self, t: ObjectType) -> &Aes256GcmSiv {
+        match t {
+            ObjectType::PackHeader => &self.header,
+            ObjectType::Manifest => &self.manifest,
+            _ => &self.blob,
+        }
+    }
+
+    fn aad(&self, t: ObjectType, id: &Id) -> [u8; 75] {
+        // "garret" || repo id (32) || version u32 LE || type (1) || object id (32)
+        let mut aad = [0u8; 75];
+        aad[..6].copy_from_slice(b"garret");
+        aad[6..38].copy_from_slice(&self.repo_id.0);
+        aad[38..42].copy_from_slice(&self.version.to_le_bytes());
+        aad[42] = t as u8;
+        aad[43..75].copy_from_slice(&id.0);
+        aad
+    }
+
+    /// Encrypt `plaintext` as an object of type `t` named `id`.
+    pub fn seal(&self, t: ObjectType, id: &Id, plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce);
+        let aad = self.aad(t, id);
+        let ct = self
+            .cipher(t)
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+            .expect("AES-GCM-SIV encryption of a bounded message cannot fail");
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Authenticate and decrypt an envelope; `what` names the object in the error.
+    pub fn open(&self, t: ObjectType, id: &Id, envelope: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+        if envelope.len() < ENVELOPE_OVERHEAD {
+            return Err(Error::integrity(what(), "object shorter than nonce and tag"));
+        }
+        let (nonce, ct) = envelope.split_at(NONCE_LEN);
+        let aad = self.aad(t, id);
+        self.cipher(t)
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| Error::integrity(what(), "authentication failed (corrupt, tampered, or not this type of object)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_and_binding() {
+        let mk = MasterKey::generate();
+        let keys = Keys::derive(&mk, Id([7; 32]), 1);
+        let id = keys.blob_id(b"hello");
+        let env = keys.seal(ObjectType::Data, &id, b"hello");
+        assert_eq!(keys.open(ObjectType::Data, &id, &env, &|| "x".into()).unwrap(), b"hello");
+        // another type, id or repository must not authenticate
+        assert!(keys.open(ObjectType::Archive, &id, &env, &|| "x".into()).is_err());
+        assert!(keys.open(ObjectType::Data, &Id([1; 32]), &env, &|| "x".into()).is_err());
+        let other = Keys::derive(&mk, Id([8; 32]), 1);
+        assert!(other.open(ObjectType::Data, &id, &env, &|| "x".into()).is_err());
+        let mut bad = env.clone();
+        bad[20] ^= 1;
+        assert!(keys.open(ObjectType::Data, &id, &bad, &|| "x".into()).is_err());
+    }
+
+    #[test]
+    fn ids_are_keyed() {
+        let keys = Keys::derive(&MasterKey::generate(), Id([7; 32]), 1);
+        assert_ne!(keys.blob_id(b"abc").0, *blake3::hash(b"abc").as_bytes());
+    }
+}

@@ -1,0 +1,408 @@
+//! `extract`: restore an archive's items beneath a target directory.
+//!
+//! Every path is resolved beneath the target with `openat(O_NOFOLLOW | O_DIRECTORY)` one
+//! component at a time, and final components are created with `O_EXCL`/`O_NOFOLLOW` after removing
+//! whatever non-directory stood there. So `..`, absolute paths, symlinked parents (`a -> /`, then
+//! `a/x`), hardlink sources reached through symlinks, and symlinks already present in the target
+//! can never make extract write outside the target (borg CVE-2026-62268, duplicacy #691/#692).
+//! Device nodes and setuid/setgid bits are restored only when running as root.
+
+use crate::archive::item::{ChunkRef, Item, Kind};
+use crate::archive::Archive;
+use crate::error::{Error, IoContext, Result};
+use crate::id::ObjectType;
+use crate::progress::Reporter;
+use crate::repository::Repository;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+pub struct ExtractOptions {
+    pub target: PathBuf,
+    /// Archive paths to extract (with everything below them); empty means all.
+    pub paths: Vec<Vec<u8>>,
+    pub strip_components: usize,
+    pub numeric_ids: bool,
+    /// Write runs of zeros as holes.
+    pub sparse: bool,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ExtractStats {
+    pub items: u64,
+    pub bytes: u64,
+    /// Items that could not be restored because repository data is missing or corrupt.
+    pub data_errors: u64,
+}
+
+/// Split and validate an archive path: no empty, `.`, `..` components, no NUL.
+pub fn components(path: &[u8]) -> Option<Vec<&[u8]>> {
+    if path.is_empty() || path.contains(&0) {
+        return None;
+    }
+    let comps: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+    if comps.iter().any(|c| c.is_empty() || *c == b"." || *c == b"..") {
+        return None;
+    }
+    Some(comps)
+}
+
+fn selected(path: &[u8], wanted: &[Vec<u8>]) -> bool {
+    wanted.is_empty()
+        || wanted.iter().any(|w| {
+            let w = w.strip_suffix(b"/").unwrap_or(w);
+            path == w || (path.starts_with(w) && path.get(w.len()) == Some(&b'/'))
+        })
+}
+
+fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+/// The target directory, with a one-entry cache of the last parent directory opened.
+struct Target {
+    root: OwnedFd,
+    last: Option<(Vec<u8>, OwnedFd)>,
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+
+impl Target {
+    /// Open (creating when `create`) the directory `comps` beneath the root, never following a
+    /// symlink.
+    fn dir(&mut self, comps: &[&[u8]], create: bool) -> std::io::Result<BorrowedFd<'_>> {
+        let key = comps.join(&b'/');
+        if self.last.as_ref().is_none_or(|(k, _)| *k != key) {
+            let mut fd: Option<OwnedFd> = None;
+            for c in comps {
+                let parent = fd.as_ref().map(|f| f.as_fd()).unwrap_or(self.root.as_fd());
+                let next = match rustix::fs::openat(parent, os(c), DIR_FLAGS, Mode::empty()) {
+                    Ok(f) => f,
+                    Err(rustix::io::Errno::NOENT) if create => {
+                        match rustix::fs::mkdirat(parent, os(c), Mode::from_raw_mode(0o700)) {
+                            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                        rustix::fs::openat(parent, os(c), DIR_FLAGS, Mode::empty())?
+                    }
+                    Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::NOTDIR) => {
+                        return Err(std::io::Error::other(format!(
+                            "refusing to extract through {:?}: it is a symlink or not a directory",
+                            String::from_utf8_lossy(c)
+                        )))
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                fd = Some(next);
+            }
+            match fd {
+                Some(fd) => self.last = Some((key, fd)),
+                None => return Ok(self.root.as_fd()),
+            }
+        }
+        Ok(self.last.as_ref().expect("set above").1.as_fd())
+    }
+}
+
+/// Remove a non-directory entry `name` in `dir` if present; a directory there is an error.
+fn clear_slot(dir: BorrowedFd<'_>, name: &[u8]) -> std::io::Result<()> {
+    match rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+            Err(std::io::Error::other("a directory of that name exists in the target"))
+        }
+        Ok(_) => Ok(rustix::fs::unlinkat(dir, os(name), AtFlags::empty())?),
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn timestamps(mtime: i64) -> Timestamps {
+    let t = Timespec { tv_sec: mtime.div_euclid(1_000_000_000), tv_nsec: mtime.rem_euclid(1_000_000_000) as _ };
+    Timestamps { last_access: t, last_modification: t }
+}
+
+struct Owner {
+    root: bool,
+    numeric: bool,
+}
+
+impl Owner {
+    fn ids(&self, it: &Item) -> Option<(rustix::fs::Uid, rustix::fs::Gid)> {
+        if !self.root {
+            return None;
+        }
+        let mut uid = it.uid;
+        let mut gid = it.gid;
+        if !self.numeric {
+            if let Some(u) = it.user.as_deref().and_then(uzers::get_user_by_name) {
+                uid = u.uid();
+            }
+            if let Some(g) = it.group.as_deref().and_then(uzers::get_group_by_name) {
+                gid = g.gid();
+            }
+        }
+        Some((rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid)))
+    }
+
+    fn mode(&self, it: &Item) -> Mode {
+        // setuid/setgid only for root: an unprivileged restore must not mint setid binaries of
+        // someone else's making.
+        let m = if self.root { it.mode & 0o7777 } else { it.mode & 0o1777 };
+        Mode::from_raw_mode(m)
+    }
+}
+
+/// Apply ownership, mode, xattrs and mtime through an open descriptor.
+fn apply_fd_metadata(fd: BorrowedFd<'_>, it: &Item, owner: &Owner) -> std::io::Result<()> {
+    if let Some((u, g)) = owner.ids(it) {
+        rustix::fs::fchown(fd, Some(u), Some(g))?;
+    }
+    rustix::fs::fchmod(fd, owner.mode(it))?;
+    for x in &it.xattrs {
+        let privileged = x.0.starts_with(b"security.") || x.0.starts_with(b"trusted.");
+        if privileged && !owner.root {
+            continue;
+        }
+        match rustix::fs::fsetxattr(fd, os(&x.0), &x.1, XattrFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::PERM) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::fs::futimens(fd, &timestamps(it.mtime))?;
+    Ok(())
+}
+
+/// Write `data` at `offset`, leaving 4 KiB blocks of zeros as holes when `sparse`.
+fn write_at(file: &std::fs::File, offset: u64, data: &[u8], sparse: bool) -> std::io::Result<()> {
+    if !sparse {
+        return file.write_all_at(data, offset);
+    }
+    const BLOCK: usize = 4096;
+    let mut i = 0;
+    while i < data.len() {
+        let end = (i + BLOCK).min(data.len());
+        if data[i..end].iter().all(|&b| b == 0) {
+            i = end;
+            continue;
+        }
+        let mut j = end;
+        while j < data.len() {
+            let e = (j + BLOCK).min(data.len());
+            if data[j..e].iter().all(|&b| b == 0) {
+                break;
+            }
+            j = e;
+        }
+        file.write_all_at(&data[i..j], offset + i as u64)?;
+        i = j;
+    }
+    Ok(())
+}
+
+struct Extractor<'a> {
+    repo: &'a Repository,
+    opts: &'a ExtractOptions,
+    reporter: &'a dyn Reporter,
+    target: Target,
+    owner: Owner,
+    stats: ExtractStats,
+    /// Directories whose metadata is applied at the end (children change their mtime).
+    dirs: Vec<(Vec<u8>, Item)>,
+    /// Content of hardlink masters (by archive path), for later names whose master was not
+    /// extracted.
+    masters: HashMap<Vec<u8>, (Vec<ChunkRef>, u64)>,
+    /// Where each hardlink source was actually extracted (target-relative path).
+    extracted: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+pub fn run(repo: &Repository, archive: &Archive, opts: &ExtractOptions, reporter: &dyn Reporter) -> Result<ExtractStats> {
+    std::fs::create_dir_all(&opts.target).ctx(|| format!("creating {}", opts.target.display()))?;
+    let root = rustix::fs::open(&opts.target, DIR_FLAGS, Mode::empty()).ctx(|| format!("opening target {}", opts.target.display()))?;
+    let mut ex = Extractor {
+        repo,
+        opts,
+        reporter,
+        target: Target { root, last: None },
+        owner: Owner { root: rustix::process::geteuid().is_root(), numeric: opts.numeric_ids },
+        stats: ExtractStats::default(),
+        dirs: vec![],
+        masters: HashMap::new(),
+        extracted: HashMap::new(),
+    };
+    for item in archive.items(repo) {
+        let item = item?;
+        ex.item(item);
+    }
+    for (path, it) in std::mem::take(&mut ex.dirs).into_iter().rev() {
+        let comps = components(&path).expect("validated when recorded");
+        let res = ex.target.dir(&comps, false).and_then(|fd| apply_fd_metadata(fd, &it, &ex.owner));
+        if let Err(e) = res {
+            reporter.warning(&format!("{}: setting directory metadata: {e}", String::from_utf8_lossy(&path)));
+        }
+    }
+    Ok(ex.stats)
+}
+
+impl Extractor<'_> {
+    fn item(&mut self, it: Item) {
+        let shown = it.path_lossy();
+        if it.hardlink_master {
+            self.masters.insert(it.path.clone(), (it.chunks.clone(), it.size));
+        }
+        if !selected(&it.path, &self.opts.paths) {
+            return;
+        }
+        let Some(comps) = components(&it.path) else {
+            self.reporter.warning(&format!("{shown:?}: refusing an unsafe path (absolute, empty, '.' or '..' component)"));
+            return;
+        };
+        if comps.len() <= self.opts.strip_components {
+            return;
+        }
+        let rel: Vec<u8> = comps[self.opts.strip_components..].join(&b'/');
+        self.reporter.item(' ', &shown);
+        self.stats.items += 1;
+        if self.opts.dry_run {
+            return;
+        }
+        if let Err(e) = self.restore(&it, &rel) {
+            let data_error = matches!(e, Error::Integrity { .. } | Error::MissingBlob(_));
+            if data_error {
+                self.stats.data_errors += 1;
+            }
+            self.reporter.warning(&format!("{shown}: {e}"));
+        }
+    }
+
+    fn restore(&mut self, it: &Item, rel: &[u8]) -> Result<()> {
+        let comps = components(rel).expect("validated");
+        let (name, parents) = comps.split_last().expect("non-empty");
+        let ioe = |e: std::io::Error| Error::io("extracting", e);
+        match it.kind {
+            Kind::Dir => {
+                let parent = self.target.dir(parents, true).map_err(ioe)?;
+                match rustix::fs::statat(parent, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
+                    Ok(_) => {
+                        rustix::fs::unlinkat(parent, os(name), AtFlags::empty()).map_err(|e| ioe(e.into()))?;
+                        rustix::fs::mkdirat(parent, os(name), Mode::from_raw_mode(0o700)).map_err(|e| ioe(e.into()))?;
+                    }
+                    Err(_) => rustix::fs::mkdirat(parent, os(name), Mode::from_raw_mode(0o700)).map_err(|e| ioe(e.into()))?,
+                }
+                self.dirs.push((rel.to_vec(), it.clone()));
+            }
+            Kind::File => {
+                self.write_file(parents, name, it, &it.chunks, it.size)?;
+                if it.hardlink_master {
+                    self.extracted.insert(it.path.clone(), rel.to_vec());
+                }
+            }
+            Kind::Hardlink => {
+                let src = it.source.as_deref().ok_or_else(|| Error::malformed("item", "hardlink without source"))?;
+                if let Some(src_rel) = self.extracted.get(src).cloned() {
+                    let src_comps = components(&src_rel).expect("validated");
+                    let (src_name, src_parents) = src_comps.split_last().expect("non-empty");
+                    let src_dir = self.target.dir(src_parents, false).map_err(ioe)?.try_clone_to_owned().map_err(ioe)?;
+                    let parent = self.target.dir(parents, true).map_err(ioe)?;
+                    clear_slot(parent, name).map_err(ioe)?;
+                    rustix::fs::linkat(&src_dir, os(src_name), parent, os(name), AtFlags::empty()).map_err(|e| ioe(e.into()))?;
+                } else if let Some((chunks, size)) = self.masters.get(src).cloned() {
+                    // The first name was not extracted: this name gets the content.
+                    self.write_file(parents, name, it, &chunks, size)?;
+                    self.extracted.insert(src.to_vec(), rel.to_vec());
+                } else {
+                    return Err(Error::malformed("item", format!("hardlink source {:?} not found in the archive", String::from_utf8_lossy(src))));
+                }
+            }
+            Kind::Symlink => {
+                let target = it.target.as_deref().ok_or_else(|| Error::malformed("item", "symlink without target"))?;
+                let parent = self.target.dir(parents, true).map_err(ioe)?;
+                clear_slot(parent, name).map_err(ioe)?;
+                rustix::fs::symlinkat(os(target), parent, os(name)).map_err(|e| ioe(e.into()))?;
+                if let Some((u, g)) = self.owner.ids(it) {
+                    rustix::fs::chownat(parent, os(name), Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| ioe(e.into()))?;
+                }
+                rustix::fs::utimensat(parent, os(name), &timestamps(it.mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| ioe(e.into()))?;
+            }
+            Kind::Fifo | Kind::CharDev | Kind::BlockDev => {
+                let ft = match it.kind {
+                    Kind::Fifo => FileType::Fifo,
+                    Kind::CharDev => FileType::CharacterDevice,
+                    _ => FileType::BlockDevice,
+                };
+                if ft != FileType::Fifo && !self.owner.root {
+                    self.reporter.warning(&format!("{}: device node not restored (needs root)", it.path_lossy()));
+                    return Ok(());
+                }
+                let parent = self.target.dir(parents, true).map_err(ioe)?;
+                clear_slot(parent, name).map_err(ioe)?;
+                rustix::fs::mknodat(parent, os(name), ft, Mode::from_raw_mode(0o600), it.rdev).map_err(|e| ioe(e.into()))?;
+                // No descriptor: opening a FIFO would block. The name was just created by us
+                // in a directory opened without following symlinks.
+                if let Some((u, g)) = self.owner.ids(it) {
+                    rustix::fs::chownat(parent, os(name), Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| ioe(e.into()))?;
+                }
+                rustix::fs::chmodat(parent, os(name), self.owner.mode(it), AtFlags::empty()).map_err(|e| ioe(e.into()))?;
+                rustix::fs::utimensat(parent, os(name), &timestamps(it.mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| ioe(e.into()))?;
+            }
+            Kind::Socket | Kind::Unknown => {
+                self.reporter.warning(&format!("{}: item of an unknown kind skipped", it.path_lossy()));
+            }
+        }
+        Ok(())
+    }
+
+    fn write_file(&mut self, parents: &[&[u8]], name: &[u8], it: &Item, chunks: &[ChunkRef], size: u64) -> Result<()> {
+        let ioe = |e: std::io::Error| Error::io("extracting", e);
+        let parent = self.target.dir(parents, true).map_err(ioe)?;
+        clear_slot(parent, name).map_err(ioe)?;
+        let fd = rustix::fs::openat(
+            parent,
+            os(name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| ioe(e.into()))?;
+        let file = std::fs::File::from(fd);
+        let mut offset = 0u64;
+        for c in chunks {
+            let data = self.repo.load_blob(ObjectType::Data, &c.0)?;
+            write_at(&file, offset, &data, self.opts.sparse).map_err(ioe)?;
+            offset += data.len() as u64;
+        }
+        if offset != size {
+            self.reporter.warning(&format!("{}: content is {offset} bytes, item says {size}", it.path_lossy()));
+        }
+        file.set_len(offset).map_err(ioe)?;
+        self.stats.bytes += offset;
+        apply_fd_metadata(file.as_fd(), it, &self.owner).map_err(ioe)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for bad in [&b"../x"[..], b"/etc/x", b"a/../../x", b"a//b", b"", b".", b"a/./b", b"a\0b"] {
+            assert!(components(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(components(b"a/b c/d").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn selection_is_by_component() {
+        let w = vec![b"store/projects".to_vec()];
+        assert!(selected(b"store/projects", &w));
+        assert!(selected(b"store/projects/x", &w));
+        assert!(!selected(b"store/projects2", &w));
+        assert!(selected(b"anything", &[]));
+    }
+}

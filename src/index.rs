@@ -1,0 +1,187 @@
+//! The SQLite index: a cache mapping blob ids to their place in a pack (repo-format.md, "Index").
+//!
+//! Nothing here is the only record of anything: every row is derived from a pack header, and the
+//! repository reconciles this cache with the pack files on every open. A database that fails to
+//! open or has another schema version is deleted and rebuilt.
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::PackEntry;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Where a blob lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub pack: String,
+    pub kind: u8,
+    pub offset: u64,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+pub struct Index {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS packs (
+    pack INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,      -- 64 hex digits: the pack file's name under data/
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    id BLOB PRIMARY KEY,            -- 32-byte keyed BLAKE3 id
+    kind INTEGER NOT NULL,          -- object type (1 data, 2 tree, 3 archive)
+    pack INTEGER NOT NULL REFERENCES packs(pack),
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,        -- envelope length
+    raw_length INTEGER NOT NULL     -- uncompressed plaintext length
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs(pack);
+";
+
+impl Index {
+    /// Open (or create) the cache at `path` for repository `repo`; a damaged or foreign file is
+    /// replaced by an empty one. Returns the index and whether it was (re)created empty.
+    pub fn open(path: &Path, repo: &Id) -> Result<(Index, bool)> {
+        match Self::try_open(path, repo) {
+            Ok(Some(ix)) => Ok((ix, false)),
+            Ok(None) | Err(_) => {
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let mut p = path.as_os_str().to_owned();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(&p);
+                }
+                let ix = Self::try_open(path, repo)?.ok_or_else(|| Error::malformed("index", "cannot create a fresh index"))?;
+                Ok((ix, true))
+            }
+        }
+    }
+
+    /// `Ok(None)` when the file exists but belongs to another repository or schema.
+    fn try_open(path: &Path, repo: &Id) -> Result<Option<Index>> {
+        let conn = Connection::open(path)?;
+        // WAL: readers (extract, mount) proceed while a writer commits.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // NORMAL: a power loss may drop the last transaction; harmless for a cache that is
+        // reconciled with the pack files on every open.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.execute_batch(SCHEMA)?;
+        let quick: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if quick != "ok" {
+            return Ok(None);
+        }
+        let get = |k: &str| -> Result<Option<String>> {
+            Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0)).optional()?)
+        };
+        match (get("schema_version")?, get("repository")?) {
+            (None, None) => {
+                conn.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])?;
+                conn.execute("INSERT INTO meta VALUES ('repository', ?1)", [repo.hex()])?;
+            }
+            (Some(v), Some(r)) if v == SCHEMA_VERSION.to_string() && r == repo.hex() => {}
+            _ => return Ok(None),
+        }
+        Ok(Some(Index { conn }))
+    }
+
+    pub fn pack_names(&self) -> Result<HashSet<String>> {
+        let mut st = self.conn.prepare("SELECT name FROM packs")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Record a durable pack and its blobs in one transaction. A blob already indexed elsewhere
+    /// keeps its first location.
+    pub fn add_pack(&mut self, name: &str, size: u64, entries: &[PackEntry]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("INSERT OR IGNORE INTO packs (name, size) VALUES (?1, ?2)", params![name, size as i64])?;
+        let pack: i64 = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get(0))?;
+        {
+            let mut st = tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+            for e in entries {
+                st.execute(params![&e.id.0[..], e.kind, pack, e.offset as i64, e.length, e.raw_length])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forget a pack and its blobs (the pack file is gone or about to go).
+    pub fn remove_pack(&mut self, name: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        if let Some(pack) = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get::<_, i64>(0)).optional()? {
+            tx.execute("DELETE FROM blobs WHERE pack = ?1", [pack])?;
+            tx.execute("DELETE FROM packs WHERE pack = ?1", [pack])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn lookup(&self, id: &Id) -> Result<Option<Location>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT p.name, b.kind, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.pack = b.pack WHERE b.id = ?1",
+        )?;
+        Ok(st
+            .query_row([&id.0[..]], |r| {
+                Ok(Location { pack: r.get(0)?, kind: r.get(1)?, offset: r.get::<_, i64>(2)? as u64, length: r.get(3)?, raw_length: r.get(4)? })
+            })
+            .optional()?)
+    }
+
+    /// Every indexed blob with its stored (envelope) length: the in-memory dedup set of create.
+    pub fn known_blobs(&self) -> Result<HashMap<Id, u32>> {
+        let mut st = self.conn.prepare("SELECT id, length FROM blobs")?;
+        let mut out = HashMap::new();
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: Vec<u8> = r.get(0)?;
+            if let Some(id) = Id::from_slice(&id) {
+                out.insert(id, r.get(1)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn blob_count(&self) -> Result<u64> {
+        Ok(self.conn.query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_lookup_remove_and_rebuild_on_garbage() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("index.sqlite");
+        let repo = Id([5; 32]);
+        let (mut ix, fresh) = Index::open(&p, &repo).unwrap();
+        assert!(fresh);
+        let e = PackEntry { kind: 1, id: Id([9; 32]), offset: 10, length: 40, raw_length: 12 };
+        ix.add_pack("aa", 100, std::slice::from_ref(&e)).unwrap();
+        assert_eq!(ix.lookup(&e.id).unwrap().unwrap().offset, 10);
+        assert_eq!(ix.known_blobs().unwrap().len(), 1);
+        drop(ix);
+        let (ix, fresh) = Index::open(&p, &repo).unwrap();
+        assert!(!fresh);
+        assert_eq!(ix.pack_names().unwrap().len(), 1);
+        drop(ix);
+        // another repository's cache is not trusted
+        let (_, fresh) = Index::open(&p, &Id([6; 32])).unwrap();
+        assert!(fresh);
+        std::fs::write(&p, b"this is not a database at all, just garbage bytes").unwrap();
+        let (mut ix, fresh) = Index::open(&p, &repo).unwrap();
+        assert!(fresh);
+        ix.add_pack("bb", 1, &[]).unwrap();
+        ix.remove_pack("bb").unwrap();
+        assert!(ix.pack_names().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,181 @@
+//! Pack files: many encrypted blobs plus an encrypted header listing them
+//! (repo-format.md, "Pack files"). Pure: builds and parses bytes; storing them is the
+//! repository's job.
+//!
+//! pack = blob envelope* || header envelope || header envelope length (u32 LE)
+//!
+//! Blobs are placed in random order, and the header is encrypted, so the file reveals neither
+//! which blob is which nor how big each plaintext was beyond its padded envelope size.
+
+use crate::blob::SealedBlob;
+use crate::crypto::{Keys, ENVELOPE_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::id::{Id, ObjectType};
+use serde::{Deserialize, Serialize};
+
+pub const PACK_HEADER_VERSION: u32 = 1;
+/// A pack is flushed once its blobs reach this size.
+pub const TARGET_PACK_SIZE: usize = 16 * 1024 * 1024;
+/// Upper bound on blobs listed in one header (bounds the header decoder).
+pub const MAX_BLOBS_PER_PACK: usize = 1 << 20;
+pub const MAX_HEADER_LEN: usize = 64 * 1024 * 1024;
+
+/// One header entry: where a blob's envelope sits in the pack.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PackEntry {
+    /// Object type (1 data, 2 tree, 3 archive).
+    #[serde(rename = "t")]
+    pub kind: u8,
+    #[serde(rename = "i")]
+    pub id: Id,
+    #[serde(rename = "o")]
+    pub offset: u64,
+    /// Length of the envelope in bytes.
+    #[serde(rename = "l")]
+    pub length: u32,
+    /// Length of the uncompressed plaintext.
+    #[serde(rename = "u")]
+    pub raw_length: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PackHeader {
+    #[serde(rename = "v")]
+    pub version: u32,
+    #[serde(rename = "b")]
+    pub blobs: Vec<PackEntry>,
+}
+
+/// The all-zero object id under which pack headers are sealed (the pack's own name is a hash
+/// of the file, header included, so it cannot be bound).
+const HEADER_ID: Id = Id([0; 32]);
+
+/// Accumulates sealed blobs and produces the bytes of one pack file.
+#[derive(Default)]
+pub struct PackBuilder {
+    blobs: Vec<SealedBlob>,
+    size: usize,
+}
+
+impl PackBuilder {
+    pub fn add(&mut self, b: SealedBlob) {
+        self.size += b.envelope.len();
+        self.blobs.push(b);
+    }
+    pub fn size(&self) -> usize {
+        self.size
+    }
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+    pub fn is_full(&self) -> bool {
+        self.size >= TARGET_PACK_SIZE || self.blobs.len() >= MAX_BLOBS_PER_PACK / 2
+    }
+
+    /// Shuffle the blobs, lay them out, append the sealed header; returns the file bytes and the
+    /// header entries.
+    pub fn finish(mut self, keys: &Keys) -> (Vec<u8>, Vec<PackEntry>) {
+        shuffle(&mut self.blobs);
+        let mut bytes = Vec::with_capacity(self.size + 64 * self.blobs.len() + 64);
+        let mut entries = Vec::with_capacity(self.blobs.len());
+        for b in self.blobs {
+            entries.push(PackEntry {
+                kind: b.kind as u8,
+                id: b.id,
+                offset: bytes.len() as u64,
+                length: b.envelope.len() as u32,
+                raw_length: b.raw_len,
+            });
+            bytes.extend_from_slice(&b.envelope);
+        }
+        let header = PackHeader { version: PACK_HEADER_VERSION, blobs: entries };
+        let mut plain = Vec::new();
+        ciborium::into_writer(&header, &mut plain).expect("serializing to memory");
+        let sealed = keys.seal(ObjectType::PackHeader, &HEADER_ID, &plain);
+        bytes.extend_from_slice(&sealed);
+        bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        (bytes, header.blobs)
+    }
+}
+
+fn shuffle<T>(v: &mut [T]) {
+    // Fisher-Yates with CSPRNG draws; modulo bias is irrelevant at these sizes.
+    for i in (1..v.len()).rev() {
+        let mut r = [0u8; 8];
+        crate::crypto::random_bytes(&mut r);
+        let j = (u64::from_le_bytes(r) % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+}
+
+/// Length of the header envelope, read from the last 4 bytes of a pack of `pack_len` bytes.
+pub fn header_length(trailer: &[u8], pack_len: u64, what: &str) -> Result<usize> {
+    let t: [u8; 4] = trailer.try_into().map_err(|_| Error::malformed(what, "pack shorter than its trailer"))?;
+    let n = u32::from_le_bytes(t) as usize;
+    if n < ENVELOPE_OVERHEAD || n > MAX_HEADER_LEN || n as u64 + 4 > pack_len {
+        return Err(Error::malformed(what, format!("header length {n} impossible for a {pack_len}-byte pack")));
+    }
+    Ok(n)
+}
+
+/// Decrypt and decode a pack header envelope, checking every entry lies inside the blob area.
+pub fn decode_header(keys: &Keys, envelope: &[u8], blob_area: u64, what: &str) -> Result<Vec<PackEntry>> {
+    let plain = keys.open(ObjectType::PackHeader, &HEADER_ID, envelope, &|| format!("header of pack {what}"))?;
+    let h: PackHeader =
+        ciborium::from_reader(&plain[..]).map_err(|e| Error::malformed(format!("header of pack {what}"), e.to_string()))?;
+    if h.version != PACK_HEADER_VERSION {
+        return Err(Error::malformed(format!("header of pack {what}"), format!("unknown header version {}", h.version)));
+    }
+    for e in &h.blobs {
+        let in_bounds = e.offset.checked_add(e.length as u64).is_some_and(|end| end <= blob_area);
+        let kind_ok = ObjectType::from_u8(e.kind).is_some_and(|k| k.is_blob());
+        if !in_bounds || !kind_ok || (e.length as usize) < ENVELOPE_OVERHEAD {
+            return Err(Error::malformed(format!("header of pack {what}"), format!("bad entry for blob {}", e.id)));
+        }
+    }
+    Ok(h.blobs)
+}
+
+/// Parse a whole pack held in memory (used by check and index rebuild on small packs).
+pub fn parse_pack(keys: &Keys, bytes: &[u8], what: &str) -> Result<Vec<PackEntry>> {
+    let len = bytes.len() as u64;
+    let tail = bytes.len().checked_sub(4).ok_or_else(|| Error::malformed(what, "pack shorter than its trailer"))?;
+    let hl = header_length(&bytes[tail..], len, what)?;
+    let hstart = tail - hl;
+    decode_header(keys, &bytes[hstart..tail], hstart as u64, what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob;
+    use crate::compress::Compression;
+    use crate::crypto::MasterKey;
+
+    #[test]
+    fn build_and_parse_pack() {
+        let keys = Keys::derive(&MasterKey::generate(), Id([1; 32]), 1);
+        let mut pb = PackBuilder::default();
+        let mut datas = vec![];
+        for i in 0..20u32 {
+            let d = format!("blob number {i}").repeat(i as usize + 1).into_bytes();
+            let id = keys.blob_id(&d);
+            pb.add(blob::seal(&keys, ObjectType::Data, id, &d, Compression::Zstd(3)));
+            datas.push((id, d));
+        }
+        let (bytes, entries) = pb.finish(&keys);
+        let parsed = parse_pack(&keys, &bytes, "test").unwrap();
+        assert_eq!(parsed, entries);
+        for (id, d) in &datas {
+            let e = parsed.iter().find(|e| e.id == *id).unwrap();
+            let env = &bytes[e.offset as usize..(e.offset + e.length as u64) as usize];
+            assert_eq!(&blob::open(&keys, ObjectType::Data, id, env).unwrap(), d);
+        }
+        // a flipped bit in the header is detected, never a panic
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 10] ^= 0x40;
+        assert!(parse_pack(&keys, &bad, "test").is_err());
+        assert!(parse_pack(&keys, &bytes[..3], "test").is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! The exclusive writer lock: a `lock` file created with O_EXCL naming its holder.
+//!
+//! A lock whose holder is a dead process on this host is broken (with a warning); any other
+//! holder makes the caller wait up to the given time and then fail naming the holder.
+
+use crate::error::{Error, IoContext, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const LOCK_FILE: &str = "lock";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Holder {
+    hostname: String,
+    pid: i32,
+    since: String,
+}
+
+pub struct Lock {
+    path: PathBuf,
+}
+
+pub fn hostname() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    match rustix::process::Pid::from_raw(pid) {
+        Some(p) => !matches!(rustix::process::test_kill_process(p), Err(rustix::io::Errno::SRCH)),
+        None => false,
+    }
+}
+
+impl Lock {
+    /// Take the lock of the repository at `root`; `warnings` receives a note when a stale lock
+    /// is broken.
+    pub fn acquire(root: &Path, wait: Duration, warnings: &mut Vec<String>) -> Result<Lock> {
+        let path = root.join(LOCK_FILE);
+        let me = Holder { hostname: hostname(), pid: std::process::id() as i32, since: chrono::Local::now().to_rfc3339() };
+        let deadline = Instant::now() + wait;
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    f.write_all(&serde_json::to_vec(&me).expect("serializing to memory"))
+                        .and_then(|_| f.sync_all())
+                        .ctx(|| format!("writing lock {}", path.display()))?;
+                    return Ok(Lock { path });
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    let holder: Option<Holder> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+                    if let Some(h) = &holder {
+                        if h.hostname == me.hostname && !pid_alive(h.pid) {
+                            warnings.push(format!("removed stale lock of dead process {} on {} (since {})", h.pid, h.hostname, h.since));
+                            let _ = std::fs::remove_file(&path);
+                            continue;
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        let holder = match holder {
+                            Some(h) => format!("process {} on host {} since {}", h.pid, h.hostname, h.since),
+                            None => "an unknown process (unreadable lock file)".into(),
+                        };
+                        return Err(Error::Locked { holder, path });
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(Error::io(format!("creating lock {}", path.display()), e)),
+            }
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

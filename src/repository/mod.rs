@@ -1,0 +1,398 @@
+//! A repository: init and open, keys, the writer lock, loading and saving blobs, and the commit
+//! protocol (repo-format.md, "Commit protocol").
+//!
+//! This is the only module that combines the storage layers ([`backend`](crate::backend),
+//! [`pack`](crate::pack), [`index`](crate::index), [`crypto`](crate::crypto)). Write order is
+//! always: pack files (durable) -> index rows -> manifest. The SQLite index is reconciled with the
+//! pack files on every open, so a crash between any two steps loses nothing that was durable:
+//! packs written by a killed run are indexed by the next open and their blobs reused.
+
+pub mod config;
+pub mod lock;
+pub mod manifest;
+pub mod state;
+
+use crate::backend::LocalBackend;
+use crate::blob::{self, SealedBlob};
+use crate::compress::Compression;
+use crate::crypto::keyfile::{KdfParams, KeyFile};
+use crate::crypto::{Keys, MasterKey};
+use crate::error::{Error, IoContext, Result};
+use crate::faults;
+use crate::id::{Id, ObjectType};
+use crate::index::Index;
+use crate::pack::{self, PackBuilder, PackEntry};
+pub use config::{Config, Encryption, FORMAT_VERSION};
+use lock::Lock;
+pub use manifest::{ArchiveEntry, Manifest};
+use state::ClientState;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const CONFIG_FILE: &str = "config";
+pub const REPOKEY_FILE: &str = "key";
+pub const INDEX_FILE: &str = "index.sqlite";
+pub const DATA_DIR: &str = "data";
+
+/// Where client-side files live (the CLI fills this from the environment).
+#[derive(Clone, Debug)]
+pub struct ClientDirs {
+    /// Per-repository security state (rollback and key-change detection).
+    pub security: PathBuf,
+    /// Key files of `-e keyfile` repositories.
+    pub keys: PathBuf,
+}
+
+/// Supplies the passphrase when (and only when) one is needed.
+pub type PassphraseFn<'a> = &'a dyn Fn() -> Result<Vec<u8>>;
+
+pub struct OpenOptions<'a> {
+    pub passphrase: PassphraseFn<'a>,
+    pub client: ClientDirs,
+    /// `Some(wait)`: take the exclusive writer lock, waiting up to `wait`.
+    pub write_lock: Option<Duration>,
+    /// Accept the repository's current manifest and key even if this client remembers a newer
+    /// manifest or another key (`garret adopt`).
+    pub adopt: bool,
+}
+
+pub struct Repository {
+    path: PathBuf,
+    backend: LocalBackend,
+    config: Config,
+    keys: Keys,
+    key_fingerprint: Id,
+    client: ClientDirs,
+    index: Index,
+    manifest: Manifest,
+    manifest_hash: Id,
+    /// Messages for the user collected while opening (stale lock broken, packs re-indexed).
+    pub warnings: Vec<String>,
+    pending: PackBuilder,
+    known: Option<HashMap<Id, u32>>,
+    _lock: Option<Lock>,
+}
+
+/// Figures of one write session, for `--stats`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteStats {
+    pub packs_written: u64,
+    pub bytes_written: u64,
+}
+
+fn keyfile_path(client: &ClientDirs, repo: &Id) -> PathBuf {
+    client.keys.join(repo.hex())
+}
+
+impl Repository {
+    /// Create a new repository at `path` (which must not exist or be an empty directory).
+    pub fn init(path: &Path, encryption: Encryption, passphrase: Option<&[u8]>, kdf: KdfParams, client: &ClientDirs) -> Result<Config> {
+        if path.join(CONFIG_FILE).exists() {
+            return Err(Error::AlreadyExists { path: path.to_path_buf() });
+        }
+        if path.exists() {
+            let mut rd = std::fs::read_dir(path).ctx(|| format!("reading {}", path.display()))?;
+            if rd.next().is_some() {
+                return Err(Error::AlreadyExists { path: path.to_path_buf() });
+            }
+        }
+        std::fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?;
+        let config = Config::new(encryption);
+        let repo_id = config.repo_id();
+        let master = MasterKey::generate();
+        let kf = match encryption {
+            Encryption::None => KeyFile::plain(&master, &repo_id),
+            _ => {
+                let p = passphrase.ok_or_else(|| Error::Key("a passphrase is required for an encrypted repository".into()))?;
+                KeyFile::wrap(&master, &repo_id, p, kdf)?
+            }
+        };
+        let backend = LocalBackend::new(path);
+        match encryption {
+            Encryption::Keyfile => {
+                std::fs::create_dir_all(&client.keys).ctx(|| format!("creating {}", client.keys.display()))?;
+                let kp = keyfile_path(client, &repo_id);
+                std::fs::write(&kp, kf.to_json()).ctx(|| format!("writing key file {}", kp.display()))?;
+            }
+            _ => backend.put(REPOKEY_FILE, &kf.to_json())?,
+        }
+        for d in [DATA_DIR, manifest::MANIFEST_DIR, crate::backend::TMP_DIR] {
+            std::fs::create_dir_all(path.join(d)).ctx(|| format!("creating {}", path.join(d).display()))?;
+        }
+        let keys = Keys::derive(&master, repo_id, config.version);
+        let first = Manifest { version: manifest::MANIFEST_VERSION, seq: 1, prev: None, time: now_rfc3339(), archives: vec![] };
+        let sealed = first.seal(&keys);
+        backend.put(&manifest::key_for(1), &sealed)?;
+        state::save(&client.security, &repo_id, &ClientState { seq: 1, manifest_hash: hash(&sealed), key_fingerprint: master.fingerprint() })?;
+        // The config is written last: a directory without it is not yet a repository.
+        backend.put(CONFIG_FILE, &config.to_json())?;
+        Ok(config)
+    }
+
+    pub fn open(path: &Path, opts: OpenOptions<'_>) -> Result<Repository> {
+        let backend = LocalBackend::new(path);
+        let config_bytes = match std::fs::read(path.join(CONFIG_FILE)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotARepository(path.to_path_buf())),
+            Err(e) => return Err(Error::io(format!("reading config of {}", path.display()), e)),
+        };
+        let config = Config::parse(&config_bytes, path)?;
+        let repo_id = config.repo_id();
+        let kf_bytes = match config.encryption {
+            Encryption::Keyfile => {
+                let kp = keyfile_path(&opts.client, &repo_id);
+                std::fs::read(&kp).map_err(|e| Error::Key(format!("key file {} for this keyfile-mode repository: {e}; import it with `garret key import`", kp.display())))?
+            }
+            _ => backend.get(REPOKEY_FILE).map_err(|e| Error::Key(format!("repository key: {e}")))?,
+        };
+        let kf = KeyFile::parse(&kf_bytes)?;
+        if config.encryption == Encryption::None && kf.needs_passphrase() || config.encryption != Encryption::None && !kf.needs_passphrase() {
+            return Err(Error::Key("the key file does not match the repository's encryption mode".into()));
+        }
+        let pass = if kf.needs_passphrase() { Some((opts.passphrase)()?) } else { None };
+        let master = kf.unwrap(&repo_id, pass.as_deref(), path)?;
+        let keys = Keys::derive(&master, repo_id, config.version);
+        let mut warnings = Vec::new();
+        let lock = match opts.write_lock {
+            Some(wait) => Some(Lock::acquire(path, wait, &mut warnings)?),
+            None => None,
+        };
+        if lock.is_some() {
+            backend.clean_tmp()?;
+        }
+        let (manifest, manifest_hash) = load_manifest(&backend, &keys)?;
+        let fingerprint = master.fingerprint();
+        if let Some(st) = state::load(&opts.client.security, &repo_id) {
+            if !opts.adopt {
+                if st.key_fingerprint != fingerprint {
+                    return Err(Error::KeyChanged { repo: path.display().to_string() });
+                }
+                if manifest.seq < st.seq || (manifest.seq == st.seq && manifest_hash != st.manifest_hash) {
+                    return Err(Error::Rollback { repo: path.display().to_string(), found: manifest.seq, seen: st.seq });
+                }
+            }
+        }
+        let (index, fresh) = Index::open(&path.join(INDEX_FILE), &repo_id)?;
+        let mut repo = Repository {
+            path: path.to_path_buf(),
+            backend,
+            config,
+            keys,
+            key_fingerprint: fingerprint,
+            client: opts.client,
+            index,
+            manifest,
+            manifest_hash,
+            warnings,
+            pending: PackBuilder::default(),
+            known: None,
+            _lock: lock,
+        };
+        repo.remember_manifest()?;
+        let (added, removed) = repo.reconcile_index()?;
+        if !fresh && (added > 0 || removed > 0) {
+            repo.warnings.push(format!("index updated from the pack files: {added} pack(s) added, {removed} missing pack(s) dropped"));
+        }
+        Ok(repo)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+    pub fn backend(&self) -> &LocalBackend {
+        &self.backend
+    }
+
+    fn remember_manifest(&self) -> Result<()> {
+        let st = ClientState { seq: self.manifest.seq, manifest_hash: self.manifest_hash, key_fingerprint: self.key_fingerprint };
+        state::save(&self.client.security, &self.config.repo_id(), &st)
+    }
+
+    /// Bring the index in line with the pack files: index packs it lacks (from their headers),
+    /// drop packs whose files are gone. Returns (added, removed).
+    pub fn reconcile_index(&mut self) -> Result<(usize, usize)> {
+        let on_disk: Vec<String> = self.backend.list(DATA_DIR, true)?;
+        let mut indexed = self.index.pack_names()?;
+        let mut added = 0;
+        for key in &on_disk {
+            let name = key.rsplit('/').next().unwrap_or_default().to_string();
+            if indexed.remove(&name) {
+                continue;
+            }
+            match self.read_pack_header(&name) {
+                Ok((entries, size)) => {
+                    self.index.add_pack(&name, size, &entries)?;
+                    added += 1;
+                }
+                Err(e) => self.warnings.push(format!("pack {name} is unreadable and was not indexed: {e}")),
+            }
+        }
+        let removed = indexed.len();
+        for name in indexed {
+            self.index.remove_pack(&name)?;
+        }
+        if added > 0 || removed > 0 {
+            self.known = None;
+        }
+        Ok((added, removed))
+    }
+
+    pub fn pack_key(name: &str) -> String {
+        format!("{DATA_DIR}/{}/{name}", &name[..2.min(name.len())])
+    }
+
+    /// Read and decrypt the header of pack `name`; returns its entries and the pack's size.
+    pub fn read_pack_header(&self, name: &str) -> Result<(Vec<PackEntry>, u64)> {
+        let key = Self::pack_key(name);
+        let (tail, total) = self.backend.get_tail(&key, 64 * 1024)?;
+        let hl = pack::header_length(&tail[tail.len().saturating_sub(4)..], total, &key)?;
+        let hstart = total - 4 - hl as u64;
+        let env = if hl + 4 <= tail.len() {
+            tail[tail.len() - 4 - hl..tail.len() - 4].to_vec()
+        } else {
+            self.backend.get_range(&key, hstart, hl)?
+        };
+        Ok((pack::decode_header(&self.keys, &env, hstart, name)?, total))
+    }
+
+    /// Load and verify blob `id` of type `kind`.
+    pub fn load_blob(&self, kind: ObjectType, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.index.lookup(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
+        if loc.kind != kind as u8 {
+            return Err(Error::integrity(format!("blob {}", id.hex()), format!("indexed as type {}, expected {:?}", loc.kind, kind)));
+        }
+        let env = self.backend.get_range(&Self::pack_key(&loc.pack), loc.offset, loc.length as usize).map_err(|e| {
+            Error::integrity(format!("{kind:?} blob {} in pack {}", id.hex(), loc.pack), e.to_string())
+        })?;
+        blob::open(&self.keys, kind, id, &env).map_err(|e| match e {
+            Error::Integrity { what, detail } => Error::Integrity { what: format!("{what} in pack {}", loc.pack), detail },
+            other => other,
+        })
+    }
+
+    /// The dedup set: every indexed blob id with its stored size, loaded once.
+    pub fn known_blobs(&mut self) -> Result<&mut HashMap<Id, u32>> {
+        if self.known.is_none() {
+            self.known = Some(self.index.known_blobs()?);
+        }
+        Ok(self.known.as_mut().expect("just loaded"))
+    }
+
+    /// Queue a sealed blob for the current pack; writes the pack when it is full.
+    /// The caller has checked [`known_blobs`](Self::known_blobs) already.
+    pub fn add_sealed(&mut self, b: SealedBlob, stats: &mut WriteStats) -> Result<()> {
+        let len = b.envelope.len() as u32;
+        let id = b.id;
+        self.pending.add(b);
+        self.known_blobs()?.insert(id, len);
+        if self.pending.is_full() {
+            self.flush_pack(stats)?;
+        }
+        Ok(())
+    }
+
+    /// Store `data` as a blob of type `kind` unless the repository has it; returns its id and
+    /// the stored size it added (0 when deduplicated).
+    pub fn save_blob(&mut self, kind: ObjectType, data: &[u8], c: Compression, stats: &mut WriteStats) -> Result<(Id, u64)> {
+        let id = self.keys.blob_id(data);
+        if self.known_blobs()?.contains_key(&id) {
+            return Ok((id, 0));
+        }
+        let sealed = blob::seal(&self.keys, kind, id, data, c);
+        let n = sealed.envelope.len() as u64;
+        self.add_sealed(sealed, stats)?;
+        Ok((id, n))
+    }
+
+    /// Write the pending pack durably, then index it.
+    pub fn flush_pack(&mut self, stats: &mut WriteStats) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let builder = std::mem::take(&mut self.pending);
+        let (bytes, entries) = builder.finish(&self.keys);
+        let name = hash(&bytes).hex();
+        if let Err(e) = self.backend.put(&Self::pack_key(&name), &bytes) {
+            // The pack is lost: forget its blobs so nothing refers to them.
+            self.known = None;
+            return Err(e);
+        }
+        faults::crash_point("pack-written");
+        self.index.add_pack(&name, bytes.len() as u64, &entries)?;
+        faults::crash_point("pack-indexed");
+        stats.packs_written += 1;
+        stats.bytes_written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Commit a new archive list: flushes pending blobs, then writes manifest `seq + 1`.
+    pub fn commit(&mut self, archives: Vec<ArchiveEntry>, stats: &mut WriteStats) -> Result<()> {
+        self.flush_pack(stats)?;
+        faults::crash_point("before-manifest");
+        let next = Manifest {
+            version: manifest::MANIFEST_VERSION,
+            seq: self.manifest.seq + 1,
+            prev: Some(self.manifest_hash),
+            time: now_rfc3339(),
+            archives,
+        };
+        let sealed = next.seal(&self.keys);
+        self.backend.put(&manifest::key_for(next.seq), &sealed)?;
+        faults::crash_point("manifest-written");
+        self.manifest = next;
+        self.manifest_hash = hash(&sealed);
+        self.remember_manifest()?;
+        // Superseded manifests are kept for a while, then removed; failure to remove is harmless.
+        if self.manifest.seq > KEEP_OLD {
+            for key in self.backend.list(manifest::MANIFEST_DIR, false)? {
+                if manifest::seq_of_key(&key).is_some_and(|s| s + KEEP_OLD < self.manifest.seq) {
+                    let _ = self.backend.delete(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-key the client state to this repository's current manifest and key.
+    pub fn adopt(&self) -> Result<()> {
+        self.remember_manifest()
+    }
+}
+
+const KEEP_OLD: u64 = manifest::KEEP_OLD_MANIFESTS;
+
+/// The current manifest: the highest sequence number present. It must authenticate; an
+/// unreadable newest manifest is an error, never a silent fallback to an older one.
+fn load_manifest(backend: &LocalBackend, keys: &Keys) -> Result<(Manifest, Id)> {
+    let newest = backend
+        .list(manifest::MANIFEST_DIR, false)?
+        .iter()
+        .filter_map(|k| manifest::seq_of_key(k))
+        .max()
+        .ok_or_else(|| Error::integrity(format!("repository {}", backend.root().display()), "no manifest found"))?;
+    let bytes = backend.get(&manifest::key_for(newest))?;
+    let m = Manifest::open(keys, newest, &bytes)?;
+    Ok((m, hash(&bytes)))
+}
+
+/// Plain BLAKE3 of stored bytes: pack names and manifest hashes.
+pub fn hash(bytes: &[u8]) -> Id {
+    Id(*blake3::hash(bytes).as_bytes())
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, false)
+}
