@@ -371,7 +371,14 @@ impl Extractor<'_> {
         let file = std::fs::File::from(fd);
         let mut offset = 0u64;
         for c in chunks {
-            let data = self.repo.load_blob(ObjectType::Data, &c.0)?;
+            let data = match self.repo.load_blob(ObjectType::Data, &c.0) {
+                Ok(d) => d,
+                Err(e) => {
+                    // Never leave a file with wrong content behind: remove the partial file.
+                    let _ = rustix::fs::unlinkat(parent, os(name), AtFlags::empty());
+                    return Err(e);
+                }
+            };
             write_at(&file, offset, &data, self.opts.sparse).map_err(ioe)?;
             offset += data.len() as u64;
         }

@@ -50,21 +50,22 @@ impl Index {
     /// replaced by an empty one. Returns the index and whether it was (re)created empty.
     pub fn open(path: &Path, repo: &Id) -> Result<(Index, bool)> {
         match Self::try_open(path, repo) {
-            Ok(Some(ix)) => Ok((ix, false)),
+            Ok(Some(r)) => Ok(r),
             Ok(None) | Err(_) => {
                 for suffix in ["", "-wal", "-shm", "-journal"] {
                     let mut p = path.as_os_str().to_owned();
                     p.push(suffix);
                     let _ = std::fs::remove_file(&p);
                 }
-                let ix = Self::try_open(path, repo)?.ok_or_else(|| Error::malformed("index", "cannot create a fresh index"))?;
+                let (ix, _) = Self::try_open(path, repo)?.ok_or_else(|| Error::malformed("index", "cannot create a fresh index"))?;
                 Ok((ix, true))
             }
         }
     }
 
-    /// `Ok(None)` when the file exists but belongs to another repository or schema.
-    fn try_open(path: &Path, repo: &Id) -> Result<Option<Index>> {
+    /// `Ok(None)` when the file exists but belongs to another repository or schema; the flag
+    /// says whether the database was created empty just now.
+    fn try_open(path: &Path, repo: &Id) -> Result<Option<(Index, bool)>> {
         let conn = Connection::open(path)?;
         // WAL: readers (extract, mount) proceed while a writer commits.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -80,15 +81,16 @@ impl Index {
         let get = |k: &str| -> Result<Option<String>> {
             Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0)).optional()?)
         };
-        match (get("schema_version")?, get("repository")?) {
+        let created = match (get("schema_version")?, get("repository")?) {
             (None, None) => {
                 conn.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])?;
                 conn.execute("INSERT INTO meta VALUES ('repository', ?1)", [repo.hex()])?;
+                true
             }
-            (Some(v), Some(r)) if v == SCHEMA_VERSION.to_string() && r == repo.hex() => {}
+            (Some(v), Some(r)) if v == SCHEMA_VERSION.to_string() && r == repo.hex() => false,
             _ => return Ok(None),
-        }
-        Ok(Some(Index { conn }))
+        };
+        Ok(Some((Index { conn }, created)))
     }
 
     pub fn pack_names(&self) -> Result<HashSet<String>> {

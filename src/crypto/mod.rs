@@ -37,6 +37,12 @@ pub struct MasterKey {
     pub chunker: [u8; 32],
 }
 
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
 impl MasterKey {
     pub fn generate() -> MasterKey {
         let mut k = MasterKey { enc: [0; 32], id: [0; 32], chunker: [0; 32] };

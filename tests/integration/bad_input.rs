@@ -1,0 +1,149 @@
+//! Bad input: one-line error, exit code 2, repository unchanged.
+
+use crate::support::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+fn setup() -> Env {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"data").unwrap();
+    env.create_json("first", &["src"], &[]);
+    env
+}
+
+#[track_caller]
+fn one_line_error(r: &Run, needle: &str) {
+    assert_eq!(r.code, 2, "stderr: {}", r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {}", r.stderr);
+    assert!(lines[0].starts_with("garret: error: "), "{}", lines[0]);
+    assert!(lines[0].contains(needle), "expected {needle:?} in {}", lines[0]);
+}
+
+#[test]
+fn wrong_passphrase() {
+    let env = setup();
+    let before = immutable_files(&env.repo());
+    let r = env.cmd().env("GARRET_PASSPHRASE", "wrong").args(["list", &env.repo_str()]).output().unwrap();
+    let r = Run { code: r.status.code().unwrap(), stdout: String::from_utf8_lossy(&r.stdout).into(), stderr: String::from_utf8_lossy(&r.stderr).into() };
+    one_line_error(&r, "wrong passphrase");
+    let r = env.cmd().env("GARRET_PASSPHRASE", "wrong").args(["create", &env.archive("x"), "src"]).output().unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(immutable_files(&env.repo()), before);
+    assert!(!env.repo().join("lock").exists());
+}
+
+#[test]
+fn missing_passphrase_without_terminal() {
+    let env = setup();
+    let r = env.cmd().env_remove("GARRET_PASSPHRASE").args(["list", &env.repo_str()]).output().unwrap();
+    let r = Run { code: r.status.code().unwrap(), stdout: String::new(), stderr: String::from_utf8_lossy(&r.stderr).into() };
+    one_line_error(&r, "GARRET_PASSPHRASE");
+}
+
+#[test]
+fn passcommand_supplies_the_passphrase() {
+    let env = setup();
+    let r = env.cmd().env_remove("GARRET_PASSPHRASE").env("GARRET_PASSCOMMAND", format!("echo '{PASSPHRASE}'")).args(["list", "--short", &env.repo_str()]).output().unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "first");
+}
+
+#[test]
+fn not_a_repository() {
+    let env = setup();
+    fs::create_dir(env.path("plain")).unwrap();
+    let r = env.run(&["list", &env.path("plain").display().to_string()]);
+    one_line_error(&r, "is not a garret repository");
+    let r = env.run(&["list", &env.path("nowhere").display().to_string()]);
+    one_line_error(&r, "is not a garret repository");
+    assert!(!env.path("nowhere").exists());
+}
+
+#[test]
+fn unknown_format_version() {
+    let env = setup();
+    let cfg = env.repo().join("config");
+    let text = fs::read_to_string(&cfg).unwrap().replace("\"version\": 1", "\"version\": 2");
+    fs::write(&cfg, &text).unwrap();
+    let before = immutable_files(&env.repo());
+    let r = env.run(&["create", &env.archive("x"), "src"]);
+    one_line_error(&r, "newer than this garret supports");
+    assert_eq!(immutable_files(&env.repo()), before);
+}
+
+#[test]
+fn duplicate_archive_name() {
+    let env = setup();
+    let before = immutable_files(&env.repo());
+    let r = env.run(&["create", &env.archive("first"), "src"]);
+    one_line_error(&r, "already exists");
+    assert_eq!(immutable_files(&env.repo()), before);
+}
+
+#[test]
+fn invalid_archive_names() {
+    let env = setup();
+    for bad in ["a/b", ""] {
+        let r = env.run(&["create", &env.archive(bad), "src"]);
+        assert_eq!(r.code, 2, "{bad:?}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn missing_source_path() {
+    let env = setup();
+    let before = immutable_files(&env.repo());
+    let r = env.run(&["create", &env.archive("x"), "src", "does-not-exist"]);
+    one_line_error(&r, "does-not-exist");
+    assert_eq!(immutable_files(&env.repo()), before);
+    let r = env.run(&["list", "--short", &env.repo_str()]).ok();
+    assert_eq!(r.stdout.trim(), "first");
+}
+
+#[test]
+fn unknown_archive() {
+    let env = setup();
+    let r = env.extract_to("nope", "out", &[]);
+    one_line_error(&r, "does not exist");
+}
+
+/// An unreadable source file is a warning (exit 1); everything else is archived. As root (who
+/// can read anything) the run drops to `nobody` with setpriv.
+#[test]
+fn unreadable_source_file_is_a_warning() {
+    let env = Env::new();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/readable"), b"fine").unwrap();
+    fs::write(env.path("src/secret"), b"no").unwrap();
+    fs::set_permissions(env.path("src/secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    let root = rustix::process::geteuid().is_root();
+    let run = |args: &[&str]| -> Run {
+        let mut c = if root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()]);
+            c
+        } else {
+            std::process::Command::new(bin())
+        };
+        let o = c
+            .args(args)
+            .env("GARRET_PASSPHRASE", PASSPHRASE)
+            .env("HOME", env.path("home"))
+            .env("GARRET_SECURITY_DIR", env.path("security"))
+            .env("GARRET_KEYS_DIR", env.path("keys"))
+            .current_dir(env.dir.path())
+            .output()
+            .unwrap();
+        Run { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+    };
+    run(&["init", "-e", "none", &env.repo_str()]).ok();
+    let r = run(&["create", &env.archive("a"), "src"]).code(1);
+    assert!(r.stderr.contains("src/secret") && r.stderr.contains("Permission denied"), "{}", r.stderr);
+    let r = run(&["list", "--short", &env.archive("a")]).ok();
+    assert!(r.stdout.contains("src/readable"));
+    assert!(!r.stdout.contains("src/secret"));
+}

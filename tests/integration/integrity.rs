@@ -1,0 +1,79 @@
+//! Integrity: corrupted pack bytes are detected and named, never returned as data.
+
+use crate::support::*;
+use std::fs;
+use std::os::unix::fs::FileExt;
+
+#[test]
+fn flipped_byte_in_pack_fails_that_blob_with_its_name() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/victim"), xorshift(200_000, 1)).unwrap();
+    fs::write(env.path("src/bystander"), xorshift(200_000, 2)).unwrap();
+    env.create_json("a", &["src"], &[]);
+    let (pack, offset, id) = {
+        let repo = open_repo(&env);
+        let victim = items(&repo, "a").into_iter().find(|i| i.path == b"src/victim").unwrap();
+        let id = victim.chunks[0].0;
+        let loc = repo.index().lookup(&id).unwrap().unwrap();
+        (garret::repository::Repository::pack_key(&loc.pack), loc.offset, id)
+    };
+    let f = fs::OpenOptions::new().write(true).read(true).open(env.repo().join(&pack)).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset + 1000).unwrap();
+    f.write_all_at(&[b[0] ^ 0x10], offset + 1000).unwrap();
+    drop(f);
+    let r = env.extract_to("a", "out", &[]).code(2);
+    assert!(r.stderr.contains(&id.hex()) && r.stderr.contains("integrity error"), "{}", r.stderr);
+    assert!(r.stderr.contains("src/victim"), "{}", r.stderr);
+    assert!(!env.path("out/src/victim").exists(), "a file with wrong content must not be left behind");
+    assert_eq!(fs::read(env.path("out/src/bystander")).unwrap(), fs::read(env.path("src/bystander")).unwrap());
+}
+
+#[test]
+fn deleted_index_is_rebuilt_from_packs() {
+    let env = Env::new();
+    env.init("repokey");
+    crate::round_trip::build_tree(&env.path("src"), false);
+    env.create_json("a", &["src"], &[]);
+    for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = fs::remove_file(env.repo().join(f));
+    }
+    env.extract_to("a", "out", &[]).ok();
+    assert_same_tree(&env.path("src"), &env.path("out/src"));
+    // garbage in place of the index is replaced too
+    fs::write(env.repo().join("index.sqlite"), b"garbage garbage garbage garbage garbage garbage garbage").unwrap();
+    let _ = fs::remove_file(env.repo().join("index.sqlite-wal"));
+    env.extract_to("a", "out2", &[]).ok();
+    assert_same_tree(&env.path("src"), &env.path("out2/src"));
+}
+
+#[test]
+fn manifest_rollback_is_refused_until_adopted() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"one").unwrap();
+    env.create_json("a1", &["src"], &[]);
+    let saved = env.path("saved-manifests");
+    copy_dir(&env.repo().join("manifests"), &saved);
+    env.create_json("a2", &["src"], &[]);
+    // an attacker (or a stale copy) puts the old manifest back
+    fs::remove_dir_all(env.repo().join("manifests")).unwrap();
+    copy_dir(&saved, &env.repo().join("manifests"));
+    let r = env.run(&["list", &env.repo_str()]).code(2);
+    assert!(r.stderr.contains("rollback"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1);
+    env.run(&["adopt", &env.repo_str()]).ok();
+    let r = env.run(&["list", "--short", &env.repo_str()]).ok();
+    assert_eq!(r.stdout.trim(), "a1");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: each drives the real `garret` binary against real files.
+
+mod support;
+
+mod bad_input;
+mod crash;
+mod dedup;
+mod integrity;
+mod round_trip;
+mod secrecy;
