@@ -185,3 +185,41 @@ mod tests {
         assert_ne!(keys.blob_id(b"abc").0, *blake3::hash(b"abc").as_bytes());
     }
 }
+
+/// Test vectors published in repo-format.md ("Test vectors").
+#[cfg(test)]
+mod vectors {
+    use super::*;
+
+    pub(crate) fn vector_keys() -> Keys {
+        let mk = MasterKey { enc: [0x11; 32], id: [0x22; 32], chunker: [0x33; 32] };
+        Keys::derive(&mk, Id([0x44; 32]), 1)
+    }
+
+    #[test]
+    fn published_vectors() {
+        let k = vector_keys();
+        assert_eq!(k.blob_id(b"garret").hex(), include_str!("../../tests/data/vector-blob-id.hex").trim());
+        assert_eq!(format!("{:016x}", k.chunker_seed()), include_str!("../../tests/data/vector-chunker-seed.hex").trim());
+        let aad = k.aad(ObjectType::Data, &Id([0x55; 32]));
+        assert_eq!(hex::encode(aad), include_str!("../../tests/data/vector-aad.hex").trim());
+        // An envelope made with the vector keys (random nonce at the time) must still open.
+        let env = hex::decode(include_str!("../../tests/data/vector-envelope.hex").trim()).unwrap();
+        let id = k.blob_id(b"garret");
+        let pt = k.open(ObjectType::Data, &id, &env, &|| "vector".into()).unwrap();
+        assert_eq!(hex::encode(&pt), include_str!("../../tests/data/vector-envelope-plaintext.hex").trim());
+    }
+
+    #[test]
+    #[ignore = "prints the vectors; run with --ignored to regenerate tests/data"]
+    fn print_vectors() {
+        let k = vector_keys();
+        let id = k.blob_id(b"garret");
+        println!("blob id {}", id.hex());
+        println!("seed {:016x}", k.chunker_seed());
+        println!("aad {}", hex::encode(k.aad(ObjectType::Data, &Id([0x55; 32]))));
+        let b = crate::blob::seal(&k, ObjectType::Data, id, b"garret", crate::compress::Compression::None);
+        println!("envelope {}", hex::encode(&b.envelope));
+        println!("plaintext {}", hex::encode(k.open(ObjectType::Data, &id, &b.envelope, &|| "v".into()).unwrap()));
+    }
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run every fuzz target for SECONDS (default 30) with its seed corpus in fuzz/corpus/.
+# Needs the nightly toolchain's cargo-fuzz (installed here when missing).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+secs=${1:-30}
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+cd "$here/fuzz"
+for t in pack_header blob_envelope item_stream manifest key_file config; do
+  echo "== $t ($secs s)"
+  work=$(mktemp -d)
+  cp -r "corpus/$t/." "$work/"
+  cargo fuzz run "$t" "$work" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=1048576
+  rm -rf "$work"
+done
