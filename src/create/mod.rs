@@ -248,8 +248,9 @@ pub fn run(repo: &mut Repository, opts: &CreateOptions, reporter: &dyn Reporter)
     }
     pl.process_batch(repo)?;
     debug_assert!(pl.queue.is_empty());
-    let (tree_ids, tree_added, _) = std::mem::replace(&mut pl.stream, ItemStreamWriter::new(repo)).finish(repo, &mut pl.write)?;
+    let (tree_ids, tree_added, tree_stored) = std::mem::replace(&mut pl.stream, ItemStreamWriter::new(repo)).finish(repo, &mut pl.write)?;
     pl.stats.deduplicated_size += tree_added;
+    pl.stats.compressed_size += tree_stored;
     let mut archive = Archive {
         version: archive::ARCHIVE_VERSION,
         name: opts.name.clone(),
