@@ -69,12 +69,21 @@ pub fn decompress(marker: u8, payload: &[u8], limit: usize) -> Result<Vec<u8>> {
                 .map_err(|_| Error::malformed("blob", "zstd frame header unreadable"))?;
             match size {
                 Some(n) if n as usize <= limit => {}
-                Some(n) => return Err(Error::malformed("blob", format!("zstd frame claims {n} bytes, limit {limit}"))),
+                Some(n) => {
+                    return Err(Error::malformed(
+                        "blob",
+                        format!("zstd frame claims {n} bytes, limit {limit}"),
+                    ))
+                }
                 None => return Err(Error::malformed("blob", "zstd frame without content size")),
             }
-            zstd::bulk::decompress(payload, limit).map_err(|e| Error::malformed("blob", format!("zstd: {e}")))
+            zstd::bulk::decompress(payload, limit)
+                .map_err(|e| Error::malformed("blob", format!("zstd: {e}")))
         }
-        m => Err(Error::malformed("blob", format!("unknown compression marker {m}"))),
+        m => Err(Error::malformed(
+            "blob",
+            format!("unknown compression marker {m}"),
+        )),
     }
 }
 
@@ -98,7 +107,10 @@ mod tests {
 
     #[test]
     fn parse_compression() {
-        assert_eq!("zstd,3".parse::<Compression>().unwrap(), Compression::Zstd(3));
+        assert_eq!(
+            "zstd,3".parse::<Compression>().unwrap(),
+            Compression::Zstd(3)
+        );
         assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
         assert!("zstd,0".parse::<Compression>().is_err());
         assert!("lz4".parse::<Compression>().is_err());
@@ -106,7 +118,18 @@ mod tests {
 
     #[test]
     fn padme_properties() {
-        for len in [0usize, 1, 2, 5, 100, 1000, 65_537, 1 << 20, (1 << 20) + 1, 4_000_000] {
+        for len in [
+            0usize,
+            1,
+            2,
+            5,
+            100,
+            1000,
+            65_537,
+            1 << 20,
+            (1 << 20) + 1,
+            4_000_000,
+        ] {
             let p = padme(len);
             assert!(p >= len);
             assert!(p as f64 <= len as f64 * 1.125 + 1.0, "{len} -> {p}");

@@ -57,7 +57,8 @@ impl Index {
                     p.push(suffix);
                     let _ = std::fs::remove_file(&p);
                 }
-                let (ix, _) = Self::try_open(path, repo)?.ok_or_else(|| Error::malformed("index", "cannot create a fresh index"))?;
+                let (ix, _) = Self::try_open(path, repo)?
+                    .ok_or_else(|| Error::malformed("index", "cannot create a fresh index"))?;
                 Ok((ix, true))
             }
         }
@@ -79,11 +80,16 @@ impl Index {
             return Ok(None);
         }
         let get = |k: &str| -> Result<Option<String>> {
-            Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0)).optional()?)
+            Ok(conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                .optional()?)
         };
         let created = match (get("schema_version")?, get("repository")?) {
             (None, None) => {
-                conn.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])?;
+                conn.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
                 conn.execute("INSERT INTO meta VALUES ('repository', ?1)", [repo.hex()])?;
                 true
             }
@@ -103,12 +109,25 @@ impl Index {
     /// keeps its first location.
     pub fn add_pack(&mut self, name: &str, size: u64, entries: &[PackEntry]) -> Result<()> {
         let tx = self.conn.transaction()?;
-        tx.execute("INSERT OR IGNORE INTO packs (name, size) VALUES (?1, ?2)", params![name, size as i64])?;
-        let pack: i64 = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get(0))?;
+        tx.execute(
+            "INSERT OR IGNORE INTO packs (name, size) VALUES (?1, ?2)",
+            params![name, size as i64],
+        )?;
+        let pack: i64 = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })?;
         {
-            let mut st = tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+            let mut st =
+                tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
             for e in entries {
-                st.execute(params![&e.id.0[..], e.kind, pack, e.offset as i64, e.length, e.raw_length])?;
+                st.execute(params![
+                    &e.id.0[..],
+                    e.kind,
+                    pack,
+                    e.offset as i64,
+                    e.length,
+                    e.raw_length
+                ])?;
             }
         }
         tx.commit()?;
@@ -118,7 +137,12 @@ impl Index {
     /// Forget a pack and its blobs (the pack file is gone or about to go).
     pub fn remove_pack(&mut self, name: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
-        if let Some(pack) = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get::<_, i64>(0)).optional()? {
+        if let Some(pack) = tx
+            .query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+        {
             tx.execute("DELETE FROM blobs WHERE pack = ?1", [pack])?;
             tx.execute("DELETE FROM packs WHERE pack = ?1", [pack])?;
         }
@@ -132,7 +156,13 @@ impl Index {
         )?;
         Ok(st
             .query_row([&id.0[..]], |r| {
-                Ok(Location { pack: r.get(0)?, kind: r.get(1)?, offset: r.get::<_, i64>(2)? as u64, length: r.get(3)?, raw_length: r.get(4)? })
+                Ok(Location {
+                    pack: r.get(0)?,
+                    kind: r.get(1)?,
+                    offset: r.get::<_, i64>(2)? as u64,
+                    length: r.get(3)?,
+                    raw_length: r.get(4)?,
+                })
             })
             .optional()?)
     }
@@ -152,7 +182,9 @@ impl Index {
     }
 
     pub fn blob_count(&self) -> Result<u64> {
-        Ok(self.conn.query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))? as u64)
     }
 }
 
@@ -167,7 +199,13 @@ mod tests {
         let repo = Id([5; 32]);
         let (mut ix, fresh) = Index::open(&p, &repo).unwrap();
         assert!(fresh);
-        let e = PackEntry { kind: 1, id: Id([9; 32]), offset: 10, length: 40, raw_length: 12 };
+        let e = PackEntry {
+            kind: 1,
+            id: Id([9; 32]),
+            offset: 10,
+            length: 40,
+            raw_length: 12,
+        };
         ix.add_pack("aa", 100, std::slice::from_ref(&e)).unwrap();
         assert_eq!(ix.lookup(&e.id).unwrap().unwrap().offset, 10);
         assert_eq!(ix.known_blobs().unwrap().len(), 1);

@@ -18,7 +18,10 @@ pub struct WarningFlag<'a> {
 
 impl<'a> WarningFlag<'a> {
     pub fn new(inner: &'a dyn Reporter) -> Self {
-        WarningFlag { inner, seen: AtomicBool::new(false) }
+        WarningFlag {
+            inner,
+            seen: AtomicBool::new(false),
+        }
     }
     pub fn any(&self) -> bool {
         self.seen.load(Ordering::Relaxed)

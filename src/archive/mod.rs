@@ -80,10 +80,16 @@ impl Archive {
         let a: Archive = ciborium::from_reader(&buf[..])
             .map_err(|e| Error::malformed(format!("archive {:?}", entry.name), e.to_string()))?;
         if a.version > ARCHIVE_VERSION {
-            return Err(Error::malformed(format!("archive {:?}", entry.name), format!("archive version {} is newer than this garret", a.version)));
+            return Err(Error::malformed(
+                format!("archive {:?}", entry.name),
+                format!("archive version {} is newer than this garret", a.version),
+            ));
         }
         if a.name != entry.name {
-            return Err(Error::integrity(format!("archive {:?}", entry.name), format!("object is named {:?}", a.name)));
+            return Err(Error::integrity(
+                format!("archive {:?}", entry.name),
+                format!("object is named {:?}", a.name),
+            ));
         }
         Ok(a)
     }
@@ -95,5 +101,7 @@ impl Archive {
 
 /// Find an archive by name in the current manifest.
 pub fn lookup<'m>(repo: &'m Repository, name: &str) -> Result<&'m ArchiveEntry> {
-    repo.manifest().find(name).ok_or_else(|| Error::NoSuchArchive(name.to_string()))
+    repo.manifest()
+        .find(name)
+        .ok_or_else(|| Error::NoSuchArchive(name.to_string()))
 }

@@ -32,7 +32,12 @@ impl ItemStreamWriter {
         }
     }
 
-    pub fn push(&mut self, repo: &mut Repository, item: &Item, stats: &mut WriteStats) -> Result<()> {
+    pub fn push(
+        &mut self,
+        repo: &mut Repository,
+        item: &Item,
+        stats: &mut WriteStats,
+    ) -> Result<()> {
         ciborium::into_writer(item, &mut self.buf).expect("serializing to memory");
         while self.buf.len() >= 2 * self.params.max as usize {
             self.cut(repo, false, stats)?;
@@ -41,7 +46,11 @@ impl ItemStreamWriter {
     }
 
     fn cut(&mut self, repo: &mut Repository, last: bool, stats: &mut WriteStats) -> Result<()> {
-        let n = if last { self.buf.len() } else { self.params.first_cut(&self.buf, self.seed) };
+        let n = if last {
+            self.buf.len()
+        } else {
+            self.params.first_cut(&self.buf, self.seed)
+        };
         let chunk: Vec<u8> = self.buf.drain(..n).collect();
         let (id, added) = repo.save_blob(ObjectType::Tree, &chunk, Compression::Zstd(3), stats)?;
         self.added += added;
@@ -51,7 +60,11 @@ impl ItemStreamWriter {
     }
 
     /// Store everything still buffered; returns the tree chunk ids.
-    pub fn finish(mut self, repo: &mut Repository, stats: &mut WriteStats) -> Result<(Vec<Id>, u64, u64)> {
+    pub fn finish(
+        mut self,
+        repo: &mut Repository,
+        stats: &mut WriteStats,
+    ) -> Result<(Vec<Id>, u64, u64)> {
         while self.buf.len() > self.params.max as usize {
             self.cut(repo, false, stats)?;
         }
@@ -73,7 +86,12 @@ pub struct ItemReader<'r> {
 
 impl<'r> ItemReader<'r> {
     pub fn new(repo: &'r Repository, ids: Vec<Id>) -> Self {
-        ItemReader { repo, ids: ids.into_iter(), buf: vec![], pos: 0 }
+        ItemReader {
+            repo,
+            ids: ids.into_iter(),
+            buf: vec![],
+            pos: 0,
+        }
     }
 
     fn try_next(&mut self) -> Result<Option<Item>> {
@@ -101,7 +119,10 @@ impl<'r> ItemReader<'r> {
             self.buf.drain(..self.pos);
             self.pos = 0;
             if self.buf.len() > 64 * 1024 * 1024 {
-                return Err(Error::malformed("item stream", "an item larger than 64 MiB"));
+                return Err(Error::malformed(
+                    "item stream",
+                    "an item larger than 64 MiB",
+                ));
             }
             self.buf.extend_from_slice(&chunk);
         }

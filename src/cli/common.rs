@@ -26,7 +26,9 @@ pub struct GlobalArgs {
 }
 
 fn env_path(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 fn home() -> PathBuf {
@@ -34,7 +36,9 @@ fn home() -> PathBuf {
 }
 
 pub fn client_dirs() -> ClientDirs {
-    let config = env_path("XDG_CONFIG_HOME").unwrap_or_else(|| home().join(".config")).join("garret");
+    let config = env_path("XDG_CONFIG_HOME")
+        .unwrap_or_else(|| home().join(".config"))
+        .join("garret");
     ClientDirs {
         security: env_path("GARRET_SECURITY_DIR").unwrap_or_else(|| config.join("security")),
         keys: env_path("GARRET_KEYS_DIR").unwrap_or_else(|| config.join("keys")),
@@ -59,7 +63,10 @@ pub fn passphrase(new: bool) -> Result<Vec<u8>> {
             .output()
             .context("running GARRET_PASSCOMMAND")?;
         if !out.status.success() {
-            return Err(anyhow!("GARRET_PASSCOMMAND failed ({}); fix the command or set GARRET_PASSPHRASE", out.status));
+            return Err(anyhow!(
+                "GARRET_PASSCOMMAND failed ({}); fix the command or set GARRET_PASSPHRASE",
+                out.status
+            ));
         }
         let mut p = out.stdout;
         while p.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
@@ -72,7 +79,8 @@ pub fn passphrase(new: bool) -> Result<Vec<u8>> {
     }
     let p = rpassword::prompt_password("Enter passphrase: ").context("reading passphrase")?;
     if new {
-        let q = rpassword::prompt_password("Enter same passphrase again: ").context("reading passphrase")?;
+        let q = rpassword::prompt_password("Enter same passphrase again: ")
+            .context("reading passphrase")?;
         if p != q {
             return Err(anyhow!("passphrases do not match; run the command again"));
         }
@@ -88,7 +96,12 @@ pub fn open(g: &GlobalArgs, repo: &std::path::Path, write: bool) -> Result<Repos
     open_with(g, repo, write, false)
 }
 
-pub fn open_with(g: &GlobalArgs, repo: &std::path::Path, write: bool, adopt: bool) -> Result<Repository> {
+pub fn open_with(
+    g: &GlobalArgs,
+    repo: &std::path::Path,
+    write: bool,
+    adopt: bool,
+) -> Result<Repository> {
     let pf = || passphrase(false).map_err(|e| garret::Error::Key(format!("{e:#}")));
     let r = Repository::open(
         repo,
@@ -114,7 +127,11 @@ pub struct StderrReporter {
 
 impl StderrReporter {
     pub fn new(list: bool, filter: Option<String>) -> Self {
-        StderrReporter { list, filter, warned: AtomicBool::new(false) }
+        StderrReporter {
+            list,
+            filter,
+            warned: AtomicBool::new(false),
+        }
     }
     pub fn warned(&self) -> bool {
         self.warned.load(Ordering::Relaxed)
@@ -172,14 +189,23 @@ pub fn size(n: u64) -> String {
 /// Archive time (RFC 3339) as borg shows it: `Tue, 2026-11-24 03:00:01`.
 pub fn show_time(rfc3339: &str) -> String {
     match chrono::DateTime::parse_from_rfc3339(rfc3339) {
-        Ok(t) => t.with_timezone(&chrono::Local).format("%a, %Y-%m-%d %H:%M:%S").to_string(),
+        Ok(t) => t
+            .with_timezone(&chrono::Local)
+            .format("%a, %Y-%m-%d %H:%M:%S")
+            .to_string(),
         Err(_) => rfc3339.to_string(),
     }
 }
 
 pub fn show_ns(ns: i64) -> String {
-    match chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32) {
-        Some(t) => t.with_timezone(&chrono::Local).format("%a, %Y-%m-%d %H:%M:%S").to_string(),
+    match chrono::DateTime::from_timestamp(
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    ) {
+        Some(t) => t
+            .with_timezone(&chrono::Local)
+            .format("%a, %Y-%m-%d %H:%M:%S")
+            .to_string(),
         None => ns.to_string(),
     }
 }

@@ -53,9 +53,16 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
     };
     let out = create::run(&mut repo, &opts, &reporter)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&info::archive_json(&repo, &out.archive, &out.id))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&info::archive_json(&repo, &out.archive, &out.id))?
+        );
     } else if a.stats {
         print!("{}", info::archive_text(&out.archive, &out.id));
     }
-    Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok })
+    Ok(if reporter.warned() {
+        Outcome::Warning
+    } else {
+        Outcome::Ok
+    })
 }

@@ -42,7 +42,17 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
     let reporter = StderrReporter::new(a.list, None);
     let opts = ExtractOptions {
         target: std::env::current_dir()?,
-        paths: a.paths.iter().map(|p| p.as_os_str().as_bytes().strip_prefix(b"/").unwrap_or(p.as_os_str().as_bytes()).to_vec()).collect(),
+        paths: a
+            .paths
+            .iter()
+            .map(|p| {
+                p.as_os_str()
+                    .as_bytes()
+                    .strip_prefix(b"/")
+                    .unwrap_or(p.as_os_str().as_bytes())
+                    .to_vec()
+            })
+            .collect(),
         strip_components: a.strip_components,
         numeric_ids: a.numeric_ids,
         sparse: !a.no_sparse,
@@ -53,5 +63,9 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
         eprintln!("garret: error: {} item(s) could not be restored because repository data is damaged; run `garret check`", stats.data_errors);
         return Ok(Outcome::Error);
     }
-    Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok })
+    Ok(if reporter.warned() {
+        Outcome::Warning
+    } else {
+        Outcome::Ok
+    })
 }

@@ -81,7 +81,10 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
             let entry = archive::lookup(&repo, name)?.clone();
             let ar = Archive::load(&repo, &entry)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&archive_json(&repo, &ar, &entry.id))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&archive_json(&repo, &ar, &entry.id))?
+                );
             } else {
                 print!("{}", archive_text(&ar, &entry.id));
             }
@@ -111,5 +114,11 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {
-    walkdir::WalkDir::new(p).into_iter().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }

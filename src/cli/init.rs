@@ -26,12 +26,18 @@ pub fn run(_g: &GlobalArgs, a: &InitArgs) -> Result<Outcome> {
     let loc = location::parse_opt(a.repository.as_deref())?;
     loc.forbid_archive()?;
     if a.kdf_memory < MIN_MEMORY_KIB / 1024 || a.kdf_memory > 1024 {
-        anyhow::bail!("--kdf-memory {} is out of range: use 64 to 1024 (MiB)", a.kdf_memory);
+        anyhow::bail!(
+            "--kdf-memory {} is out of range: use 64 to 1024 (MiB)",
+            a.kdf_memory
+        );
     }
     if !a.make_parent_dirs {
         if let Some(parent) = loc.repo.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.is_dir() {
-                anyhow::bail!("parent directory {} does not exist; create it or pass --make-parent-dirs", parent.display());
+                anyhow::bail!(
+                    "parent directory {} does not exist; create it or pass --make-parent-dirs",
+                    parent.display()
+                );
             }
         }
     }
@@ -42,7 +48,13 @@ pub fn run(_g: &GlobalArgs, a: &InitArgs) -> Result<Outcome> {
         }
         _ => Some(common::passphrase(true)?),
     };
-    let config = Repository::init(&loc.repo, a.encryption, pass.as_deref(), KdfParams::with_memory_mib(a.kdf_memory), &common::client_dirs())?;
+    let config = Repository::init(
+        &loc.repo,
+        a.encryption,
+        pass.as_deref(),
+        KdfParams::with_memory_mib(a.kdf_memory),
+        &common::client_dirs(),
+    )?;
     if a.encryption != Encryption::None {
         eprintln!(
             "garret: repository {} created (encryption {:?}). Keep the passphrase safe{}: without it the backups cannot be read.",
@@ -66,6 +78,10 @@ pub fn adopt(g: &GlobalArgs, a: &AdoptArgs) -> Result<Outcome> {
     loc.forbid_archive()?;
     let repo = common::open_with(g, &loc.repo, false, true)?;
     repo.adopt()?;
-    eprintln!("garret: now trusting manifest #{} of {}", repo.manifest().seq, loc.repo.display());
+    eprintln!(
+        "garret: now trusting manifest #{} of {}",
+        repo.manifest().seq,
+        loc.repo.display()
+    );
     Ok(Outcome::Ok)
 }

@@ -21,7 +21,11 @@ pub enum Outcome {
 }
 
 #[derive(Parser)]
-#[command(name = "garret", version, about = "Deduplicating, encrypted backups (borg-compatible command line)")]
+#[command(
+    name = "garret",
+    version,
+    about = "Deduplicating, encrypted backups (borg-compatible command line)"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: common::GlobalArgs,

@@ -110,8 +110,10 @@ impl Pipeline<'_> {
         }
         let keys = repo.keys();
         let compression = self.compression;
-        let sealed: Vec<SealedBlob> =
-            fresh.par_iter().map(|&i| blob::seal(keys, ObjectType::Data, ids[i], &data[i], compression)).collect();
+        let sealed: Vec<SealedBlob> = fresh
+            .par_iter()
+            .map(|&i| blob::seal(keys, ObjectType::Data, ids[i], &data[i], compression))
+            .collect();
         for b in sealed {
             self.stats.deduplicated_size += b.envelope.len() as u64;
             repo.add_sealed(b, &mut self.write)?;
@@ -120,7 +122,10 @@ impl Pipeline<'_> {
         for ((id, owner), chunk) in ids.iter().zip(owners).zip(&data) {
             self.stats.compressed_size += known.get(id).copied().unwrap_or(0) as u64;
             self.stats.original_size += chunk.len() as u64;
-            self.queue[owner - self.queue_base].item.chunks.push(ChunkRef(*id, chunk.len() as u32));
+            self.queue[owner - self.queue_base]
+                .item
+                .chunks
+                .push(ChunkRef(*id, chunk.len() as u32));
         }
         self.emit_ready(repo)
     }
@@ -146,7 +151,11 @@ impl Pipeline<'_> {
 }
 
 /// Run a create. Per-file problems go to `reporter` as warnings; errors abort without committing.
-pub fn run(repo: &mut Repository, opts: &CreateOptions, reporter: &dyn Reporter) -> Result<CreateOutcome> {
+pub fn run(
+    repo: &mut Repository,
+    opts: &CreateOptions,
+    reporter: &dyn Reporter,
+) -> Result<CreateOutcome> {
     archive::validate_name(&opts.name)?;
     if repo.manifest().find(&opts.name).is_some() {
         return Err(Error::ArchiveExists(opts.name.clone()));
@@ -178,8 +187,11 @@ pub fn run(repo: &mut Repository, opts: &CreateOptions, reporter: &dyn Reporter)
 
     for root in &opts.paths {
         let prefix = source::archive_root(root);
-        let walker = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().into_iter();
-        let mut walker = walker.filter_entry(|e| {
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter();
+        let walker = walker.filter_entry(|e| {
             let ap = source::join(&prefix, e.path().strip_prefix(root).unwrap_or(e.path()));
             let ex = !ap.is_empty() && excludes.is_excluded(&ap);
             if ex {
@@ -187,12 +199,20 @@ pub fn run(repo: &mut Repository, opts: &CreateOptions, reporter: &dyn Reporter)
             }
             !ex
         });
-        while let Some(entry) = walker.next() {
+        for entry in walker {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
-                    pl.reporter.warning(&format!("{path}: {}", e.io_error().map(|e| e.to_string()).unwrap_or_else(|| e.to_string())));
+                    let path = e
+                        .path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default();
+                    pl.reporter.warning(&format!(
+                        "{path}: {}",
+                        e.io_error()
+                            .map(|e| e.to_string())
+                            .unwrap_or_else(|| e.to_string())
+                    ));
                     pl.reporter.item('E', &path);
                     continue;
                 }
@@ -209,10 +229,15 @@ pub fn run(repo: &mut Repository, opts: &CreateOptions, reporter: &dyn Reporter)
                     continue;
                 }
             };
-            let Some(mut item) = source::item_from_metadata(ap.clone(), &md, &mut names) else { continue };
+            let Some(mut item) = source::item_from_metadata(ap.clone(), &md, &mut names) else {
+                continue;
+            };
             match source::read_xattrs(fs_path) {
                 Ok(x) => item.xattrs = x,
-                Err(e) => pl.reporter.warning(&format!("{}: reading extended attributes: {e}", fs_path.display())),
+                Err(e) => pl.reporter.warning(&format!(
+                    "{}: reading extended attributes: {e}",
+                    fs_path.display()
+                )),
             }
             if item.kind != Kind::Dir && md.nlink() > 1 {
                 let key = (md.dev(), md.ino());
@@ -231,7 +256,8 @@ pub fn run(repo: &mut Repository, opts: &CreateOptions, reporter: &dyn Reporter)
                 Kind::Symlink => match std::fs::read_link(fs_path) {
                     Ok(t) => item.target = Some(t.as_os_str().as_bytes().to_vec()),
                     Err(e) => {
-                        pl.reporter.warning(&format!("{}: reading symlink: {e}", fs_path.display()));
+                        pl.reporter
+                            .warning(&format!("{}: reading symlink: {e}", fs_path.display()));
                         pl.reporter.item('E', &String::from_utf8_lossy(&ap));
                         continue;
                     }
@@ -248,14 +274,18 @@ pub fn run(repo: &mut Repository, opts: &CreateOptions, reporter: &dyn Reporter)
     }
     pl.process_batch(repo)?;
     debug_assert!(pl.queue.is_empty());
-    let (tree_ids, tree_added, tree_stored) = std::mem::replace(&mut pl.stream, ItemStreamWriter::new(repo)).finish(repo, &mut pl.write)?;
+    let (tree_ids, tree_added, tree_stored) =
+        std::mem::replace(&mut pl.stream, ItemStreamWriter::new(repo))
+            .finish(repo, &mut pl.write)?;
     pl.stats.deduplicated_size += tree_added;
     pl.stats.compressed_size += tree_stored;
     let mut archive = Archive {
         version: archive::ARCHIVE_VERSION,
         name: opts.name.clone(),
         hostname: lock::hostname(),
-        username: uzers::get_current_username().map(|u| u.to_string_lossy().into_owned()).unwrap_or_default(),
+        username: uzers::get_current_username()
+            .map(|u| u.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         time_start: time_start.clone(),
         time_end: now_rfc3339(),
         command_line: opts.command_line.clone(),
@@ -277,7 +307,11 @@ pub fn run(repo: &mut Repository, opts: &CreateOptions, reporter: &dyn Reporter)
     });
     repo.commit(archives, &mut write)?;
     archive.stats = pl.stats;
-    Ok(CreateOutcome { archive, id, duration: started.elapsed() })
+    Ok(CreateOutcome {
+        archive,
+        id,
+        duration: started.elapsed(),
+    })
 }
 
 fn read_file(
@@ -290,7 +324,11 @@ fn read_file(
     params: crate::chunker::ChunkerParams,
 ) -> Result<()> {
     let display = String::from_utf8_lossy(&item.path).into_owned();
-    let file = match std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(fs_path) {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(fs_path)
+    {
         Ok(f) => f,
         Err(e) => {
             pl.reporter.warning(&format!("{}: {e}", fs_path.display()));
@@ -300,7 +338,12 @@ fn read_file(
     };
     item.size = 0;
     let slot = pl.push_item(repo, item, false)?;
-    let mut chunker = Chunker::new(CountingReader { inner: &file, n: 0 }, params, seed, Some(md.size()));
+    let mut chunker = Chunker::new(
+        CountingReader { inner: &file, n: 0 },
+        params,
+        seed,
+        Some(md.size()),
+    );
     loop {
         match chunker.next_chunk() {
             Ok(Some(c)) => {
@@ -309,18 +352,29 @@ fn read_file(
             }
             Ok(None) => break,
             Err(e) => {
-                pl.reporter.warning(&format!("{}: read error, archived the first bytes only: {e}", fs_path.display()));
+                pl.reporter.warning(&format!(
+                    "{}: read error, archived the first bytes only: {e}",
+                    fs_path.display()
+                ));
                 pl.queue[slot - pl.queue_base].item.changed = true;
                 break;
             }
         }
     }
     let changed = match file.metadata() {
-        Ok(now) => now.size() != md.size() || now.mtime() != md.mtime() || now.mtime_nsec() != md.mtime_nsec() || now.ctime() != md.ctime(),
+        Ok(now) => {
+            now.size() != md.size()
+                || now.mtime() != md.mtime()
+                || now.mtime_nsec() != md.mtime_nsec()
+                || now.ctime() != md.ctime()
+        }
         Err(_) => true,
     };
     if changed {
-        pl.reporter.warning(&format!("{}: file changed while we read it", fs_path.display()));
+        pl.reporter.warning(&format!(
+            "{}: file changed while we read it",
+            fs_path.display()
+        ));
         pl.queue[slot - pl.queue_base].item.changed = true;
     }
     pl.reporter.item(if changed { 'E' } else { 'A' }, &display);

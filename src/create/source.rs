@@ -18,7 +18,10 @@ impl Excludes {
     pub fn new(patterns: &[String]) -> Result<Excludes, String> {
         let mut b = GlobSetBuilder::new();
         for p in patterns {
-            let p = p.strip_prefix("sh:").or_else(|| p.strip_prefix("fm:")).unwrap_or(p);
+            let p = p
+                .strip_prefix("sh:")
+                .or_else(|| p.strip_prefix("fm:"))
+                .unwrap_or(p);
             let p = p.trim_start_matches('/');
             let p = p.trim_end_matches('/');
             let g = GlobBuilder::new(p)
@@ -28,7 +31,9 @@ impl Excludes {
                 .map_err(|e| format!("invalid exclude pattern {p:?}: {e}"))?;
             b.add(g);
         }
-        b.build().map(Excludes).map_err(|e| format!("exclude patterns: {e}"))
+        b.build()
+            .map(Excludes)
+            .map_err(|e| format!("exclude patterns: {e}"))
     }
 
     pub fn is_excluded(&self, archive_path: &[u8]) -> bool {
@@ -73,10 +78,20 @@ pub struct Names {
 
 impl Names {
     fn user(&mut self, uid: u32) -> Option<String> {
-        self.users.entry(uid).or_insert_with(|| uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())).clone()
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())
+            })
+            .clone()
     }
     fn group(&mut self, gid: u32) -> Option<String> {
-        self.groups.entry(gid).or_insert_with(|| uzers::get_group_by_gid(gid).map(|g| g.name().to_string_lossy().into_owned())).clone()
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                uzers::get_group_by_gid(gid).map(|g| g.name().to_string_lossy().into_owned())
+            })
+            .clone()
     }
 }
 
@@ -104,7 +119,10 @@ pub fn item_from_metadata(path: Vec<u8>, md: &Metadata, names: &mut Names) -> Op
     it.gid = md.gid();
     it.user = names.user(md.uid());
     it.group = names.group(md.gid());
-    it.mtime = md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec());
+    it.mtime = md
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec());
     if matches!(kind, Kind::CharDev | Kind::BlockDev) {
         it.rdev = md.rdev();
     }
@@ -118,7 +136,9 @@ pub fn read_xattrs(fs_path: &Path) -> std::io::Result<Vec<Xattr>> {
     let n = loop {
         match rustix::fs::llistxattr(fs_path, &mut names[..]) {
             Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
+                names.resize(names.len() * 4, 0)
+            }
             Err(rustix::io::Errno::NOTSUP) => return Ok(vec![]),
             Err(e) => return Err(e.into()),
         }
@@ -133,7 +153,9 @@ pub fn read_xattrs(fs_path: &Path) -> std::io::Result<Vec<Xattr>> {
                     out.push(Xattr(name.to_vec(), val));
                     break;
                 }
-                Err(rustix::io::Errno::RANGE) if val.len() < 1 << 20 => val.resize(val.len() * 4, 0),
+                Err(rustix::io::Errno::RANGE) if val.len() < 1 << 20 => {
+                    val.resize(val.len() * 4, 0)
+                }
                 Err(rustix::io::Errno::NODATA) => break,
                 Err(e) => return Err(e.into()),
             }
@@ -159,7 +181,10 @@ mod tests {
 
     #[test]
     fn archive_paths() {
-        assert_eq!(archive_root(Path::new("/store/projects")), b"store/projects");
+        assert_eq!(
+            archive_root(Path::new("/store/projects")),
+            b"store/projects"
+        );
         assert_eq!(archive_root(Path::new("./a/../b")), b"a/b");
         assert_eq!(archive_root(Path::new("/")), b"");
     }

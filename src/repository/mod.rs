@@ -87,14 +87,24 @@ fn keyfile_path(client: &ClientDirs, repo: &Id) -> PathBuf {
 
 impl Repository {
     /// Create a new repository at `path` (which must not exist or be an empty directory).
-    pub fn init(path: &Path, encryption: Encryption, passphrase: Option<&[u8]>, kdf: KdfParams, client: &ClientDirs) -> Result<Config> {
+    pub fn init(
+        path: &Path,
+        encryption: Encryption,
+        passphrase: Option<&[u8]>,
+        kdf: KdfParams,
+        client: &ClientDirs,
+    ) -> Result<Config> {
         if path.join(CONFIG_FILE).exists() {
-            return Err(Error::AlreadyExists { path: path.to_path_buf() });
+            return Err(Error::AlreadyExists {
+                path: path.to_path_buf(),
+            });
         }
         if path.exists() {
             let mut rd = std::fs::read_dir(path).ctx(|| format!("reading {}", path.display()))?;
             if rd.next().is_some() {
-                return Err(Error::AlreadyExists { path: path.to_path_buf() });
+                return Err(Error::AlreadyExists {
+                    path: path.to_path_buf(),
+                });
             }
         }
         std::fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?;
@@ -104,27 +114,46 @@ impl Repository {
         let kf = match encryption {
             Encryption::None => KeyFile::plain(&master, &repo_id),
             _ => {
-                let p = passphrase.ok_or_else(|| Error::Key("a passphrase is required for an encrypted repository".into()))?;
+                let p = passphrase.ok_or_else(|| {
+                    Error::Key("a passphrase is required for an encrypted repository".into())
+                })?;
                 KeyFile::wrap(&master, &repo_id, p, kdf)?
             }
         };
         let backend = LocalBackend::new(path);
         match encryption {
             Encryption::Keyfile => {
-                std::fs::create_dir_all(&client.keys).ctx(|| format!("creating {}", client.keys.display()))?;
+                std::fs::create_dir_all(&client.keys)
+                    .ctx(|| format!("creating {}", client.keys.display()))?;
                 let kp = keyfile_path(client, &repo_id);
-                std::fs::write(&kp, kf.to_json()).ctx(|| format!("writing key file {}", kp.display()))?;
+                std::fs::write(&kp, kf.to_json())
+                    .ctx(|| format!("writing key file {}", kp.display()))?;
             }
             _ => backend.put(REPOKEY_FILE, &kf.to_json())?,
         }
         for d in [DATA_DIR, manifest::MANIFEST_DIR, crate::backend::TMP_DIR] {
-            std::fs::create_dir_all(path.join(d)).ctx(|| format!("creating {}", path.join(d).display()))?;
+            std::fs::create_dir_all(path.join(d))
+                .ctx(|| format!("creating {}", path.join(d).display()))?;
         }
         let keys = Keys::derive(&master, repo_id, config.version);
-        let first = Manifest { version: manifest::MANIFEST_VERSION, seq: 1, prev: None, time: now_rfc3339(), archives: vec![] };
+        let first = Manifest {
+            version: manifest::MANIFEST_VERSION,
+            seq: 1,
+            prev: None,
+            time: now_rfc3339(),
+            archives: vec![],
+        };
         let sealed = first.seal(&keys);
         backend.put(&manifest::key_for(1), &sealed)?;
-        state::save(&client.security, &repo_id, &ClientState { seq: 1, manifest_hash: hash(&sealed), key_fingerprint: master.fingerprint() })?;
+        state::save(
+            &client.security,
+            &repo_id,
+            &ClientState {
+                seq: 1,
+                manifest_hash: hash(&sealed),
+                key_fingerprint: master.fingerprint(),
+            },
+        )?;
         // The config is written last: a directory without it is not yet a repository.
         backend.put(CONFIG_FILE, &config.to_json())?;
         Ok(config)
@@ -134,8 +163,15 @@ impl Repository {
         let backend = LocalBackend::new(path);
         let config_bytes = match std::fs::read(path.join(CONFIG_FILE)) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotARepository(path.to_path_buf())),
-            Err(e) => return Err(Error::io(format!("reading config of {}", path.display()), e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotARepository(path.to_path_buf()))
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("reading config of {}", path.display()),
+                    e,
+                ))
+            }
         };
         let config = Config::parse(&config_bytes, path)?;
         let repo_id = config.repo_id();
@@ -144,13 +180,23 @@ impl Repository {
                 let kp = keyfile_path(&opts.client, &repo_id);
                 std::fs::read(&kp).map_err(|e| Error::Key(format!("key file {} for this keyfile-mode repository: {e}; import it with `garret key import`", kp.display())))?
             }
-            _ => backend.get(REPOKEY_FILE).map_err(|e| Error::Key(format!("repository key: {e}")))?,
+            _ => backend
+                .get(REPOKEY_FILE)
+                .map_err(|e| Error::Key(format!("repository key: {e}")))?,
         };
         let kf = KeyFile::parse(&kf_bytes)?;
-        if config.encryption == Encryption::None && kf.needs_passphrase() || config.encryption != Encryption::None && !kf.needs_passphrase() {
-            return Err(Error::Key("the key file does not match the repository's encryption mode".into()));
+        if config.encryption == Encryption::None && kf.needs_passphrase()
+            || config.encryption != Encryption::None && !kf.needs_passphrase()
+        {
+            return Err(Error::Key(
+                "the key file does not match the repository's encryption mode".into(),
+            ));
         }
-        let pass = if kf.needs_passphrase() { Some((opts.passphrase)()?) } else { None };
+        let pass = if kf.needs_passphrase() {
+            Some((opts.passphrase)()?)
+        } else {
+            None
+        };
         let master = kf.unwrap(&repo_id, pass.as_deref(), path)?;
         let keys = Keys::derive(&master, repo_id, config.version);
         let mut warnings = Vec::new();
@@ -166,10 +212,18 @@ impl Repository {
         if let Some(st) = state::load(&opts.client.security, &repo_id) {
             if !opts.adopt {
                 if st.key_fingerprint != fingerprint {
-                    return Err(Error::KeyChanged { repo: path.display().to_string() });
+                    return Err(Error::KeyChanged {
+                        repo: path.display().to_string(),
+                    });
                 }
-                if manifest.seq < st.seq || (manifest.seq == st.seq && manifest_hash != st.manifest_hash) {
-                    return Err(Error::Rollback { repo: path.display().to_string(), found: manifest.seq, seen: st.seq });
+                if manifest.seq < st.seq
+                    || (manifest.seq == st.seq && manifest_hash != st.manifest_hash)
+                {
+                    return Err(Error::Rollback {
+                        repo: path.display().to_string(),
+                        found: manifest.seq,
+                        seen: st.seq,
+                    });
                 }
             }
         }
@@ -217,7 +271,11 @@ impl Repository {
     }
 
     fn remember_manifest(&self) -> Result<()> {
-        let st = ClientState { seq: self.manifest.seq, manifest_hash: self.manifest_hash, key_fingerprint: self.key_fingerprint };
+        let st = ClientState {
+            seq: self.manifest.seq,
+            manifest_hash: self.manifest_hash,
+            key_fingerprint: self.key_fingerprint,
+        };
         state::save(&self.client.security, &self.config.repo_id(), &st)
     }
 
@@ -237,7 +295,9 @@ impl Repository {
                     self.index.add_pack(&name, size, &entries)?;
                     added += 1;
                 }
-                Err(e) => self.warnings.push(format!("pack {name} is unreadable and was not indexed: {e}")),
+                Err(e) => self.warnings.push(format!(
+                    "pack {name} is unreadable and was not indexed: {e}"
+                )),
             }
         }
         let removed = indexed.len();
@@ -270,15 +330,30 @@ impl Repository {
 
     /// Load and verify blob `id` of type `kind`.
     pub fn load_blob(&self, kind: ObjectType, id: &Id) -> Result<Vec<u8>> {
-        let loc = self.index.lookup(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
+        let loc = self
+            .index
+            .lookup(id)?
+            .ok_or_else(|| Error::MissingBlob(id.hex()))?;
         if loc.kind != kind as u8 {
-            return Err(Error::integrity(format!("blob {}", id.hex()), format!("indexed as type {}, expected {:?}", loc.kind, kind)));
+            return Err(Error::integrity(
+                format!("blob {}", id.hex()),
+                format!("indexed as type {}, expected {:?}", loc.kind, kind),
+            ));
         }
-        let env = self.backend.get_range(&Self::pack_key(&loc.pack), loc.offset, loc.length as usize).map_err(|e| {
-            Error::integrity(format!("{kind:?} blob {} in pack {}", id.hex(), loc.pack), e.to_string())
-        })?;
+        let env = self
+            .backend
+            .get_range(&Self::pack_key(&loc.pack), loc.offset, loc.length as usize)
+            .map_err(|e| {
+                Error::integrity(
+                    format!("{kind:?} blob {} in pack {}", id.hex(), loc.pack),
+                    e.to_string(),
+                )
+            })?;
         blob::open(&self.keys, kind, id, &env).map_err(|e| match e {
-            Error::Integrity { what, detail } => Error::Integrity { what: format!("{what} in pack {}", loc.pack), detail },
+            Error::Integrity { what, detail } => Error::Integrity {
+                what: format!("{what} in pack {}", loc.pack),
+                detail,
+            },
             other => other,
         })
     }
@@ -306,7 +381,13 @@ impl Repository {
 
     /// Store `data` as a blob of type `kind` unless the repository has it; returns its id and
     /// the stored size it added (0 when deduplicated).
-    pub fn save_blob(&mut self, kind: ObjectType, data: &[u8], c: Compression, stats: &mut WriteStats) -> Result<(Id, u64)> {
+    pub fn save_blob(
+        &mut self,
+        kind: ObjectType,
+        data: &[u8],
+        c: Compression,
+        stats: &mut WriteStats,
+    ) -> Result<(Id, u64)> {
         let id = self.keys.blob_id(data);
         if self.known_blobs()?.contains_key(&id) {
             return Ok((id, 0));
@@ -382,7 +463,12 @@ fn load_manifest(backend: &LocalBackend, keys: &Keys) -> Result<(Manifest, Id)> 
         .iter()
         .filter_map(|k| manifest::seq_of_key(k))
         .max()
-        .ok_or_else(|| Error::integrity(format!("repository {}", backend.root().display()), "no manifest found"))?;
+        .ok_or_else(|| {
+            Error::integrity(
+                format!("repository {}", backend.root().display()),
+                "no manifest found",
+            )
+        })?;
     let bytes = backend.get(&manifest::key_for(newest))?;
     let m = Manifest::open(keys, newest, &bytes)?;
     Ok((m, hash(&bytes)))

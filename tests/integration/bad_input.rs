@@ -19,17 +19,35 @@ fn one_line_error(r: &Run, needle: &str) {
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {}", r.stderr);
     assert!(lines[0].starts_with("garret: error: "), "{}", lines[0]);
-    assert!(lines[0].contains(needle), "expected {needle:?} in {}", lines[0]);
+    assert!(
+        lines[0].contains(needle),
+        "expected {needle:?} in {}",
+        lines[0]
+    );
 }
 
 #[test]
 fn wrong_passphrase() {
     let env = setup();
     let before = immutable_files(&env.repo());
-    let r = env.cmd().env("GARRET_PASSPHRASE", "wrong").args(["list", &env.repo_str()]).output().unwrap();
-    let r = Run { code: r.status.code().unwrap(), stdout: String::from_utf8_lossy(&r.stdout).into(), stderr: String::from_utf8_lossy(&r.stderr).into() };
+    let r = env
+        .cmd()
+        .env("GARRET_PASSPHRASE", "wrong")
+        .args(["list", &env.repo_str()])
+        .output()
+        .unwrap();
+    let r = Run {
+        code: r.status.code().unwrap(),
+        stdout: String::from_utf8_lossy(&r.stdout).into(),
+        stderr: String::from_utf8_lossy(&r.stderr).into(),
+    };
     one_line_error(&r, "wrong passphrase");
-    let r = env.cmd().env("GARRET_PASSPHRASE", "wrong").args(["create", &env.archive("x"), "src"]).output().unwrap();
+    let r = env
+        .cmd()
+        .env("GARRET_PASSPHRASE", "wrong")
+        .args(["create", &env.archive("x"), "src"])
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(2));
     assert_eq!(immutable_files(&env.repo()), before);
     assert!(!env.repo().join("lock").exists());
@@ -38,16 +56,36 @@ fn wrong_passphrase() {
 #[test]
 fn missing_passphrase_without_terminal() {
     let env = setup();
-    let r = env.cmd().env_remove("GARRET_PASSPHRASE").args(["list", &env.repo_str()]).output().unwrap();
-    let r = Run { code: r.status.code().unwrap(), stdout: String::new(), stderr: String::from_utf8_lossy(&r.stderr).into() };
+    let r = env
+        .cmd()
+        .env_remove("GARRET_PASSPHRASE")
+        .args(["list", &env.repo_str()])
+        .output()
+        .unwrap();
+    let r = Run {
+        code: r.status.code().unwrap(),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&r.stderr).into(),
+    };
     one_line_error(&r, "GARRET_PASSPHRASE");
 }
 
 #[test]
 fn passcommand_supplies_the_passphrase() {
     let env = setup();
-    let r = env.cmd().env_remove("GARRET_PASSPHRASE").env("GARRET_PASSCOMMAND", format!("echo '{PASSPHRASE}'")).args(["list", "--short", &env.repo_str()]).output().unwrap();
-    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = env
+        .cmd()
+        .env_remove("GARRET_PASSPHRASE")
+        .env("GARRET_PASSCOMMAND", format!("echo '{PASSPHRASE}'"))
+        .args(["list", "--short", &env.repo_str()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "first");
 }
 
@@ -66,7 +104,9 @@ fn not_a_repository() {
 fn unknown_format_version() {
     let env = setup();
     let cfg = env.repo().join("config");
-    let text = fs::read_to_string(&cfg).unwrap().replace("\"version\": 1", "\"version\": 2");
+    let text = fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 2");
     fs::write(&cfg, &text).unwrap();
     let before = immutable_files(&env.repo());
     let r = env.run(&["create", &env.archive("x"), "src"]);
@@ -138,11 +178,19 @@ fn unreadable_source_file_is_a_warning() {
             .current_dir(env.dir.path())
             .output()
             .unwrap();
-        Run { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
     };
     run(&["init", "-e", "none", &env.repo_str()]).ok();
     let r = run(&["create", &env.archive("a"), "src"]).code(1);
-    assert!(r.stderr.contains("src/secret") && r.stderr.contains("Permission denied"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("src/secret") && r.stderr.contains("Permission denied"),
+        "{}",
+        r.stderr
+    );
     let r = run(&["list", "--short", &env.archive("a")]).ok();
     assert!(r.stdout.contains("src/readable"));
     assert!(!r.stdout.contains("src/secret"));

@@ -32,12 +32,20 @@ impl Run {
     }
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "expected success\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
     #[track_caller]
     pub fn code(self, c: i32) -> Run {
-        assert_eq!(self.code, c, "expected exit {c}\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, c,
+            "expected exit {c}\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -48,7 +56,12 @@ pub fn bin() -> &'static str {
 
 impl Env {
     pub fn new() -> Env {
-        Env { dir: tempfile::Builder::new().prefix("garret-test").tempdir().expect("tempdir") }
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("garret-test")
+                .tempdir()
+                .expect("tempdir"),
+        }
     }
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
@@ -76,11 +89,18 @@ impl Env {
     }
     pub fn run_in(&self, dir: &Path, args: &[&str]) -> Run {
         std::fs::create_dir_all(dir).unwrap();
-        Run::from(self.cmd().current_dir(dir).args(args).output().expect("spawn garret"))
+        Run::from(
+            self.cmd()
+                .current_dir(dir)
+                .args(args)
+                .output()
+                .expect("spawn garret"),
+        )
     }
     /// `garret init` with the cheapest allowed KDF (tests run it many times).
     pub fn init(&self, mode: &str) {
-        self.run(&["init", "-e", mode, "--kdf-memory", "64", &self.repo_str()]).ok();
+        self.run(&["init", "-e", mode, "--kdf-memory", "64", &self.repo_str()])
+            .ok();
     }
     pub fn archive(&self, name: &str) -> String {
         format!("{}::{name}", self.repo_str())
@@ -104,7 +124,13 @@ impl Env {
 
 /// Total bytes of the regular files under `p`.
 pub fn du(p: &Path) -> u64 {
-    walkdir::WalkDir::new(p).into_iter().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Names of the immutable files of a repository (packs, manifests, config, key).
@@ -113,7 +139,12 @@ pub fn immutable_files(repo: &Path) -> Vec<(String, u64)> {
         .into_iter()
         .flatten()
         .filter(|e| e.file_type().is_file())
-        .map(|e| (e.path().strip_prefix(repo).unwrap().display().to_string(), e.metadata().unwrap().len()))
+        .map(|e| {
+            (
+                e.path().strip_prefix(repo).unwrap().display().to_string(),
+                e.metadata().unwrap().len(),
+            )
+        })
         .filter(|(n, _)| !n.starts_with("index.sqlite") && n != "lock")
         .collect();
     v.sort();
@@ -152,7 +183,9 @@ pub struct Entry {
 fn xattrs_of(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut names = vec![0u8; 65536];
     let mut out = BTreeMap::new();
-    let Ok(n) = rustix::fs::llistxattr(p, &mut names[..]) else { return out };
+    let Ok(n) = rustix::fs::llistxattr(p, &mut names[..]) else {
+        return out;
+    };
     for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
         let mut val = vec![0u8; 65536];
         if let Ok(l) = rustix::fs::lgetxattr(p, OsStr::from_bytes(name), &mut val[..]) {
@@ -168,7 +201,13 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     let mut groups: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.unwrap();
-        let rel = e.path().strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
         let md = std::fs::symlink_metadata(e.path()).unwrap();
         let ft = md.file_type();
         let kind = if ft.is_file() {
@@ -184,13 +223,19 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
         };
         let content = if ft.is_file() {
             let mut h = blake3::Hasher::new();
-            h.update_reader(std::fs::File::open(e.path()).unwrap()).unwrap();
+            h.update_reader(std::fs::File::open(e.path()).unwrap())
+                .unwrap();
             Some(*h.finalize().as_bytes())
         } else {
             None
         };
         let link_group = if !ft.is_dir() && md.nlink() > 1 {
-            Some(groups.entry((md.dev(), md.ino())).or_insert_with(|| rel.clone()).clone())
+            Some(
+                groups
+                    .entry((md.dev(), md.ino()))
+                    .or_insert_with(|| rel.clone())
+                    .clone(),
+            )
         } else {
             None
         };
@@ -204,8 +249,22 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                 mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
                 size: if ft.is_dir() { 0 } else { md.len() },
                 content,
-                target: if ft.is_symlink() { Some(std::fs::read_link(e.path()).unwrap().as_os_str().as_bytes().to_vec()) } else { None },
-                xattrs: if ft.is_symlink() { BTreeMap::new() } else { xattrs_of(e.path()) },
+                target: if ft.is_symlink() {
+                    Some(
+                        std::fs::read_link(e.path())
+                            .unwrap()
+                            .as_os_str()
+                            .as_bytes()
+                            .to_vec(),
+                    )
+                } else {
+                    None
+                },
+                xattrs: if ft.is_symlink() {
+                    BTreeMap::new()
+                } else {
+                    xattrs_of(e.path())
+                },
                 link_group,
             },
         );
@@ -220,8 +279,18 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     let ka: Vec<_> = sa.keys().collect();
     let kb: Vec<_> = sb.keys().collect();
     if ka != kb {
-        let only_a: Vec<_> = sa.keys().filter(|k| !sb.contains_key(*k)).map(|k| String::from_utf8_lossy(k)).take(10).collect();
-        let only_b: Vec<_> = sb.keys().filter(|k| !sa.contains_key(*k)).map(|k| String::from_utf8_lossy(k)).take(10).collect();
+        let only_a: Vec<_> = sa
+            .keys()
+            .filter(|k| !sb.contains_key(*k))
+            .map(|k| String::from_utf8_lossy(k))
+            .take(10)
+            .collect();
+        let only_b: Vec<_> = sb
+            .keys()
+            .filter(|k| !sa.contains_key(*k))
+            .map(|k| String::from_utf8_lossy(k))
+            .take(10)
+            .collect();
         panic!("trees differ in names: only in source {only_a:?}, only in copy {only_b:?}");
     }
     for (k, ea) in &sa {
@@ -242,7 +311,10 @@ pub fn open_repo_at(env: &Env, repo: &Path) -> garret::repository::Repository {
         repo,
         garret::repository::OpenOptions {
             passphrase: &pf,
-            client: garret::repository::ClientDirs { security: env.path("security"), keys: env.path("keys") },
+            client: garret::repository::ClientDirs {
+                security: env.path("security"),
+                keys: env.path("keys"),
+            },
             write_lock: None,
             adopt: false,
         },
@@ -251,7 +323,10 @@ pub fn open_repo_at(env: &Env, repo: &Path) -> garret::repository::Repository {
 }
 
 /// The items of archive `name`.
-pub fn items(repo: &garret::repository::Repository, name: &str) -> Vec<garret::archive::item::Item> {
+pub fn items(
+    repo: &garret::repository::Repository,
+    name: &str,
+) -> Vec<garret::archive::item::Item> {
     let entry = garret::archive::lookup(repo, name).unwrap().clone();
     let a = garret::archive::Archive::load(repo, &entry).unwrap();
     a.items(repo).map(|i| i.unwrap()).collect()
