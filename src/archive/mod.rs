@@ -94,6 +94,51 @@ impl Archive {
         Ok(a)
     }
 
+    /// Store this archive object and commit a manifest that adds it (the last step of every
+    /// create). Returns the archive's id.
+    pub fn commit(&self, repo: &mut Repository, stats: &mut WriteStats) -> Result<Id> {
+        validate_name(&self.name)?;
+        if repo.manifest().find(&self.name).is_some() {
+            return Err(Error::ArchiveExists(self.name.clone()));
+        }
+        let (id, _) = self.save(repo, stats)?;
+        let mut archives = repo.manifest().archives.clone();
+        archives.push(ArchiveEntry {
+            name: self.name.clone(),
+            id,
+            time: self.time_start.clone(),
+            hostname: self.hostname.clone(),
+            username: self.username.clone(),
+        });
+        repo.commit(archives, stats)?;
+        Ok(id)
+    }
+
+    /// Write an archive made of the given items as they are (no filesystem involved): used by
+    /// import paths and by tests that need archives no honest create would make.
+    pub fn write_items(repo: &mut Repository, name: &str, items: &[item::Item]) -> Result<Id> {
+        let mut stats = WriteStats::default();
+        let mut w = stream::ItemStreamWriter::new(repo);
+        for it in items {
+            w.push(repo, it, &mut stats)?;
+        }
+        let (ids, _, _) = w.finish(repo, &mut stats)?;
+        let now = crate::repository::now_rfc3339();
+        let a = Archive {
+            version: ARCHIVE_VERSION,
+            name: name.to_string(),
+            hostname: crate::repository::lock::hostname(),
+            username: String::new(),
+            time_start: now.clone(),
+            time_end: now,
+            command_line: vec![],
+            items: ids,
+            stats: ArchiveStats { nitems: items.len() as u64, ..Default::default() },
+            comment: String::new(),
+        };
+        a.commit(repo, &mut stats)
+    }
+
     pub fn items<'r>(&self, repo: &'r Repository) -> stream::ItemReader<'r> {
         stream::ItemReader::new(repo, self.items.clone())
     }

@@ -12,7 +12,8 @@ pub struct Location {
 
 /// Parse `REPO`, `REPO::NAME` or `::NAME` (repository from GARRET_REPO).
 pub fn parse(s: &str) -> Result<Location> {
-    let (repo, archive) = match s.rsplit_once("::") {
+    // Split at the first "::" so that a name containing "::" reaches validation and is refused.
+    let (repo, archive) = match s.split_once("::") {
         Some((r, a)) => (r.to_string(), Some(a.to_string())),
         None => (s.to_string(), None),
     };

@@ -17,7 +17,7 @@ use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::id::{Id, ObjectType};
 use crate::progress::Reporter;
-use crate::repository::{lock, now_rfc3339, ArchiveEntry, Repository, WriteStats};
+use crate::repository::{lock, now_rfc3339, Repository, WriteStats};
 use rayon::prelude::*;
 use source::{Excludes, Names};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -279,7 +279,7 @@ pub fn run(
             .finish(repo, &mut pl.write)?;
     pl.stats.deduplicated_size += tree_added;
     pl.stats.compressed_size += tree_stored;
-    let mut archive = Archive {
+    let archive = Archive {
         version: archive::ARCHIVE_VERSION,
         name: opts.name.clone(),
         hostname: lock::hostname(),
@@ -294,19 +294,7 @@ pub fn run(
         comment: opts.comment.clone(),
     };
     let mut write = pl.write;
-    // The archive object's own size is counted in the figures it carries only approximately
-    // (it cannot contain its own size); it is small.
-    let (id, _) = archive.save(repo, &mut write)?;
-    let mut archives = repo.manifest().archives.clone();
-    archives.push(ArchiveEntry {
-        name: archive.name.clone(),
-        id,
-        time: time_start,
-        hostname: archive.hostname.clone(),
-        username: archive.username.clone(),
-    });
-    repo.commit(archives, &mut write)?;
-    archive.stats = pl.stats;
+    let id = archive.commit(repo, &mut write)?;
     Ok(CreateOutcome {
         archive,
         id,

@@ -195,3 +195,48 @@ fn unreadable_source_file_is_a_warning() {
     assert!(r.stdout.contains("src/readable"));
     assert!(!r.stdout.contains("src/secret"));
 }
+
+#[test]
+fn held_lock_fails_naming_the_holder_and_stale_lock_is_broken() {
+    let env = setup();
+    let host = String::from_utf8_lossy(&std::process::Command::new("uname").arg("-n").output().unwrap().stdout).trim().to_string();
+    // a live holder: this test process
+    let lock = format!("{{\"hostname\":\"{host}\",\"pid\":{},\"since\":\"2026-11-24T03:00:00+00:00\"}}", std::process::id());
+    fs::write(env.repo().join("lock"), &lock).unwrap();
+    let before = immutable_files(&env.repo());
+    let r = env.run(&["create", "--lock-wait", "0.3", &env.archive("x"), "src"]);
+    one_line_error(&r, &format!("process {} on host {host}", std::process::id()));
+    assert_eq!(immutable_files(&env.repo()), before);
+    // a dead holder on this host: broken with a warning
+    let dead = format!("{{\"hostname\":\"{host}\",\"pid\":999999999,\"since\":\"2026-11-24T03:00:00+00:00\"}}");
+    fs::write(env.repo().join("lock"), dead).unwrap();
+    let r = env.run(&["create", &env.archive("x"), "src"]).ok();
+    assert!(r.stderr.contains("removed stale lock"), "{}", r.stderr);
+    assert!(!env.repo().join("lock").exists());
+}
+
+#[test]
+fn failed_fsync_loses_the_pack_and_nothing_else() {
+    let env = setup();
+    fs::write(env.path("src/more"), xorshift(3 << 20, 9)).unwrap();
+    let before = immutable_files(&env.repo());
+    let r = env.cmd().env("GARRET_FAIL_AT", "fsync-object").args(["create", &env.archive("x"), "src"]).output().unwrap();
+    assert_eq!(r.status.code(), Some(2), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("fsync"));
+    assert_eq!(immutable_files(&env.repo()), before, "no pack or manifest may appear after a failed fsync");
+    assert!(fs::read_dir(env.repo().join("tmp")).unwrap().next().is_none(), "the temporary file is removed");
+    env.create_json("x", &["src"], &[]);
+    env.extract_to("x", "out", &[]).ok();
+    assert_same_tree(&env.path("src"), &env.path("out/src"));
+}
+
+#[test]
+fn repository_from_garret_repo() {
+    let env = setup();
+    let r = env.cmd().env("GARRET_REPO", env.repo()).args(["create", "::second", "src"]).output().unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = env.cmd().env("GARRET_REPO", env.repo()).args(["list", "--short"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "first\nsecond\n");
+    let r = env.run(&["create", &format!("{}::a::b", env.repo_str()), "src"]);
+    one_line_error(&r, "contains '::'");
+}

@@ -5,6 +5,7 @@ mod support;
 mod bad_input;
 mod crash;
 mod dedup;
+mod hostile;
 mod integrity;
 mod round_trip;
 mod secrecy;

@@ -178,6 +178,7 @@ pub struct Entry {
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Index of the hardlink group (first path of the group), for files with nlink > 1.
     pub link_group: Option<Vec<u8>>,
+    pub rdev: u64,
 }
 
 fn xattrs_of(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
@@ -218,6 +219,8 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
             "symlink"
         } else if ft.is_fifo() {
             "fifo"
+        } else if ft.is_char_device() {
+            "chardev"
         } else {
             "other"
         };
@@ -266,6 +269,7 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                     xattrs_of(e.path())
                 },
                 link_group,
+                rdev: if ft.is_char_device() || ft.is_block_device() { md.rdev() } else { 0 },
             },
         );
     }
