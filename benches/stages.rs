@@ -37,30 +37,17 @@ fn data(n: usize) -> Vec<u8> {
 
 fn report(stage: &str, bytes: usize, t: Instant) {
     let s = t.elapsed().as_secs_f64();
-    println!(
-        "{stage:<28} {:>9.1} MB/s   ({:.3} s for {} MiB)",
-        bytes as f64 / s / 1e6,
-        s,
-        bytes >> 20
-    );
+    println!("{stage:<28} {:>9.1} MB/s   ({:.3} s for {} MiB)", bytes as f64 / s / 1e6, s, bytes >> 20);
 }
 
 fn main() {
-    let mib: usize = std::env::var("GARRET_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
+    let mib: usize = std::env::var("GARRET_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
     let input = data(mib << 20);
     let keys = Keys::derive(&MasterKey::generate(), Id([1; 32]), 1);
 
     let t = Instant::now();
     let mut chunks = vec![];
-    let mut c = Chunker::new(
-        &input[..],
-        DATA_PARAMS,
-        keys.chunker_seed(),
-        Some(input.len() as u64),
-    );
+    let mut c = Chunker::new(&input[..], DATA_PARAMS, keys.chunker_seed(), Some(input.len() as u64));
     while let Some(ch) = c.next_chunk().unwrap() {
         chunks.push(ch);
     }
@@ -78,11 +65,8 @@ fn main() {
     report("compress (zstd,3)", input.len(), t);
 
     let t = Instant::now();
-    let sealed: Vec<_> = chunks
-        .iter()
-        .zip(&ids)
-        .map(|(c, id)| blob::seal(&keys, ObjectType::Data, *id, c, Compression::None))
-        .collect();
+    let sealed: Vec<_> =
+        chunks.iter().zip(&ids).map(|(c, id)| blob::seal(&keys, ObjectType::Data, *id, c, Compression::None)).collect();
     report("seal (pad + AES-GCM-SIV)", input.len(), t);
 
     let t = Instant::now();
@@ -110,8 +94,5 @@ fn main() {
         blob::open(&keys, ObjectType::Data, id, &b.envelope).unwrap();
     }
     report("open (AES + zstd + re-hash)", input.len(), t);
-    println!(
-        "compressed to {:.1}% of input",
-        z as f64 * 100.0 / input.len() as f64
-    );
+    println!("compressed to {:.1}% of input", z as f64 * 100.0 / input.len() as f64);
 }

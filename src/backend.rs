@@ -51,34 +51,22 @@ impl LocalBackend {
                 .create_new(true)
                 .open(&tmp)
                 .ctx(|| format!("creating {}", tmp.display()))?;
-            f.write_all(data)
-                .ctx(|| format!("writing {}", tmp.display()))?;
+            f.write_all(data).ctx(|| format!("writing {}", tmp.display()))?;
             faults::io_point("fsync-object")
                 .and_then(|_| f.sync_all())
                 .ctx(|| format!("fsync of {}", tmp.display()))?;
             drop(f);
             faults::crash_point("object-synced");
-            rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &tmp,
-                rustix::fs::CWD,
-                &dest,
-                RenameFlags::NOREPLACE,
-            )
-            .map_err(|e| {
-                let e: std::io::Error = e.into();
-                if e.kind() == ErrorKind::AlreadyExists {
-                    Error::io(
-                        format!("storing {key}: an object of that name already exists"),
-                        e,
-                    )
-                } else {
-                    Error::io(
-                        format!("renaming {} to {}", tmp.display(), dest.display()),
-                        e,
-                    )
-                }
-            })?;
+            rustix::fs::renameat_with(rustix::fs::CWD, &tmp, rustix::fs::CWD, &dest, RenameFlags::NOREPLACE).map_err(
+                |e| {
+                    let e: std::io::Error = e.into();
+                    if e.kind() == ErrorKind::AlreadyExists {
+                        Error::io(format!("storing {key}: an object of that name already exists"), e)
+                    } else {
+                        Error::io(format!("renaming {} to {}", tmp.display(), dest.display()), e)
+                    }
+                },
+            )?;
             sync_dir(&dir)
         })();
         if result.is_err() {
@@ -97,8 +85,7 @@ impl LocalBackend {
         let p = self.path(key);
         let f = File::open(&p).ctx(|| format!("opening {}", p.display()))?;
         let mut buf = vec![0u8; len];
-        f.read_exact_at(&mut buf, offset)
-            .ctx(|| format!("reading {len} bytes at {offset} of {}", p.display()))?;
+        f.read_exact_at(&mut buf, offset).ctx(|| format!("reading {len} bytes at {offset} of {}", p.display()))?;
         Ok(buf)
     }
 
@@ -106,17 +93,11 @@ impl LocalBackend {
     pub fn get_tail(&self, key: &str, len: usize) -> Result<(Vec<u8>, u64)> {
         let p = self.path(key);
         let mut f = File::open(&p).ctx(|| format!("opening {}", p.display()))?;
-        let total = f
-            .metadata()
-            .ctx(|| format!("stat of {}", p.display()))?
-            .len();
+        let total = f.metadata().ctx(|| format!("stat of {}", p.display()))?.len();
         let n = (len as u64).min(total);
-        f.seek(SeekFrom::Start(total - n))
-            .ctx(|| format!("seeking in {}", p.display()))?;
+        f.seek(SeekFrom::Start(total - n)).ctx(|| format!("seeking in {}", p.display()))?;
         let mut buf = Vec::with_capacity(n as usize);
-        f.take(n)
-            .read_to_end(&mut buf)
-            .ctx(|| format!("reading {}", p.display()))?;
+        f.take(n).read_to_end(&mut buf).ctx(|| format!("reading {}", p.display()))?;
         Ok((buf, total))
     }
 
@@ -126,9 +107,7 @@ impl LocalBackend {
 
     pub fn size(&self, key: &str) -> Result<u64> {
         let p = self.path(key);
-        Ok(fs::metadata(&p)
-            .ctx(|| format!("stat of {}", p.display()))?
-            .len())
+        Ok(fs::metadata(&p).ctx(|| format!("stat of {}", p.display()))?.len())
     }
 
     /// Keys of all objects directly in `dir` (one level), or in its subdirectories when
@@ -148,11 +127,7 @@ impl LocalBackend {
                 continue;
             }
             if nested {
-                if ent
-                    .file_type()
-                    .ctx(|| format!("listing {}", base.display()))?
-                    .is_dir()
-                {
+                if ent.file_type().ctx(|| format!("listing {}", base.display()))?.is_dir() {
                     for sub in self.list(&format!("{dir}/{name}"), false)? {
                         out.push(sub);
                     }
@@ -191,8 +166,7 @@ impl LocalBackend {
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
     let d = File::open(dir).ctx(|| format!("opening directory {}", dir.display()))?;
-    d.sync_all()
-        .ctx(|| format!("fsync of directory {}", dir.display()))
+    d.sync_all().ctx(|| format!("fsync of directory {}", dir.display()))
 }
 
 #[cfg(test)]
@@ -208,14 +182,8 @@ mod tests {
         assert_eq!(b.get("data/ab/abc").unwrap(), b"hello");
         assert_eq!(b.get_range("data/ab/abc", 1, 3).unwrap(), b"ell");
         assert_eq!(b.get_tail("data/ab/abc", 2).unwrap(), (b"lo".to_vec(), 5));
-        assert_eq!(
-            b.list("data", true).unwrap(),
-            vec!["data/ab/abc".to_string()]
-        );
-        assert!(fs::read_dir(d.path().join(TMP_DIR))
-            .unwrap()
-            .next()
-            .is_none());
+        assert_eq!(b.list("data", true).unwrap(), vec!["data/ab/abc".to_string()]);
+        assert!(fs::read_dir(d.path().join(TMP_DIR)).unwrap().next().is_none());
         b.delete("data/ab/abc").unwrap();
         assert!(!b.exists("data/ab/abc"));
     }

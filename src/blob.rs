@@ -31,12 +31,7 @@ pub fn seal(keys: &Keys, kind: ObjectType, id: Id, data: &[u8], c: Compression) 
     pt.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     pt.extend_from_slice(&payload);
     pt.resize(compress::padme(framed_len), 0);
-    SealedBlob {
-        id,
-        kind,
-        raw_len: data.len() as u32,
-        envelope: keys.seal(kind, &id, &pt),
-    }
+    SealedBlob { id, kind, raw_len: data.len() as u32, envelope: keys.seal(kind, &id, &pt) }
 }
 
 /// Open an envelope that should hold blob `id` of type `kind`; returns the plaintext only if it
@@ -45,18 +40,15 @@ pub fn open(keys: &Keys, kind: ObjectType, id: &Id, envelope: &[u8]) -> Result<V
     let what = || format!("{kind:?} blob {}", id.hex());
     let pt = keys.open(kind, id, envelope, &what)?;
     if pt.len() < FRAME_HEADER {
-        return Err(Error::integrity(
-            what(),
-            "plaintext shorter than its frame header",
-        ));
+        return Err(Error::integrity(what(), "plaintext shorter than its frame header"));
     }
     let marker = pt[0];
     let n = u32::from_le_bytes(pt[1..5].try_into().expect("4 bytes")) as usize;
     let payload = pt
         .get(FRAME_HEADER..FRAME_HEADER + n)
         .ok_or_else(|| Error::integrity(what(), "payload length exceeds blob"))?;
-    let data = compress::decompress(marker, payload, MAX_BLOB_SIZE)
-        .map_err(|e| Error::integrity(what(), e.to_string()))?;
+    let data =
+        compress::decompress(marker, payload, MAX_BLOB_SIZE).map_err(|e| Error::integrity(what(), e.to_string()))?;
     if keys.blob_id(&data) != *id {
         return Err(Error::integrity(what(), "content does not hash to its id"));
     }
@@ -74,10 +66,7 @@ mod tests {
         let data = b"some data that compresses some data that compresses".repeat(50);
         let id = keys.blob_id(&data);
         let b = seal(&keys, ObjectType::Data, id, &data, Compression::Zstd(3));
-        assert_eq!(
-            open(&keys, ObjectType::Data, &id, &b.envelope).unwrap(),
-            data
-        );
+        assert_eq!(open(&keys, ObjectType::Data, &id, &b.envelope).unwrap(), data);
         assert!(open(&keys, ObjectType::Tree, &id, &b.envelope).is_err());
     }
 }

@@ -16,17 +16,9 @@ pub struct ChunkerParams {
 }
 
 /// File content: 256 KiB .. 1 MiB average .. 4 MiB.
-pub const DATA_PARAMS: ChunkerParams = ChunkerParams {
-    min: 256 * 1024,
-    avg: 1024 * 1024,
-    max: 4 * 1024 * 1024,
-};
+pub const DATA_PARAMS: ChunkerParams = ChunkerParams { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 };
 /// The item metadata stream: smaller chunks, so one changed file rewrites little metadata.
-pub const TREE_PARAMS: ChunkerParams = ChunkerParams {
-    min: 16 * 1024,
-    avg: 64 * 1024,
-    max: 256 * 1024,
-};
+pub const TREE_PARAMS: ChunkerParams = ChunkerParams { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
 
 impl ChunkerParams {
     /// Bounds garret accepts from a repository config (the fastcdc crate's own limits).
@@ -44,14 +36,7 @@ impl ChunkerParams {
         if data.len() <= self.min as usize {
             return data.len();
         }
-        let mut cdc = FastCDC::with_level_and_seed(
-            data,
-            self.min,
-            self.avg,
-            self.max,
-            Normalization::Level1,
-            seed,
-        );
+        let mut cdc = FastCDC::with_level_and_seed(data, self.min, self.avg, self.max, Normalization::Level1, seed);
         cdc.next().map(|c| c.length).unwrap_or(data.len())
     }
 }
@@ -75,15 +60,7 @@ impl<R: Read> Chunker<R> {
             Some(n) => (n as usize).saturating_add(1).min(cap_max).max(4096),
             None => cap_max,
         };
-        Chunker {
-            reader,
-            params,
-            seed,
-            buf: vec![0; cap],
-            start: 0,
-            end: 0,
-            eof: false,
-        }
+        Chunker { reader, params, seed, buf: vec![0; cap], start: 0, end: 0, eof: false }
     }
 
     fn fill(&mut self) -> io::Result<()> {
@@ -95,9 +72,7 @@ impl<R: Read> Chunker<R> {
                     self.end -= self.start;
                     self.start = 0;
                 } else {
-                    let n = (self.buf.len() * 2)
-                        .min(2 * want)
-                        .max(self.buf.len() + 4096);
+                    let n = (self.buf.len() * 2).min(2 * want).max(self.buf.len() + 4096);
                     self.buf.resize(n, 0);
                 }
             }
@@ -117,9 +92,7 @@ impl<R: Read> Chunker<R> {
         if self.start == self.end {
             return Ok(None);
         }
-        let n = self
-            .params
-            .first_cut(&self.buf[self.start..self.end], self.seed);
+        let n = self.params.first_cut(&self.buf[self.start..self.end], self.seed);
         let chunk = self.buf[self.start..self.start + n].to_vec();
         self.start += n;
         Ok(Some(chunk))
@@ -164,18 +137,11 @@ mod tests {
     #[test]
     fn cuts_independent_of_read_pattern_and_bounded() {
         let data = pseudo_random(12_000_000, 42);
-        let a = lengths(&mut Chunker::new(
-            &data[..],
-            DATA_PARAMS,
-            99,
-            Some(data.len() as u64),
-        ));
+        let a = lengths(&mut Chunker::new(&data[..], DATA_PARAMS, 99, Some(data.len() as u64)));
         let b = lengths(&mut Chunker::new(Dribble(&data), DATA_PARAMS, 99, None));
         assert_eq!(a, b);
         assert_eq!(a.iter().sum::<usize>(), data.len());
-        assert!(a[..a.len() - 1]
-            .iter()
-            .all(|&l| l >= DATA_PARAMS.min as usize && l <= DATA_PARAMS.max as usize));
+        assert!(a[..a.len() - 1].iter().all(|&l| l >= DATA_PARAMS.min as usize && l <= DATA_PARAMS.max as usize));
         let c = lengths(&mut Chunker::new(&data[..], DATA_PARAMS, 100, None));
         assert_ne!(a, c, "a different seed must cut elsewhere");
     }

@@ -14,6 +14,8 @@ pub const MARKER_ZSTD: u8 = 1;
 pub enum Compression {
     None,
     Zstd(i32),
+    /// Trial-compress a sample at zstd level 1 first; store data raw when it barely compresses.
+    Auto(i32),
 }
 
 impl Default for Compression {
@@ -25,7 +27,13 @@ impl Default for Compression {
 impl FromStr for Compression {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("invalid compression {s:?}: use none, zstd or zstd,N with N in 1..22");
+        let bad = || format!("invalid compression {s:?}: use none, zstd, zstd,N or auto,zstd,N with N in 1..22");
+        if let Some(rest) = s.strip_prefix("auto,") {
+            return match rest.parse::<Compression>() {
+                Ok(Compression::Zstd(l)) => Ok(Compression::Auto(l)),
+                _ => Err(bad()),
+            };
+        }
         let mut parts = s.split(',');
         match (parts.next(), parts.next(), parts.next()) {
             (Some("none"), None, None) => Ok(Compression::None),
@@ -44,13 +52,26 @@ impl fmt::Display for Compression {
         match self {
             Compression::None => f.write_str("none"),
             Compression::Zstd(l) => write!(f, "zstd,{l}"),
+            Compression::Auto(l) => write!(f, "auto,zstd,{l}"),
         }
     }
 }
 
 /// Compress `data`; returns the marker and payload. Data that does not shrink is stored raw.
 pub fn compress(c: Compression, data: &[u8]) -> (u8, Vec<u8>) {
-    if let Compression::Zstd(level) = c {
+    let level = match c {
+        Compression::None => None,
+        Compression::Zstd(l) => Some(l),
+        Compression::Auto(l) => {
+            const SAMPLE: usize = 64 * 1024;
+            let sample = &data[..data.len().min(SAMPLE)];
+            match zstd::bulk::compress(sample, 1) {
+                Ok(z) if (z.len() as f64) < sample.len() as f64 * 0.97 => Some(l),
+                _ => None,
+            }
+        }
+    };
+    if let Some(level) = level {
         if let Ok(z) = zstd::bulk::compress(data, level) {
             if z.len() < data.len() {
                 return (MARKER_ZSTD, z);
@@ -69,21 +90,12 @@ pub fn decompress(marker: u8, payload: &[u8], limit: usize) -> Result<Vec<u8>> {
                 .map_err(|_| Error::malformed("blob", "zstd frame header unreadable"))?;
             match size {
                 Some(n) if n as usize <= limit => {}
-                Some(n) => {
-                    return Err(Error::malformed(
-                        "blob",
-                        format!("zstd frame claims {n} bytes, limit {limit}"),
-                    ))
-                }
+                Some(n) => return Err(Error::malformed("blob", format!("zstd frame claims {n} bytes, limit {limit}"))),
                 None => return Err(Error::malformed("blob", "zstd frame without content size")),
             }
-            zstd::bulk::decompress(payload, limit)
-                .map_err(|e| Error::malformed("blob", format!("zstd: {e}")))
+            zstd::bulk::decompress(payload, limit).map_err(|e| Error::malformed("blob", format!("zstd: {e}")))
         }
-        m => Err(Error::malformed(
-            "blob",
-            format!("unknown compression marker {m}"),
-        )),
+        m => Err(Error::malformed("blob", format!("unknown compression marker {m}"))),
     }
 }
 
@@ -107,29 +119,17 @@ mod tests {
 
     #[test]
     fn parse_compression() {
-        assert_eq!(
-            "zstd,3".parse::<Compression>().unwrap(),
-            Compression::Zstd(3)
-        );
+        assert_eq!("zstd,3".parse::<Compression>().unwrap(), Compression::Zstd(3));
         assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
         assert!("zstd,0".parse::<Compression>().is_err());
         assert!("lz4".parse::<Compression>().is_err());
+        assert_eq!("auto,zstd,9".parse::<Compression>().unwrap(), Compression::Auto(9));
+        assert!("auto,none".parse::<Compression>().is_err());
     }
 
     #[test]
     fn padme_properties() {
-        for len in [
-            0usize,
-            1,
-            2,
-            5,
-            100,
-            1000,
-            65_537,
-            1 << 20,
-            (1 << 20) + 1,
-            4_000_000,
-        ] {
+        for len in [0usize, 1, 2, 5, 100, 1000, 65_537, 1 << 20, (1 << 20) + 1, 4_000_000] {
             let p = padme(len);
             assert!(p >= len);
             assert!(p as f64 <= len as f64 * 1.125 + 1.0, "{len} -> {p}");
@@ -146,5 +146,14 @@ mod tests {
         assert!(decompress(m, &z, 99_999).is_err());
         let (m, _) = compress(Compression::Zstd(3), &[1, 2, 3]);
         assert_eq!(m, MARKER_NONE);
+        assert_eq!(compress(Compression::Auto(3), &data).0, MARKER_ZSTD);
+        let mut x = 1u64;
+        let noise: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (x >> 33) as u8
+            })
+            .collect();
+        assert_eq!(compress(Compression::Auto(3), &noise).0, MARKER_NONE);
     }
 }

@@ -39,9 +39,7 @@ pub enum Error {
     ArchiveExists(String),
     #[error("invalid archive name {0:?}: {1}")]
     InvalidArchiveName(String, String),
-    #[error(
-        "repository is locked by {holder}; wait for it to finish or, if it is dead, remove {path}"
-    )]
+    #[error("repository is locked by {holder}; wait for it to finish or, if it is dead, remove {path}")]
     Locked { holder: String, path: PathBuf },
     #[error("manifest rollback detected for repository {repo}: it holds manifest #{found}, but this client has seen #{seen}; if you restored the repository from a copy on purpose, run `garret adopt REPO`")]
     Rollback { repo: String, found: u64, seen: u64 },
@@ -57,22 +55,13 @@ pub enum Error {
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        Error::Io { context: context.into(), source }
     }
     pub fn integrity(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::Integrity {
-            what: what.into(),
-            detail: detail.into(),
-        }
+        Error::Integrity { what: what.into(), detail: detail.into() }
     }
     pub fn malformed(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        Error::Malformed {
-            what: what.into(),
-            detail: detail.into(),
-        }
+        Error::Malformed { what: what.into(), detail: detail.into() }
     }
 }
 

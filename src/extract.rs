@@ -46,10 +46,7 @@ pub fn components(path: &[u8]) -> Option<Vec<&[u8]>> {
         return None;
     }
     let comps: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
-    if comps
-        .iter()
-        .any(|c| c.is_empty() || *c == b"." || *c == b"..")
-    {
+    if comps.iter().any(|c| c.is_empty() || *c == b"." || *c == b"..") {
         return None;
     }
     Some(comps)
@@ -73,10 +70,7 @@ struct Target {
     last: Option<(Vec<u8>, OwnedFd)>,
 }
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
+const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
 impl Target {
     /// Open (creating when `create`) the directory `comps` beneath the root, never following a
@@ -118,9 +112,9 @@ impl Target {
 /// Remove a non-directory entry `name` in `dir` if present; a directory there is an error.
 fn clear_slot(dir: BorrowedFd<'_>, name: &[u8]) -> std::io::Result<()> {
     match rustix::fs::statat(dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => Err(
-            std::io::Error::other("a directory of that name exists in the target"),
-        ),
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+            Err(std::io::Error::other("a directory of that name exists in the target"))
+        }
         Ok(_) => Ok(rustix::fs::unlinkat(dir, os(name), AtFlags::empty())?),
         Err(rustix::io::Errno::NOENT) => Ok(()),
         Err(e) => Err(e.into()),
@@ -128,14 +122,8 @@ fn clear_slot(dir: BorrowedFd<'_>, name: &[u8]) -> std::io::Result<()> {
 }
 
 fn timestamps(mtime: i64) -> Timestamps {
-    let t = Timespec {
-        tv_sec: mtime.div_euclid(1_000_000_000),
-        tv_nsec: mtime.rem_euclid(1_000_000_000) as _,
-    };
-    Timestamps {
-        last_access: t,
-        last_modification: t,
-    }
+    let t = Timespec { tv_sec: mtime.div_euclid(1_000_000_000), tv_nsec: mtime.rem_euclid(1_000_000_000) as _ };
+    Timestamps { last_access: t, last_modification: t }
 }
 
 struct Owner {
@@ -158,20 +146,13 @@ impl Owner {
                 gid = g.gid();
             }
         }
-        Some((
-            rustix::fs::Uid::from_raw(uid),
-            rustix::fs::Gid::from_raw(gid),
-        ))
+        Some((rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid)))
     }
 
     fn mode(&self, it: &Item) -> Mode {
         // setuid/setgid only for root: an unprivileged restore must not mint setid binaries of
         // someone else's making.
-        let m = if self.root {
-            it.mode & 0o7777
-        } else {
-            it.mode & 0o1777
-        };
+        let m = if self.root { it.mode & 0o7777 } else { it.mode & 0o1777 };
         Mode::from_raw_mode(m)
     }
 }
@@ -253,10 +234,7 @@ pub fn run(
         opts,
         reporter,
         target: Target { root, last: None },
-        owner: Owner {
-            root: rustix::process::geteuid().is_root(),
-            numeric: opts.numeric_ids,
-        },
+        owner: Owner { root: rustix::process::geteuid().is_root(), numeric: opts.numeric_ids },
         stats: ExtractStats::default(),
         dirs: vec![],
         masters: HashMap::new(),
@@ -268,15 +246,9 @@ pub fn run(
     }
     for (path, it) in std::mem::take(&mut ex.dirs).into_iter().rev() {
         let comps = components(&path).expect("validated when recorded");
-        let res = ex
-            .target
-            .dir(&comps, false)
-            .and_then(|fd| apply_fd_metadata(fd, &it, &ex.owner));
+        let res = ex.target.dir(&comps, false).and_then(|fd| apply_fd_metadata(fd, &it, &ex.owner));
         if let Err(e) = res {
-            reporter.warning(&format!(
-                "{}: setting directory metadata: {e}",
-                String::from_utf8_lossy(&path)
-            ));
+            reporter.warning(&format!("{}: setting directory metadata: {e}", String::from_utf8_lossy(&path)));
         }
     }
     Ok(ex.stats)
@@ -286,16 +258,14 @@ impl Extractor<'_> {
     fn item(&mut self, it: Item) {
         let shown = it.path_lossy();
         if it.hardlink_master {
-            self.masters
-                .insert(it.path.clone(), (it.chunks.clone(), it.size));
+            self.masters.insert(it.path.clone(), (it.chunks.clone(), it.size));
         }
         if !selected(&it.path, &self.opts.paths) {
             return;
         }
         let Some(comps) = components(&it.path) else {
-            self.reporter.warning(&format!(
-                "{shown:?}: refusing an unsafe path (absolute, empty, '.' or '..' component)"
-            ));
+            self.reporter
+                .warning(&format!("{shown:?}: refusing an unsafe path (absolute, empty, '.' or '..' component)"));
             return;
         };
         if comps.len() <= self.opts.strip_components {
@@ -326,13 +296,12 @@ impl Extractor<'_> {
                 match rustix::fs::statat(parent, os(name), AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
                     Ok(_) => {
-                        rustix::fs::unlinkat(parent, os(name), AtFlags::empty())
-                            .map_err(|e| ioe(e.into()))?;
-                        rustix::fs::mkdirat(parent, os(name), Mode::from_raw_mode(0o700))
-                            .map_err(|e| ioe(e.into()))?;
+                        rustix::fs::unlinkat(parent, os(name), AtFlags::empty()).map_err(|e| ioe(e.into()))?;
+                        rustix::fs::mkdirat(parent, os(name), Mode::from_raw_mode(0o700)).map_err(|e| ioe(e.into()))?;
                     }
-                    Err(_) => rustix::fs::mkdirat(parent, os(name), Mode::from_raw_mode(0o700))
-                        .map_err(|e| ioe(e.into()))?,
+                    Err(_) => {
+                        rustix::fs::mkdirat(parent, os(name), Mode::from_raw_mode(0o700)).map_err(|e| ioe(e.into()))?
+                    }
                 }
                 self.dirs.push((rel.to_vec(), it.clone()));
             }
@@ -343,19 +312,12 @@ impl Extractor<'_> {
                 }
             }
             Kind::Hardlink => {
-                let src = it
-                    .source
-                    .as_deref()
-                    .ok_or_else(|| Error::malformed("item", "hardlink without source"))?;
+                let src = it.source.as_deref().ok_or_else(|| Error::malformed("item", "hardlink without source"))?;
                 if let Some(src_rel) = self.extracted.get(src).cloned() {
                     let src_comps = components(&src_rel).expect("validated");
                     let (src_name, src_parents) = src_comps.split_last().expect("non-empty");
-                    let src_dir = self
-                        .target
-                        .dir(src_parents, false)
-                        .map_err(ioe)?
-                        .try_clone_to_owned()
-                        .map_err(ioe)?;
+                    let src_dir =
+                        self.target.dir(src_parents, false).map_err(ioe)?.try_clone_to_owned().map_err(ioe)?;
                     let parent = self.target.dir(parents, true).map_err(ioe)?;
                     clear_slot(parent, name).map_err(ioe)?;
                     rustix::fs::linkat(&src_dir, os(src_name), parent, os(name), AtFlags::empty())
@@ -367,38 +329,21 @@ impl Extractor<'_> {
                 } else {
                     return Err(Error::malformed(
                         "item",
-                        format!(
-                            "hardlink source {:?} not found in the archive",
-                            String::from_utf8_lossy(src)
-                        ),
+                        format!("hardlink source {:?} not found in the archive", String::from_utf8_lossy(src)),
                     ));
                 }
             }
             Kind::Symlink => {
-                let target = it
-                    .target
-                    .as_deref()
-                    .ok_or_else(|| Error::malformed("item", "symlink without target"))?;
+                let target = it.target.as_deref().ok_or_else(|| Error::malformed("item", "symlink without target"))?;
                 let parent = self.target.dir(parents, true).map_err(ioe)?;
                 clear_slot(parent, name).map_err(ioe)?;
                 rustix::fs::symlinkat(os(target), parent, os(name)).map_err(|e| ioe(e.into()))?;
                 if let Some((u, g)) = self.owner.ids(it) {
-                    rustix::fs::chownat(
-                        parent,
-                        os(name),
-                        Some(u),
-                        Some(g),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| ioe(e.into()))?;
+                    rustix::fs::chownat(parent, os(name), Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| ioe(e.into()))?;
                 }
-                rustix::fs::utimensat(
-                    parent,
-                    os(name),
-                    &timestamps(it.mtime),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| ioe(e.into()))?;
+                rustix::fs::utimensat(parent, os(name), &timestamps(it.mtime), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| ioe(e.into()))?;
             }
             Kind::Fifo | Kind::CharDev | Kind::BlockDev => {
                 let ft = match it.kind {
@@ -407,10 +352,7 @@ impl Extractor<'_> {
                     _ => FileType::BlockDevice,
                 };
                 if ft != FileType::Fifo && !self.owner.root {
-                    self.reporter.warning(&format!(
-                        "{}: device node not restored (needs root)",
-                        it.path_lossy()
-                    ));
+                    self.reporter.warning(&format!("{}: device node not restored (needs root)", it.path_lossy()));
                     return Ok(());
                 }
                 let parent = self.target.dir(parents, true).map_err(ioe)?;
@@ -420,43 +362,22 @@ impl Extractor<'_> {
                 // No descriptor: opening a FIFO would block. The name was just created by us
                 // in a directory opened without following symlinks.
                 if let Some((u, g)) = self.owner.ids(it) {
-                    rustix::fs::chownat(
-                        parent,
-                        os(name),
-                        Some(u),
-                        Some(g),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(|e| ioe(e.into()))?;
+                    rustix::fs::chownat(parent, os(name), Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| ioe(e.into()))?;
                 }
                 rustix::fs::chmodat(parent, os(name), self.owner.mode(it), AtFlags::empty())
                     .map_err(|e| ioe(e.into()))?;
-                rustix::fs::utimensat(
-                    parent,
-                    os(name),
-                    &timestamps(it.mtime),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| ioe(e.into()))?;
+                rustix::fs::utimensat(parent, os(name), &timestamps(it.mtime), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| ioe(e.into()))?;
             }
             Kind::Socket | Kind::Unknown => {
-                self.reporter.warning(&format!(
-                    "{}: item of an unknown kind skipped",
-                    it.path_lossy()
-                ));
+                self.reporter.warning(&format!("{}: item of an unknown kind skipped", it.path_lossy()));
             }
         }
         Ok(())
     }
 
-    fn write_file(
-        &mut self,
-        parents: &[&[u8]],
-        name: &[u8],
-        it: &Item,
-        chunks: &[ChunkRef],
-        size: u64,
-    ) -> Result<()> {
+    fn write_file(&mut self, parents: &[&[u8]], name: &[u8], it: &Item, chunks: &[ChunkRef], size: u64) -> Result<()> {
         let ioe = |e: std::io::Error| Error::io("extracting", e);
         let parent = self.target.dir(parents, true).map_err(ioe)?;
         clear_slot(parent, name).map_err(ioe)?;
@@ -482,10 +403,7 @@ impl Extractor<'_> {
             offset += data.len() as u64;
         }
         if offset != size {
-            self.reporter.warning(&format!(
-                "{}: content is {offset} bytes, item says {size}",
-                it.path_lossy()
-            ));
+            self.reporter.warning(&format!("{}: content is {offset} bytes, item says {size}", it.path_lossy()));
         }
         file.set_len(offset).map_err(ioe)?;
         self.stats.bytes += offset;
@@ -500,21 +418,8 @@ mod tests {
 
     #[test]
     fn unsafe_paths_are_refused() {
-        for bad in [
-            &b"../x"[..],
-            b"/etc/x",
-            b"a/../../x",
-            b"a//b",
-            b"",
-            b".",
-            b"a/./b",
-            b"a\0b",
-        ] {
-            assert!(
-                components(bad).is_none(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+        for bad in [&b"../x"[..], b"/etc/x", b"a/../../x", b"a//b", b"", b".", b"a/./b", b"a\0b"] {
+            assert!(components(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert_eq!(components(b"a/b c/d").unwrap().len(), 3);
     }

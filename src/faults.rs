@@ -21,11 +21,7 @@ fn spec(var: &'static str, cell: &'static OnceLock<Option<Spec>>) -> Option<&'st
             Some((s, n)) => (s.to_string(), n.parse().unwrap_or(1)),
             None => (v, 1),
         };
-        Some(Spec {
-            site,
-            n,
-            count: AtomicU64::new(0),
-        })
+        Some(Spec { site, n, count: AtomicU64::new(0) })
     })
     .as_ref()
 }

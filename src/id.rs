@@ -84,9 +84,6 @@ impl ObjectType {
     }
     /// Types that may be stored as blobs inside packs.
     pub fn is_blob(self) -> bool {
-        matches!(
-            self,
-            ObjectType::Data | ObjectType::Tree | ObjectType::Archive
-        )
+        matches!(self, ObjectType::Data | ObjectType::Tree | ObjectType::Archive)
     }
 }

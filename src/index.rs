@@ -80,16 +80,11 @@ impl Index {
             return Ok(None);
         }
         let get = |k: &str| -> Result<Option<String>> {
-            Ok(conn
-                .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
-                .optional()?)
+            Ok(conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0)).optional()?)
         };
         let created = match (get("schema_version")?, get("repository")?) {
             (None, None) => {
-                conn.execute(
-                    "INSERT INTO meta VALUES ('schema_version', ?1)",
-                    [SCHEMA_VERSION.to_string()],
-                )?;
+                conn.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])?;
                 conn.execute("INSERT INTO meta VALUES ('repository', ?1)", [repo.hex()])?;
                 true
             }
@@ -109,25 +104,12 @@ impl Index {
     /// keeps its first location.
     pub fn add_pack(&mut self, name: &str, size: u64, entries: &[PackEntry]) -> Result<()> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT OR IGNORE INTO packs (name, size) VALUES (?1, ?2)",
-            params![name, size as i64],
-        )?;
-        let pack: i64 = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })?;
+        tx.execute("INSERT OR IGNORE INTO packs (name, size) VALUES (?1, ?2)", params![name, size as i64])?;
+        let pack: i64 = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get(0))?;
         {
-            let mut st =
-                tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+            let mut st = tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
             for e in entries {
-                st.execute(params![
-                    &e.id.0[..],
-                    e.kind,
-                    pack,
-                    e.offset as i64,
-                    e.length,
-                    e.raw_length
-                ])?;
+                st.execute(params![&e.id.0[..], e.kind, pack, e.offset as i64, e.length, e.raw_length])?;
             }
         }
         tx.commit()?;
@@ -137,11 +119,8 @@ impl Index {
     /// Forget a pack and its blobs (the pack file is gone or about to go).
     pub fn remove_pack(&mut self, name: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
-        if let Some(pack) = tx
-            .query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()?
+        if let Some(pack) =
+            tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get::<_, i64>(0)).optional()?
         {
             tx.execute("DELETE FROM blobs WHERE pack = ?1", [pack])?;
             tx.execute("DELETE FROM packs WHERE pack = ?1", [pack])?;
@@ -182,9 +161,7 @@ impl Index {
     }
 
     pub fn blob_count(&self) -> Result<u64> {
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self.conn.query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))? as u64)
     }
 }
 
@@ -199,13 +176,7 @@ mod tests {
         let repo = Id([5; 32]);
         let (mut ix, fresh) = Index::open(&p, &repo).unwrap();
         assert!(fresh);
-        let e = PackEntry {
-            kind: 1,
-            id: Id([9; 32]),
-            offset: 10,
-            length: 40,
-            raw_length: 12,
-        };
+        let e = PackEntry { kind: 1, id: Id([9; 32]), offset: 10, length: 40, raw_length: 12 };
         ix.add_pack("aa", 100, std::slice::from_ref(&e)).unwrap();
         assert_eq!(ix.lookup(&e.id).unwrap().unwrap().offset, 10);
         assert_eq!(ix.known_blobs().unwrap().len(), 1);

@@ -88,10 +88,7 @@ impl PackBuilder {
             });
             bytes.extend_from_slice(&b.envelope);
         }
-        let header = PackHeader {
-            version: PACK_HEADER_VERSION,
-            blobs: entries,
-        };
+        let header = PackHeader { version: PACK_HEADER_VERSION, blobs: entries };
         let mut plain = Vec::new();
         ciborium::into_writer(&header, &mut plain).expect("serializing to memory");
         let sealed = keys.seal(ObjectType::PackHeader, &HEADER_ID, &plain);
@@ -113,29 +110,17 @@ fn shuffle<T>(v: &mut [T]) {
 
 /// Length of the header envelope, read from the last 4 bytes of a pack of `pack_len` bytes.
 pub fn header_length(trailer: &[u8], pack_len: u64, what: &str) -> Result<usize> {
-    let t: [u8; 4] = trailer
-        .try_into()
-        .map_err(|_| Error::malformed(what, "pack shorter than its trailer"))?;
+    let t: [u8; 4] = trailer.try_into().map_err(|_| Error::malformed(what, "pack shorter than its trailer"))?;
     let n = u32::from_le_bytes(t) as usize;
     if !(ENVELOPE_OVERHEAD..=MAX_HEADER_LEN).contains(&n) || n as u64 + 4 > pack_len {
-        return Err(Error::malformed(
-            what,
-            format!("header length {n} impossible for a {pack_len}-byte pack"),
-        ));
+        return Err(Error::malformed(what, format!("header length {n} impossible for a {pack_len}-byte pack")));
     }
     Ok(n)
 }
 
 /// Decrypt and decode a pack header envelope, checking every entry lies inside the blob area.
-pub fn decode_header(
-    keys: &Keys,
-    envelope: &[u8],
-    blob_area: u64,
-    what: &str,
-) -> Result<Vec<PackEntry>> {
-    let plain = keys.open(ObjectType::PackHeader, &HEADER_ID, envelope, &|| {
-        format!("header of pack {what}")
-    })?;
+pub fn decode_header(keys: &Keys, envelope: &[u8], blob_area: u64, what: &str) -> Result<Vec<PackEntry>> {
+    let plain = keys.open(ObjectType::PackHeader, &HEADER_ID, envelope, &|| format!("header of pack {what}"))?;
     let h: PackHeader = ciborium::from_reader(&plain[..])
         .map_err(|e| Error::malformed(format!("header of pack {what}"), e.to_string()))?;
     if h.version != PACK_HEADER_VERSION {
@@ -145,16 +130,10 @@ pub fn decode_header(
         ));
     }
     for e in &h.blobs {
-        let in_bounds = e
-            .offset
-            .checked_add(e.length as u64)
-            .is_some_and(|end| end <= blob_area);
+        let in_bounds = e.offset.checked_add(e.length as u64).is_some_and(|end| end <= blob_area);
         let kind_ok = ObjectType::from_u8(e.kind).is_some_and(|k| k.is_blob());
         if !in_bounds || !kind_ok || (e.length as usize) < ENVELOPE_OVERHEAD {
-            return Err(Error::malformed(
-                format!("header of pack {what}"),
-                format!("bad entry for blob {}", e.id),
-            ));
+            return Err(Error::malformed(format!("header of pack {what}"), format!("bad entry for blob {}", e.id)));
         }
     }
     Ok(h.blobs)
@@ -163,10 +142,7 @@ pub fn decode_header(
 /// Parse a whole pack held in memory (used by check and index rebuild on small packs).
 pub fn parse_pack(keys: &Keys, bytes: &[u8], what: &str) -> Result<Vec<PackEntry>> {
     let len = bytes.len() as u64;
-    let tail = bytes
-        .len()
-        .checked_sub(4)
-        .ok_or_else(|| Error::malformed(what, "pack shorter than its trailer"))?;
+    let tail = bytes.len().checked_sub(4).ok_or_else(|| Error::malformed(what, "pack shorter than its trailer"))?;
     let hl = header_length(&bytes[tail..], len, what)?;
     let hstart = tail - hl;
     decode_header(keys, &bytes[hstart..tail], hstart as u64, what)
@@ -185,17 +161,9 @@ mod tests {
         let mut pb = PackBuilder::default();
         let mut datas = vec![];
         for i in 0..20u32 {
-            let d = format!("blob number {i}")
-                .repeat(i as usize + 1)
-                .into_bytes();
+            let d = format!("blob number {i}").repeat(i as usize + 1).into_bytes();
             let id = keys.blob_id(&d);
-            pb.add(blob::seal(
-                &keys,
-                ObjectType::Data,
-                id,
-                &d,
-                Compression::Zstd(3),
-            ));
+            pb.add(blob::seal(&keys, ObjectType::Data, id, &d, Compression::Zstd(3)));
             datas.push((id, d));
         }
         let (bytes, entries) = pb.finish(&keys);

@@ -1,41 +1,25 @@
 //! How library operations report progress and per-item warnings without printing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+/// Running totals of a create or extract.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    pub files: u64,
+    pub bytes_read: u64,
+    pub bytes_stored: u64,
+    /// The item most recently finished.
+    pub path: String,
+}
 
-/// Receives warnings and per-item events from an operation; the CLI decides what to show.
+/// Receives warnings, per-item events and progress from an operation; the CLI decides what to
+/// show. Called from several threads.
 pub trait Reporter: Sync {
     /// A per-item problem that does not stop the run (exit code 1 at the end).
     fn warning(&self, msg: &str);
-    /// An item was processed; `status` is a borg-style letter (A, M, U, E, x, -).
+    /// An item was processed; `status` is a borg-style letter (A added, M modified, U unchanged,
+    /// E error, x excluded, d directory, s symlink, h hardlink, f FIFO, c/b device, - dry run).
     fn item(&self, _status: char, _path: &str) {}
-}
-
-/// Collects whether any warning happened; forwards everything to an inner reporter.
-pub struct WarningFlag<'a> {
-    inner: &'a dyn Reporter,
-    seen: AtomicBool,
-}
-
-impl<'a> WarningFlag<'a> {
-    pub fn new(inner: &'a dyn Reporter) -> Self {
-        WarningFlag {
-            inner,
-            seen: AtomicBool::new(false),
-        }
-    }
-    pub fn any(&self) -> bool {
-        self.seen.load(Ordering::Relaxed)
-    }
-}
-
-impl Reporter for WarningFlag<'_> {
-    fn warning(&self, msg: &str) {
-        self.seen.store(true, Ordering::Relaxed);
-        self.inner.warning(msg);
-    }
-    fn item(&self, status: char, path: &str) {
-        self.inner.item(status, path);
-    }
+    /// Totals changed (called often; implementations rate-limit their display).
+    fn progress(&self, _p: &Progress) {}
 }
 
 /// Discards everything.

@@ -72,10 +72,7 @@ pub struct Item {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Xattr(
-    #[serde(with = "serde_bytes")] pub Vec<u8>,
-    #[serde(with = "serde_bytes")] pub Vec<u8>,
-);
+pub struct Xattr(#[serde(with = "serde_bytes")] pub Vec<u8>, #[serde(with = "serde_bytes")] pub Vec<u8>);
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
@@ -179,10 +176,7 @@ mod tests {
             (Value::Text("uid".into()), Value::Integer(0.into())),
             (Value::Text("gid".into()), Value::Integer(0.into())),
             (Value::Text("mtime".into()), Value::Integer(5.into())),
-            (
-                Value::Text("future_field".into()),
-                Value::Array(vec![Value::Integer(1.into())]),
-            ),
+            (Value::Text("future_field".into()), Value::Array(vec![Value::Integer(1.into())])),
         ]);
         let mut buf = vec![];
         ciborium::into_writer(&v, &mut buf).unwrap();

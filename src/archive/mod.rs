@@ -6,7 +6,7 @@ pub mod stream;
 use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::id::{Id, ObjectType};
-use crate::repository::{ArchiveEntry, Repository, WriteStats};
+use crate::repository::{ArchiveEntry, Repository};
 use serde::{Deserialize, Serialize};
 
 pub const ARCHIVE_VERSION: u32 = 1;
@@ -68,10 +68,10 @@ pub fn validate_name(name: &str) -> Result<()> {
 
 impl Archive {
     /// Store the archive object; returns its id and the stored bytes it added.
-    pub fn save(&self, repo: &mut Repository, stats: &mut WriteStats) -> Result<(Id, u64)> {
+    pub fn save(&self, repo: &mut Repository) -> Result<(Id, u64)> {
         let mut buf = Vec::new();
         ciborium::into_writer(self, &mut buf).expect("serializing to memory");
-        repo.save_blob(ObjectType::Archive, &buf, Compression::Zstd(3), stats)
+        repo.save_blob(ObjectType::Archive, &buf, Compression::Zstd(3))
     }
 
     /// Load the archive the manifest entry names; its stored name must match the entry.
@@ -86,22 +86,19 @@ impl Archive {
             ));
         }
         if a.name != entry.name {
-            return Err(Error::integrity(
-                format!("archive {:?}", entry.name),
-                format!("object is named {:?}", a.name),
-            ));
+            return Err(Error::integrity(format!("archive {:?}", entry.name), format!("object is named {:?}", a.name)));
         }
         Ok(a)
     }
 
     /// Store this archive object and commit a manifest that adds it (the last step of every
     /// create). Returns the archive's id.
-    pub fn commit(&self, repo: &mut Repository, stats: &mut WriteStats) -> Result<Id> {
+    pub fn commit(&self, repo: &mut Repository) -> Result<Id> {
         validate_name(&self.name)?;
         if repo.manifest().find(&self.name).is_some() {
             return Err(Error::ArchiveExists(self.name.clone()));
         }
-        let (id, _) = self.save(repo, stats)?;
+        let (id, _) = self.save(repo)?;
         let mut archives = repo.manifest().archives.clone();
         archives.push(ArchiveEntry {
             name: self.name.clone(),
@@ -110,19 +107,18 @@ impl Archive {
             hostname: self.hostname.clone(),
             username: self.username.clone(),
         });
-        repo.commit(archives, stats)?;
+        repo.commit(archives)?;
         Ok(id)
     }
 
     /// Write an archive made of the given items as they are (no filesystem involved): used by
     /// import paths and by tests that need archives no honest create would make.
     pub fn write_items(repo: &mut Repository, name: &str, items: &[item::Item]) -> Result<Id> {
-        let mut stats = WriteStats::default();
         let mut w = stream::ItemStreamWriter::new(repo);
         for it in items {
-            w.push(repo, it, &mut stats)?;
+            w.push(repo, it)?;
         }
-        let (ids, _, _) = w.finish(repo, &mut stats)?;
+        let (ids, _, _) = w.finish(repo)?;
         let now = crate::repository::now_rfc3339();
         let a = Archive {
             version: ARCHIVE_VERSION,
@@ -136,7 +132,7 @@ impl Archive {
             stats: ArchiveStats { nitems: items.len() as u64, ..Default::default() },
             comment: String::new(),
         };
-        a.commit(repo, &mut stats)
+        a.commit(repo)
     }
 
     pub fn items<'r>(&self, repo: &'r Repository) -> stream::ItemReader<'r> {
@@ -146,7 +142,5 @@ impl Archive {
 
 /// Find an archive by name in the current manifest.
 pub fn lookup<'m>(repo: &'m Repository, name: &str) -> Result<&'m ArchiveEntry> {
-    repo.manifest()
-        .find(name)
-        .ok_or_else(|| Error::NoSuchArchive(name.to_string()))
+    repo.manifest().find(name).ok_or_else(|| Error::NoSuchArchive(name.to_string()))
 }

@@ -6,7 +6,7 @@ use crate::chunker::ChunkerParams;
 use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::id::{Id, ObjectType};
-use crate::repository::{Repository, WriteStats};
+use crate::repository::Repository;
 
 /// Collects encoded items and stores them as tree chunks; memory holds at most about twice the
 /// largest tree chunk.
@@ -32,27 +32,18 @@ impl ItemStreamWriter {
         }
     }
 
-    pub fn push(
-        &mut self,
-        repo: &mut Repository,
-        item: &Item,
-        stats: &mut WriteStats,
-    ) -> Result<()> {
+    pub fn push(&mut self, repo: &mut Repository, item: &Item) -> Result<()> {
         ciborium::into_writer(item, &mut self.buf).expect("serializing to memory");
         while self.buf.len() >= 2 * self.params.max as usize {
-            self.cut(repo, false, stats)?;
+            self.cut(repo, false)?;
         }
         Ok(())
     }
 
-    fn cut(&mut self, repo: &mut Repository, last: bool, stats: &mut WriteStats) -> Result<()> {
-        let n = if last {
-            self.buf.len()
-        } else {
-            self.params.first_cut(&self.buf, self.seed)
-        };
+    fn cut(&mut self, repo: &mut Repository, last: bool) -> Result<()> {
+        let n = if last { self.buf.len() } else { self.params.first_cut(&self.buf, self.seed) };
         let chunk: Vec<u8> = self.buf.drain(..n).collect();
-        let (id, added) = repo.save_blob(ObjectType::Tree, &chunk, Compression::Zstd(3), stats)?;
+        let (id, added) = repo.save_blob(ObjectType::Tree, &chunk, Compression::Zstd(3))?;
         self.added += added;
         self.stored_total += repo.known_blobs()?.get(&id).copied().unwrap_or(0) as u64;
         self.chunk_ids.push(id);
@@ -60,17 +51,13 @@ impl ItemStreamWriter {
     }
 
     /// Store everything still buffered; returns the tree chunk ids.
-    pub fn finish(
-        mut self,
-        repo: &mut Repository,
-        stats: &mut WriteStats,
-    ) -> Result<(Vec<Id>, u64, u64)> {
+    pub fn finish(mut self, repo: &mut Repository) -> Result<(Vec<Id>, u64, u64)> {
         while self.buf.len() > self.params.max as usize {
-            self.cut(repo, false, stats)?;
+            self.cut(repo, false)?;
         }
         while !self.buf.is_empty() {
             let last = self.buf.len() <= self.params.max as usize;
-            self.cut(repo, last, stats)?;
+            self.cut(repo, last)?;
         }
         Ok((self.chunk_ids, self.added, self.stored_total))
     }
@@ -86,12 +73,7 @@ pub struct ItemReader<'r> {
 
 impl<'r> ItemReader<'r> {
     pub fn new(repo: &'r Repository, ids: Vec<Id>) -> Self {
-        ItemReader {
-            repo,
-            ids: ids.into_iter(),
-            buf: vec![],
-            pos: 0,
-        }
+        ItemReader { repo, ids: ids.into_iter(), buf: vec![], pos: 0 }
     }
 
     fn try_next(&mut self) -> Result<Option<Item>> {
@@ -119,10 +101,7 @@ impl<'r> ItemReader<'r> {
             self.buf.drain(..self.pos);
             self.pos = 0;
             if self.buf.len() > 64 * 1024 * 1024 {
-                return Err(Error::malformed(
-                    "item stream",
-                    "an item larger than 64 MiB",
-                ));
+                return Err(Error::malformed("item stream", "an item larger than 64 MiB"));
             }
             self.buf.extend_from_slice(&chunk);
         }

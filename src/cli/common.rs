@@ -26,19 +26,21 @@ pub struct GlobalArgs {
 }
 
 fn env_path(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 fn home() -> PathBuf {
     env_path("HOME").unwrap_or_else(|| PathBuf::from("/root"))
 }
 
+/// Where client caches live: GARRET_CACHE_DIR, else $XDG_CACHE_HOME/garret, else ~/.cache/garret.
+pub fn cache_dir() -> PathBuf {
+    env_path("GARRET_CACHE_DIR")
+        .unwrap_or_else(|| env_path("XDG_CACHE_HOME").unwrap_or_else(|| home().join(".cache")).join("garret"))
+}
+
 pub fn client_dirs() -> ClientDirs {
-    let config = env_path("XDG_CONFIG_HOME")
-        .unwrap_or_else(|| home().join(".config"))
-        .join("garret");
+    let config = env_path("XDG_CONFIG_HOME").unwrap_or_else(|| home().join(".config")).join("garret");
     ClientDirs {
         security: env_path("GARRET_SECURITY_DIR").unwrap_or_else(|| config.join("security")),
         keys: env_path("GARRET_KEYS_DIR").unwrap_or_else(|| config.join("keys")),
@@ -79,8 +81,7 @@ pub fn passphrase(new: bool) -> Result<Vec<u8>> {
     }
     let p = rpassword::prompt_password("Enter passphrase: ").context("reading passphrase")?;
     if new {
-        let q = rpassword::prompt_password("Enter same passphrase again: ")
-            .context("reading passphrase")?;
+        let q = rpassword::prompt_password("Enter same passphrase again: ").context("reading passphrase")?;
         if p != q {
             return Err(anyhow!("passphrases do not match; run the command again"));
         }
@@ -96,12 +97,7 @@ pub fn open(g: &GlobalArgs, repo: &std::path::Path, write: bool) -> Result<Repos
     open_with(g, repo, write, false)
 }
 
-pub fn open_with(
-    g: &GlobalArgs,
-    repo: &std::path::Path,
-    write: bool,
-    adopt: bool,
-) -> Result<Repository> {
+pub fn open_with(g: &GlobalArgs, repo: &std::path::Path, write: bool, adopt: bool) -> Result<Repository> {
     let pf = || passphrase(false).map_err(|e| garret::Error::Key(format!("{e:#}")));
     let r = Repository::open(
         repo,
@@ -118,34 +114,120 @@ pub fn open_with(
     Ok(r)
 }
 
-/// Prints warnings (and with `list`, item status lines) to stderr.
+/// Prints warnings (and with `list`, item status lines) to stderr, and a progress line when
+/// stderr is a terminal or `--progress` asks for it.
 pub struct StderrReporter {
     pub list: bool,
     pub filter: Option<String>,
     pub warned: AtomicBool,
+    bar: Option<indicatif::ProgressBar>,
+    started: std::time::Instant,
 }
 
 impl StderrReporter {
     pub fn new(list: bool, filter: Option<String>) -> Self {
-        StderrReporter {
-            list,
-            filter,
-            warned: AtomicBool::new(false),
-        }
+        StderrReporter { list, filter, warned: AtomicBool::new(false), bar: None, started: std::time::Instant::now() }
     }
+
+    /// Show a progress line if `force` or stderr is a terminal.
+    pub fn with_progress(mut self, force: bool) -> Self {
+        if force || std::io::stderr().is_terminal() {
+            let target = if std::io::stderr().is_terminal() {
+                indicatif::ProgressDrawTarget::stderr_with_hz(4)
+            } else {
+                indicatif::ProgressDrawTarget::term_like_with_hz(Box::new(LineTerm), 1)
+            };
+            let bar = indicatif::ProgressBar::with_draw_target(None, target);
+            bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+            self.bar = Some(bar);
+        }
+        self
+    }
+
     pub fn warned(&self) -> bool {
         self.warned.load(Ordering::Relaxed)
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+
+    fn line(&self, s: String) {
+        match &self.bar {
+            Some(b) => b.suspend(|| eprintln!("{s}")),
+            None => eprintln!("{s}"),
+        }
+    }
+}
+
+/// Progress output for a non-terminal stderr (`--progress` in a log): plain lines.
+#[derive(Debug)]
+struct LineTerm;
+
+impl indicatif::TermLike for LineTerm {
+    fn width(&self) -> u16 {
+        200
+    }
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        if !s.trim().is_empty() {
+            eprintln!("{s}");
+        }
+        Ok(())
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        if !s.trim().is_empty() {
+            eprintln!("{s}");
+        }
+        Ok(())
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 impl Reporter for StderrReporter {
     fn warning(&self, msg: &str) {
         self.warned.store(true, Ordering::Relaxed);
-        eprintln!("garret: warning: {}", one_line(msg));
+        self.line(format!("garret: warning: {}", one_line(msg)));
     }
     fn item(&self, status: char, path: &str) {
         if self.list && self.filter.as_ref().is_none_or(|f| f.contains(status)) {
-            eprintln!("{status} {}", escape(path));
+            self.line(format!("{status} {}", escape(path)));
+        }
+    }
+    fn progress(&self, p: &garret::progress::Progress) {
+        if let Some(b) = &self.bar {
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            let mut path = escape(&p.path);
+            if path.len() > 60 {
+                let cut = path.char_indices().map(|(i, _)| i).find(|&i| i >= path.len() - 57).unwrap_or(0);
+                path = format!("...{}", &path[cut..]);
+            }
+            b.set_message(format!(
+                "{} files, {} read, {} stored, {}/s {}",
+                p.files,
+                size(p.bytes_read),
+                size(p.bytes_stored),
+                size((p.bytes_read as f64 / secs) as u64),
+                path
+            ));
         }
     }
 }
@@ -189,23 +271,14 @@ pub fn size(n: u64) -> String {
 /// Archive time (RFC 3339) as borg shows it: `Tue, 2026-11-24 03:00:01`.
 pub fn show_time(rfc3339: &str) -> String {
     match chrono::DateTime::parse_from_rfc3339(rfc3339) {
-        Ok(t) => t
-            .with_timezone(&chrono::Local)
-            .format("%a, %Y-%m-%d %H:%M:%S")
-            .to_string(),
+        Ok(t) => t.with_timezone(&chrono::Local).format("%a, %Y-%m-%d %H:%M:%S").to_string(),
         Err(_) => rfc3339.to_string(),
     }
 }
 
 pub fn show_ns(ns: i64) -> String {
-    match chrono::DateTime::from_timestamp(
-        ns.div_euclid(1_000_000_000),
-        ns.rem_euclid(1_000_000_000) as u32,
-    ) {
-        Some(t) => t
-            .with_timezone(&chrono::Local)
-            .format("%a, %Y-%m-%d %H:%M:%S")
-            .to_string(),
+    match chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32) {
+        Some(t) => t.with_timezone(&chrono::Local).format("%a, %Y-%m-%d %H:%M:%S").to_string(),
         None => ns.to_string(),
     }
 }

@@ -1,68 +1,200 @@
-//! `garret create REPO::NAME PATH...`
+//! `garret create REPO::NAME PATH...`, `create REPO::NAME -` (standard input) and
+//! `create --content-from-command REPO::NAME -- COMMAND...`.
 
 use super::common::{self, GlobalArgs, StderrReporter};
 use super::{info, location, Outcome};
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use garret::compress::Compression;
-use garret::create::{self, CreateOptions};
+use garret::create::patterns::Patterns;
+use garret::create::{self, files_cache, CreateOptions, StreamSource};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {
-    /// Exclude paths matching GLOB (e.g. '**/pgdata'); repeatable
-    #[arg(short = 'e', long = "exclude", value_name = "GLOB")]
+    /// Exclude paths matching PATTERN (fm: style by default, e.g. '**/pgdata'); repeatable
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
     pub exclude: Vec<String>,
-    /// Compression: none, zstd or zstd,N (1..22)
+    /// Read exclude patterns from FILE, one per line
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+    /// Read include/exclude patterns from FILE (+ include, - exclude, R root, P style)
+    #[arg(long, value_name = "FILE")]
+    pub patterns_from: Vec<PathBuf>,
+    /// Exclude directories that hold a valid CACHEDIR.TAG
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Exclude directories that contain a file or directory NAME
+    #[arg(long, value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
+    /// Keep the tag files (and their directory) of excluded directories
+    #[arg(long)]
+    pub keep_exclude_tags: bool,
+    /// Stay on the file system of each source path
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Compression: none, zstd, zstd,N (1..22), auto,zstd,N (store incompressible data raw)
     #[arg(short = 'C', long, default_value = "zstd,3")]
     pub compression: Compression,
+    /// Which file attributes must be unchanged to skip reading a file: ctime,size,inode
+    /// (default), mtime,size,inode, ..., or disabled
+    #[arg(long, value_name = "MODE", default_value = "ctime,size,inode")]
+    pub files_cache: String,
+    /// Archive time to record instead of now: yyyy-mm-ddThh:mm:ss (UTC), RFC 3339, or a file
+    /// whose modification time to use
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub timestamp: Option<String>,
     /// Print sizes and counts at the end
     #[arg(short = 's', long)]
     pub stats: bool,
-    /// Print one status line per item (A added, E error, x excluded, h hardlink)
+    /// Print one status line per item (A added, M modified, U unchanged, E error, x excluded)
     #[arg(long)]
     pub list: bool,
-    /// Only list items with these status letters (with --list)
+    /// Only list items with these status letters (with --list), e.g. AME
     #[arg(long, value_name = "STATUSCHARS")]
     pub filter: Option<String>,
+    /// Show progress (default when stderr is a terminal)
+    #[arg(short = 'p', long)]
+    pub progress: bool,
     /// Print a JSON summary on stdout
     #[arg(long)]
     pub json: bool,
+    /// Walk and list, but store nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
     /// Archive comment
     #[arg(long, default_value = "")]
     pub comment: String,
+    /// File name for data read from standard input (PATH `-`)
+    #[arg(long, default_value = "stdin")]
+    pub stdin_name: String,
+    /// Mode (octal) of the file made from standard input
+    #[arg(long, default_value = "0660")]
+    pub stdin_mode: String,
+    /// Run the command given after `--` and store its output as one file (--stdin-name)
+    #[arg(long)]
+    pub content_from_command: bool,
     /// REPO::NAME (placeholders like {now:%Y-%m-%d} and {hostname} are expanded)
     pub archive: String,
-    /// Files and directories to back up
-    #[arg(required = true)]
-    pub paths: Vec<PathBuf>,
+    /// Files and directories to back up (`-` for standard input), or the command
+    pub paths: Vec<OsString>,
+}
+
+fn parse_timestamp(s: &str) -> Result<String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.to_rfc3339());
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(t.and_utc().with_timezone(&chrono::Local).to_rfc3339());
+        }
+    }
+    if let Ok(md) = std::fs::metadata(s) {
+        let t: chrono::DateTime<chrono::Local> = md.modified()?.into();
+        return Ok(t.to_rfc3339());
+    }
+    bail!("invalid --timestamp {s:?}: use yyyy-mm-ddThh:mm:ss (UTC), an RFC 3339 time, or an existing file")
+}
+
+fn stream_source(a: &CreateArgs) -> Result<Option<StreamSource>> {
+    let mode = u32::from_str_radix(a.stdin_mode.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .with_context(|| format!("invalid --stdin-mode {:?}: use an octal mode like 0640", a.stdin_mode))?;
+    let path = a.stdin_name.trim_start_matches('/').as_bytes().to_vec();
+    if garret::extract::components(&path).is_none() {
+        bail!("invalid --stdin-name {:?}: use a relative path without '.' or '..' components", a.stdin_name);
+    }
+    if a.content_from_command {
+        let Some((prog, args)) = a.paths.split_first() else {
+            bail!("--content-from-command needs a command after `--`, e.g. -- pg_dump mydb");
+        };
+        let shown = a.paths.iter().map(|s| s.to_string_lossy()).collect::<Vec<_>>().join(" ");
+        let mut child = std::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {shown:?}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        return Ok(Some(StreamSource {
+            path,
+            mode,
+            reader: Box::new(stdout),
+            finish: Box::new(move || {
+                let status = child.wait().map_err(|e| garret::Error::io(format!("waiting for {shown:?}"), e))?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(garret::Error::Command(format!("{shown:?} failed ({status}); the archive was not created")))
+                }
+            }),
+        }));
+    }
+    if a.paths.len() == 1 && a.paths[0] == "-" {
+        return Ok(Some(StreamSource { path, mode, reader: Box::new(std::io::stdin()), finish: Box::new(|| Ok(())) }));
+    }
+    if a.paths.iter().any(|p| p == "-") {
+        bail!("`-` (standard input) cannot be combined with other paths");
+    }
+    Ok(None)
 }
 
 pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
     let loc = location::parse(&a.archive)?;
     let name = location::expand_placeholders(loc.require_archive()?)?;
     garret::archive::validate_name(&name)?;
-    let mut repo = common::open(g, &loc.repo, true)?;
-    let reporter = StderrReporter::new(a.list, a.filter.clone());
+    let mut patterns = Patterns::default();
+    for e in &a.exclude {
+        patterns.add_exclude(e).map_err(anyhow::Error::msg)?;
+    }
+    for f in &a.exclude_from {
+        let text = std::fs::read_to_string(f).with_context(|| format!("--exclude-from {}", f.display()))?;
+        patterns.add_exclude_file(&text).map_err(anyhow::Error::msg)?;
+    }
+    for f in &a.patterns_from {
+        let text = std::fs::read_to_string(f).with_context(|| format!("--patterns-from {}", f.display()))?;
+        patterns.add_patterns_file(&text).map_err(anyhow::Error::msg)?;
+    }
+    let files_cache = files_cache::parse_mode(&a.files_cache).map_err(anyhow::Error::msg)?;
+    let timestamp = a.timestamp.as_deref().map(parse_timestamp).transpose()?;
+    let mut paths: Vec<PathBuf> = patterns.roots.clone();
+    let is_stream = a.content_from_command || a.paths.iter().any(|p| p == "-");
+    if !is_stream {
+        paths.extend(a.paths.iter().map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p.as_bytes()))));
+        if paths.is_empty() {
+            bail!("nothing to back up: give PATHs, `-` for standard input, or --content-from-command -- COMMAND");
+        }
+    }
+    let mut repo = common::open(g, &loc.repo, !a.dry_run)?;
+    let stream = stream_source(a)?;
+    let reporter = StderrReporter::new(a.list, a.filter.clone()).with_progress(a.progress);
     let opts = CreateOptions {
         name,
-        paths: a.paths.clone(),
-        excludes: a.exclude.clone(),
+        paths,
+        patterns,
+        exclude_caches: a.exclude_caches,
+        exclude_if_present: a.exclude_if_present.clone(),
+        keep_exclude_tags: a.keep_exclude_tags,
+        one_file_system: a.one_file_system,
         compression: a.compression,
         command_line: std::env::args().collect(),
         comment: a.comment.clone(),
+        timestamp,
+        files_cache,
+        cache_dir: common::cache_dir(),
+        dry_run: a.dry_run,
+        stream,
     };
-    let out = create::run(&mut repo, &opts, &reporter)?;
+    let out = create::run(&mut repo, opts, &reporter);
+    reporter.finish();
+    let out = out?;
+    let id = out.id.unwrap_or_default();
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&info::archive_json(&repo, &out.archive, &out.id))?
-        );
+        println!("{}", serde_json::to_string_pretty(&info::archive_json(&repo, &out.archive, &id))?);
     } else if a.stats {
-        print!("{}", info::archive_text(&out.archive, &out.id));
+        print!("{}", info::archive_text(&out.archive, &id));
     }
-    Ok(if reporter.warned() {
-        Outcome::Warning
-    } else {
-        Outcome::Ok
-    })
+    Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok })
 }

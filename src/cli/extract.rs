@@ -45,13 +45,7 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
         paths: a
             .paths
             .iter()
-            .map(|p| {
-                p.as_os_str()
-                    .as_bytes()
-                    .strip_prefix(b"/")
-                    .unwrap_or(p.as_os_str().as_bytes())
-                    .to_vec()
-            })
+            .map(|p| p.as_os_str().as_bytes().strip_prefix(b"/").unwrap_or(p.as_os_str().as_bytes()).to_vec())
             .collect(),
         strip_components: a.strip_components,
         numeric_ids: a.numeric_ids,
@@ -60,12 +54,11 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
     };
     let stats = extract::run(&repo, &ar, &opts, &reporter)?;
     if stats.data_errors > 0 {
-        eprintln!("garret: error: {} item(s) could not be restored because repository data is damaged; run `garret check`", stats.data_errors);
+        eprintln!(
+            "garret: error: {} item(s) could not be restored because repository data is damaged; run `garret check`",
+            stats.data_errors
+        );
         return Ok(Outcome::Error);
     }
-    Ok(if reporter.warned() {
-        Outcome::Warning
-    } else {
-        Outcome::Ok
-    })
+    Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok })
 }

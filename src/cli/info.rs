@@ -81,10 +81,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
             let entry = archive::lookup(&repo, name)?.clone();
             let ar = Archive::load(&repo, &entry)?;
             if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&archive_json(&repo, &ar, &entry.id))?
-                );
+                println!("{}", serde_json::to_string_pretty(&archive_json(&repo, &ar, &entry.id))?);
             } else {
                 print!("{}", archive_text(&ar, &entry.id));
             }

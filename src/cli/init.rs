@@ -26,10 +26,7 @@ pub fn run(_g: &GlobalArgs, a: &InitArgs) -> Result<Outcome> {
     let loc = location::parse_opt(a.repository.as_deref())?;
     loc.forbid_archive()?;
     if a.kdf_memory < MIN_MEMORY_KIB / 1024 || a.kdf_memory > 1024 {
-        anyhow::bail!(
-            "--kdf-memory {} is out of range: use 64 to 1024 (MiB)",
-            a.kdf_memory
-        );
+        anyhow::bail!("--kdf-memory {} is out of range: use 64 to 1024 (MiB)", a.kdf_memory);
     }
     if !a.make_parent_dirs {
         if let Some(parent) = loc.repo.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -78,10 +75,6 @@ pub fn adopt(g: &GlobalArgs, a: &AdoptArgs) -> Result<Outcome> {
     loc.forbid_archive()?;
     let repo = common::open_with(g, &loc.repo, false, true)?;
     repo.adopt()?;
-    eprintln!(
-        "garret: now trusting manifest #{} of {}",
-        repo.manifest().seq,
-        loc.repo.display()
-    );
+    eprintln!("garret: now trusting manifest #{} of {}", repo.manifest().seq, loc.repo.display());
     Ok(Outcome::Ok)
 }

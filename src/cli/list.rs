@@ -69,11 +69,7 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                     .iter()
                     .map(|e| serde_json::json!({"name": e.name, "id": e.id.hex(), "time": e.time, "hostname": e.hostname, "username": e.username}))
                     .collect();
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"archives": list}))?
-                )?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({"archives": list}))?)?;
             } else {
                 for e in archives {
                     if a.short {
@@ -94,19 +90,11 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
         Some(name) => {
             let entry = archive::lookup(&repo, name)?.clone();
             let ar = Archive::load(&repo, &entry)?;
-            let wanted: Vec<&str> = a
-                .paths
-                .iter()
-                .map(|p| p.trim_start_matches('/').trim_end_matches('/'))
-                .collect();
+            let wanted: Vec<&str> = a.paths.iter().map(|p| p.trim_start_matches('/').trim_end_matches('/')).collect();
             for it in ar.items(&repo) {
                 let it = it?;
                 let p = it.path_lossy();
-                if !wanted.is_empty()
-                    && !wanted
-                        .iter()
-                        .any(|w| p == *w || p.starts_with(&format!("{w}/")))
-                {
+                if !wanted.is_empty() && !wanted.iter().any(|w| p == *w || p.starts_with(&format!("{w}/"))) {
                     continue;
                 }
                 if a.json_lines {
@@ -124,16 +112,10 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                         common::escape(&p)
                     );
                     if let Some(t) = &it.target {
-                        line.push_str(&format!(
-                            " -> {}",
-                            common::escape(&String::from_utf8_lossy(t))
-                        ));
+                        line.push_str(&format!(" -> {}", common::escape(&String::from_utf8_lossy(t))));
                     }
                     if let Some(s) = &it.source {
-                        line.push_str(&format!(
-                            " link to {}",
-                            common::escape(&String::from_utf8_lossy(s))
-                        ));
+                        line.push_str(&format!(" link to {}", common::escape(&String::from_utf8_lossy(s))));
                     }
                     writeln!(out, "{line}")?;
                 }

@@ -72,9 +72,7 @@ pub fn expand_placeholders(name: &str) -> Result<String> {
         if r.starts_with('}') {
             bail!("unbalanced '}}' in archive name {name:?}");
         }
-        let end = r
-            .find('}')
-            .ok_or_else(|| anyhow::anyhow!("unterminated placeholder in archive name {name:?}"))?;
+        let end = r.find('}').ok_or_else(|| anyhow::anyhow!("unterminated placeholder in archive name {name:?}"))?;
         let ph = &r[1..end];
         let (key, fmt) = match ph.split_once(':') {
             Some((k, f)) => (k, Some(f)),
@@ -89,7 +87,9 @@ pub fn expand_placeholders(name: &str) -> Result<String> {
             }
             "fqdn" => garret::repository::lock::hostname(),
             "user" => uzers::get_current_username().map(|u| u.to_string_lossy().into_owned()).unwrap_or_default(),
-            _ => bail!("unknown placeholder {{{key}}} in archive name {name:?}; known: now, utcnow, hostname, fqdn, user"),
+            _ => bail!(
+                "unknown placeholder {{{key}}} in archive name {name:?}; known: now, utcnow, hostname, fqdn, user"
+            ),
         };
         out.push_str(&v);
         rest = &r[end + 1..];
@@ -105,8 +105,7 @@ where
     use std::fmt::Write;
     let fmt = fmt.unwrap_or("%Y-%m-%dT%H:%M:%S");
     let mut s = String::new();
-    write!(s, "{}", t.format(fmt))
-        .map_err(|_| anyhow::anyhow!("invalid time format {fmt:?} in archive name"))?;
+    write!(s, "{}", t.format(fmt)).map_err(|_| anyhow::anyhow!("invalid time format {fmt:?} in archive name"))?;
     Ok(s)
 }
 
@@ -125,10 +124,7 @@ mod tests {
     #[test]
     fn placeholders() {
         let y = chrono::Local::now().format("%Y").to_string();
-        assert_eq!(
-            expand_placeholders("db-{now:%Y}").unwrap(),
-            format!("db-{y}")
-        );
+        assert_eq!(expand_placeholders("db-{now:%Y}").unwrap(), format!("db-{y}"));
         assert_eq!(expand_placeholders("a{{b}}").unwrap(), "a{b}");
         assert!(expand_placeholders("x-{nope}").is_err());
         assert!(expand_placeholders("x-{now").is_err());

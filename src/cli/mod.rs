@@ -21,11 +21,7 @@ pub enum Outcome {
 }
 
 #[derive(Parser)]
-#[command(
-    name = "garret",
-    version,
-    about = "Deduplicating, encrypted backups (borg-compatible command line)"
-)]
+#[command(name = "garret", version, about = "Deduplicating, encrypted backups (borg-compatible command line)")]
 pub struct Cli {
     #[command(flatten)]
     pub global: common::GlobalArgs,
@@ -55,7 +51,7 @@ pub fn main() -> ExitCode {
     let outcome = match run(cli) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("garret: error: {}", common::one_line(&format!("{e:#}")));
+            eprintln!("garret: error: {}", common::one_line(&error_chain(&e)));
             Outcome::Error
         }
     };
@@ -68,6 +64,21 @@ pub fn main() -> ExitCode {
         eprintln!("terminating with {name} status, rc {}", outcome as u8);
     }
     ExitCode::from(outcome as u8)
+}
+
+/// The error and its causes on one line, leaving out causes the message already contains.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {

@@ -1,47 +1,78 @@
 //! `create`: walk sources, chunk, deduplicate, seal and store their content, write the item
 //! stream and the archive object, and commit the manifest.
 //!
-//! Pipeline: walk (one thread) -> chunk (reader) -> batch -> keyed BLAKE3 ids (rayon) -> dedup
-//! against the in-memory set -> compress + pad + encrypt new chunks (rayon) -> pack writer. A batch
-//! holds at most [`BATCH_BYTES`] of chunk data, so memory stays bounded whatever the file sizes.
-//! Items wait in a queue until their chunks are processed, so the item stream keeps walk order.
+//! Pipeline: a reader thread ([`walk`]) walks, consults the files cache, reads and chunks files and
+//! sends events over a bounded channel; this thread gathers chunks into batches, computes keyed
+//! ids (rayon), deduplicates against the in-memory set, compresses + pads + encrypts new chunks
+//! (rayon), and hands them to the repository's pack writer, which writes packs on a thread of its
+//! own. A batch holds at most [`BATCH_BYTES`] of chunk data and the channel a few chunks, so memory
+//! stays bounded whatever the file sizes. Items wait in a queue until their chunks are processed,
+//! so the item stream keeps walk order.
 
+pub mod files_cache;
+pub mod patterns;
 pub mod source;
+pub mod walk;
 
 use crate::archive::item::{ChunkRef, Item, Kind};
 use crate::archive::stream::ItemStreamWriter;
 use crate::archive::{self, Archive, ArchiveStats};
 use crate::blob::{self, SealedBlob};
-use crate::chunker::Chunker;
+use crate::chunker::ChunkerParams;
 use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::id::{Id, ObjectType};
-use crate::progress::Reporter;
-use crate::repository::{lock, now_rfc3339, Repository, WriteStats};
+use crate::progress::{Progress, Reporter};
+use crate::repository::{lock, now_rfc3339, Repository};
+use files_cache::{FilesCache, Stamp};
+use patterns::Patterns;
 use rayon::prelude::*;
-use source::{Excludes, Names};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+use walk::{CacheKey, Event, Hangup, WalkConfig};
 
 /// Chunk bytes gathered before the parallel stage runs.
-pub const BATCH_BYTES: usize = 32 * 1024 * 1024;
+pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Events in flight between the reader thread and the pipeline (each at most one chunk).
+const CHANNEL_EVENTS: usize = 8;
+
+/// A stream to archive as one file (`create REPO::NAME -` or `--content-from-command`).
+pub struct StreamSource {
+    pub path: Vec<u8>,
+    pub mode: u32,
+    pub reader: Box<dyn Read + Send>,
+    /// Called after the stream ended and before the commit; an error aborts the create (the dump
+    /// command failed: a half dump must never look like a good backup).
+    pub finish: Box<dyn FnOnce() -> Result<()> + Send>,
+}
 
 pub struct CreateOptions {
     pub name: String,
     pub paths: Vec<PathBuf>,
-    pub excludes: Vec<String>,
+    pub patterns: Patterns,
+    pub exclude_caches: bool,
+    pub exclude_if_present: Vec<String>,
+    pub keep_exclude_tags: bool,
+    pub one_file_system: bool,
     pub compression: Compression,
     pub command_line: Vec<String>,
     pub comment: String,
+    /// Archive start time to record instead of now (RFC 3339), `--timestamp`.
+    pub timestamp: Option<String>,
+    /// `None`: files cache disabled.
+    pub files_cache: Option<files_cache::Mode>,
+    /// Client cache directory (files cache lives below it).
+    pub cache_dir: PathBuf,
+    pub dry_run: bool,
+    pub stream: Option<StreamSource>,
 }
 
 pub struct CreateOutcome {
     pub archive: Archive,
-    pub id: Id,
+    /// `None` for a dry run.
+    pub id: Option<Id>,
     pub duration: std::time::Duration,
 }
 
@@ -49,6 +80,7 @@ struct Pending {
     item: Item,
     /// All chunks read (the file is finished); chunk refs are filled as batches complete.
     done: bool,
+    key: Option<CacheKey>,
 }
 
 struct Pipeline<'a> {
@@ -57,17 +89,18 @@ struct Pipeline<'a> {
     chunk_owner: Vec<usize>,
     batch_bytes: usize,
     queue: VecDeque<Pending>,
-    /// Index in `queue` of the first element (items before it were emitted).
+    /// Slot number of the queue's front element.
     queue_base: usize,
     stream: ItemStreamWriter,
     stats: ArchiveStats,
-    write: WriteStats,
+    remembered: Vec<(Vec<u8>, Stamp, Vec<ChunkRef>)>,
     reporter: &'a dyn Reporter,
+    progress: Progress,
 }
 
 impl Pipeline<'_> {
-    fn push_item(&mut self, repo: &mut Repository, item: Item, done: bool) -> Result<usize> {
-        self.queue.push_back(Pending { item, done });
+    fn push_item(&mut self, repo: &mut Repository, item: Item, done: bool, key: Option<CacheKey>) -> Result<usize> {
+        self.queue.push_back(Pending { item, done, key });
         let slot = self.queue_base + self.queue.len() - 1;
         if done {
             self.emit_ready(repo)?;
@@ -85,8 +118,13 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    fn finish_file(&mut self, repo: &mut Repository, slot: usize) -> Result<()> {
-        self.queue[slot - self.queue_base].done = true;
+    fn finish_file(&mut self, repo: &mut Repository, slot: usize, changed: bool) -> Result<()> {
+        let p = &mut self.queue[slot - self.queue_base];
+        p.done = true;
+        if changed {
+            p.item.changed = true;
+            p.key = None;
+        }
         self.emit_ready(repo)
     }
 
@@ -110,22 +148,20 @@ impl Pipeline<'_> {
         }
         let keys = repo.keys();
         let compression = self.compression;
-        let sealed: Vec<SealedBlob> = fresh
-            .par_iter()
-            .map(|&i| blob::seal(keys, ObjectType::Data, ids[i], &data[i], compression))
-            .collect();
+        let sealed: Vec<SealedBlob> =
+            fresh.par_iter().map(|&i| blob::seal(keys, ObjectType::Data, ids[i], &data[i], compression)).collect();
         for b in sealed {
             self.stats.deduplicated_size += b.envelope.len() as u64;
-            repo.add_sealed(b, &mut self.write)?;
+            self.progress.bytes_stored += b.envelope.len() as u64;
+            repo.add_sealed(b)?;
         }
         let known = repo.known_blobs()?;
         for ((id, owner), chunk) in ids.iter().zip(owners).zip(&data) {
             self.stats.compressed_size += known.get(id).copied().unwrap_or(0) as u64;
             self.stats.original_size += chunk.len() as u64;
-            self.queue[owner - self.queue_base]
-                .item
-                .chunks
-                .push(ChunkRef(*id, chunk.len() as u32));
+            let p = &mut self.queue[owner - self.queue_base];
+            p.item.chunks.push(ChunkRef(*id, chunk.len() as u32));
+            p.item.size += chunk.len() as u64;
         }
         self.emit_ready(repo)
     }
@@ -141,21 +177,93 @@ impl Pipeline<'_> {
             let p = self.queue.pop_front().expect("front exists");
             self.queue_base += 1;
             self.stats.nitems += 1;
-            if matches!(p.item.kind, Kind::File) {
+            if p.item.kind == Kind::File {
                 self.stats.nfiles += 1;
+                self.progress.files += 1;
+                if let Some(k) = p.key {
+                    self.remembered.push((k.path, k.stamp, p.item.chunks.clone()));
+                }
             }
-            self.stream.push(repo, &p.item, &mut self.write)?;
+            self.stream.push(repo, &p.item)?;
+            self.progress.path.clear();
+            self.progress.path.push_str(&String::from_utf8_lossy(&p.item.path));
+            self.reporter.progress(&self.progress);
         }
         Ok(())
     }
+
+    /// A file the files cache vouches for: reuse its chunks if the repository still has all of
+    /// them, otherwise read it after all.
+    fn cached(
+        &mut self,
+        repo: &mut Repository,
+        mut item: Item,
+        key: CacheKey,
+        fs_path: &Path,
+        params: ChunkerParams,
+        seed: u64,
+    ) -> Result<()> {
+        let known = repo.known_blobs()?;
+        if item.chunks.iter().all(|c| known.contains_key(&c.0)) {
+            for c in &item.chunks {
+                self.stats.compressed_size += known.get(&c.0).copied().unwrap_or(0) as u64;
+                self.stats.original_size += c.1 as u64;
+            }
+            self.progress.bytes_read += item.size;
+            self.reporter.item('U', &item.path_lossy());
+            self.push_item(repo, item, true, Some(key))?;
+            return Ok(());
+        }
+        item.chunks.clear();
+        item.size = 0;
+        let shown = item.path_lossy();
+        let file = match walk::open_source(fs_path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.reporter.warning(&format!("{}: {e}", fs_path.display()));
+                self.reporter.item('E', &shown);
+                return Ok(());
+            }
+        };
+        let slot = self.push_item(repo, item, false, Some(key))?;
+        let mut failure: Option<Error> = None;
+        let read = walk::read_content(&file, None, params, seed, &mut |c| {
+            self.progress.bytes_read += c.len() as u64;
+            self.add_chunk(repo, slot, c).map_err(|e| {
+                failure = Some(e);
+                Hangup
+            })
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let changed = match read {
+            Ok(Ok(_)) => false,
+            Ok(Err(e)) => {
+                self.reporter.warning(&format!("{}: read error: {e}", fs_path.display()));
+                true
+            }
+            Err(Hangup) => unreachable!("failure handled above"),
+        };
+        self.reporter.item(if changed { 'E' } else { 'M' }, &shown);
+        self.finish_file(repo, slot, changed)
+    }
+}
+
+fn stream_item(s: &StreamSource) -> Item {
+    let mut it = Item::new(s.path.clone(), Kind::File);
+    it.mode = s.mode & 0o7777;
+    it.uid = rustix::process::getuid().as_raw();
+    it.gid = rustix::process::getgid().as_raw();
+    it.user = uzers::get_current_username().map(|u| u.to_string_lossy().into_owned());
+    it.group = uzers::get_current_groupname().map(|g| g.to_string_lossy().into_owned());
+    it.mtime =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+    it
 }
 
 /// Run a create. Per-file problems go to `reporter` as warnings; errors abort without committing.
-pub fn run(
-    repo: &mut Repository,
-    opts: &CreateOptions,
-    reporter: &dyn Reporter,
-) -> Result<CreateOutcome> {
+pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Reporter) -> Result<CreateOutcome> {
     archive::validate_name(&opts.name)?;
     if repo.manifest().find(&opts.name).is_some() {
         return Err(Error::ArchiveExists(opts.name.clone()));
@@ -165,9 +273,15 @@ pub fn run(
             return Err(Error::io(format!("source path {}", p.display()), e));
         }
     }
-    let excludes = Excludes::new(&opts.excludes).map_err(Error::Usage)?;
     let started = Instant::now();
-    let time_start = now_rfc3339();
+    let time_start = opts.timestamp.clone().unwrap_or_else(now_rfc3339);
+    let seed = repo.keys().chunker_seed();
+    let params = repo.config().chunker;
+    let repo_id = repo.config().id.clone();
+    let mut cache = match (opts.files_cache, &opts.stream, opts.dry_run) {
+        (Some(mode), None, false) => Some(FilesCache::load(&opts.cache_dir, &repo_id, mode)),
+        _ => None,
+    };
     let mut pl = Pipeline {
         compression: opts.compression,
         chunk_data: vec![],
@@ -177,207 +291,106 @@ pub fn run(
         queue_base: 0,
         stream: ItemStreamWriter::new(repo),
         stats: ArchiveStats::default(),
-        write: WriteStats::default(),
+        remembered: vec![],
+        reporter,
+        progress: Progress::default(),
+    };
+    let stream = opts.stream.take();
+    let mut finish = None;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Event>(CHANNEL_EVENTS);
+    let cfg = WalkConfig {
+        roots: &opts.paths,
+        patterns: &opts.patterns,
+        exclude_caches: opts.exclude_caches,
+        exclude_if_present: &opts.exclude_if_present,
+        keep_exclude_tags: opts.keep_exclude_tags,
+        one_file_system: opts.one_file_system,
+        dry_run: opts.dry_run,
+        params,
+        seed,
+        cache: cache.as_ref(),
         reporter,
     };
-    let mut names = Names::default();
-    let mut hardlinks: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let seed = repo.keys().chunker_seed();
-    let params = repo.config().chunker;
-
-    for root in &opts.paths {
-        let prefix = source::archive_root(root);
-        let walker = walkdir::WalkDir::new(root)
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter();
-        let walker = walker.filter_entry(|e| {
-            let ap = source::join(&prefix, e.path().strip_prefix(root).unwrap_or(e.path()));
-            let ex = !ap.is_empty() && excludes.is_excluded(&ap);
-            if ex {
-                reporter.item('x', &String::from_utf8_lossy(&ap));
+    let result: Result<()> = std::thread::scope(|scope| {
+        match stream {
+            Some(s) => {
+                let item = stream_item(&s);
+                finish = Some(s.finish);
+                let mut reader = s.reader;
+                scope.spawn(move || {
+                    let _ = (|| -> std::result::Result<(), Hangup> {
+                        tx.send(Event::FileStart { item, key: None }).map_err(|_| Hangup)?;
+                        match walk::read_content(&mut reader, None, params, seed, &mut |c| {
+                            tx.send(Event::Chunk(c)).map_err(|_| Hangup)
+                        })? {
+                            Ok(_) => tx.send(Event::FileEnd { changed: false }).map_err(|_| Hangup),
+                            Err(e) => {
+                                tx.send(Event::Abort(format!("reading the input stream: {e}"))).map_err(|_| Hangup)
+                            }
+                        }
+                    })();
+                });
             }
-            !ex
-        });
-        for entry in walker {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    let path = e
-                        .path()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default();
-                    pl.reporter.warning(&format!(
-                        "{path}: {}",
-                        e.io_error()
-                            .map(|e| e.to_string())
-                            .unwrap_or_else(|| e.to_string())
-                    ));
-                    pl.reporter.item('E', &path);
-                    continue;
-                }
-            };
-            let fs_path = entry.path();
-            let ap = source::join(&prefix, fs_path.strip_prefix(root).unwrap_or(fs_path));
-            if ap.is_empty() {
-                continue; // the root of `create REPO::A /` itself
+            None => {
+                let cfg = &cfg;
+                scope.spawn(move || {
+                    let _ = walk::walk(cfg, &tx);
+                });
             }
-            let md = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) => {
-                    pl.reporter.warning(&format!("{}: {e}", fs_path.display()));
-                    continue;
-                }
-            };
-            let Some(mut item) = source::item_from_metadata(ap.clone(), &md, &mut names) else {
-                continue;
-            };
-            match source::read_xattrs(fs_path) {
-                Ok(x) => item.xattrs = x,
-                Err(e) => pl.reporter.warning(&format!(
-                    "{}: reading extended attributes: {e}",
-                    fs_path.display()
-                )),
-            }
-            if item.kind != Kind::Dir && md.nlink() > 1 {
-                let key = (md.dev(), md.ino());
-                if let Some(first) = hardlinks.get(&key) {
-                    item.kind = Kind::Hardlink;
-                    item.source = Some(first.clone());
-                    item.size = md.size();
-                    pl.reporter.item('h', &String::from_utf8_lossy(&ap));
-                    pl.push_item(repo, item, true)?;
-                    continue;
-                }
-                hardlinks.insert(key, ap.clone());
-                item.hardlink_master = true;
-            }
-            match item.kind {
-                Kind::Symlink => match std::fs::read_link(fs_path) {
-                    Ok(t) => item.target = Some(t.as_os_str().as_bytes().to_vec()),
-                    Err(e) => {
-                        pl.reporter
-                            .warning(&format!("{}: reading symlink: {e}", fs_path.display()));
-                        pl.reporter.item('E', &String::from_utf8_lossy(&ap));
-                        continue;
-                    }
-                },
-                Kind::File => {
-                    read_file(repo, &mut pl, fs_path, item, &md, seed, params)?;
-                    continue;
-                }
-                _ => {}
-            }
-            pl.reporter.item('A', &String::from_utf8_lossy(&ap));
-            pl.push_item(repo, item, true)?;
         }
-    }
+        let mut current = 0usize;
+        // On error, returning drops `rx`: the reader's next send fails and it stops.
+        for ev in rx.iter() {
+            match ev {
+                Event::Item(item) => {
+                    pl.push_item(repo, item, true, None)?;
+                }
+                Event::FileStart { item, key } => current = pl.push_item(repo, item, false, key)?,
+                Event::Chunk(c) => {
+                    pl.progress.bytes_read += c.len() as u64;
+                    pl.add_chunk(repo, current, c)?;
+                }
+                Event::FileEnd { changed } => pl.finish_file(repo, current, changed)?,
+                Event::Cached { item, key, fs_path } => pl.cached(repo, item, key, &fs_path, params, seed)?,
+                Event::Abort(msg) => return Err(Error::Command(msg)),
+            }
+        }
+        Ok(())
+    });
+    result?;
     pl.process_batch(repo)?;
     debug_assert!(pl.queue.is_empty());
+    if let Some(f) = finish {
+        f()?;
+    }
     let (tree_ids, tree_added, tree_stored) =
-        std::mem::replace(&mut pl.stream, ItemStreamWriter::new(repo))
-            .finish(repo, &mut pl.write)?;
+        std::mem::replace(&mut pl.stream, ItemStreamWriter::new(repo)).finish(repo)?;
     pl.stats.deduplicated_size += tree_added;
     pl.stats.compressed_size += tree_stored;
     let archive = Archive {
         version: archive::ARCHIVE_VERSION,
         name: opts.name.clone(),
         hostname: lock::hostname(),
-        username: uzers::get_current_username()
-            .map(|u| u.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        time_start: time_start.clone(),
+        username: uzers::get_current_username().map(|u| u.to_string_lossy().into_owned()).unwrap_or_default(),
+        time_start,
         time_end: now_rfc3339(),
         command_line: opts.command_line.clone(),
         items: tree_ids,
         stats: pl.stats,
         comment: opts.comment.clone(),
     };
-    let mut write = pl.write;
-    let id = archive.commit(repo, &mut write)?;
-    Ok(CreateOutcome {
-        archive,
-        id,
-        duration: started.elapsed(),
-    })
-}
-
-fn read_file(
-    repo: &mut Repository,
-    pl: &mut Pipeline<'_>,
-    fs_path: &std::path::Path,
-    mut item: Item,
-    md: &std::fs::Metadata,
-    seed: u64,
-    params: crate::chunker::ChunkerParams,
-) -> Result<()> {
-    let display = String::from_utf8_lossy(&item.path).into_owned();
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(fs_path)
-    {
-        Ok(f) => f,
-        Err(e) => {
-            pl.reporter.warning(&format!("{}: {e}", fs_path.display()));
-            pl.reporter.item('E', &display);
-            return Ok(());
+    if opts.dry_run {
+        return Ok(CreateOutcome { archive, id: None, duration: started.elapsed() });
+    }
+    let id = archive.commit(repo)?;
+    if let Some(mut c) = cache.take() {
+        for (p, s, ch) in pl.remembered {
+            c.remember(p, s, ch);
         }
-    };
-    item.size = 0;
-    let slot = pl.push_item(repo, item, false)?;
-    let mut chunker = Chunker::new(
-        CountingReader { inner: &file, n: 0 },
-        params,
-        seed,
-        Some(md.size()),
-    );
-    loop {
-        match chunker.next_chunk() {
-            Ok(Some(c)) => {
-                pl.queue[slot - pl.queue_base].item.size += c.len() as u64;
-                pl.add_chunk(repo, slot, c)?;
-            }
-            Ok(None) => break,
-            Err(e) => {
-                pl.reporter.warning(&format!(
-                    "{}: read error, archived the first bytes only: {e}",
-                    fs_path.display()
-                ));
-                pl.queue[slot - pl.queue_base].item.changed = true;
-                break;
-            }
+        // The archive is committed; a cache that cannot be written only costs time next run.
+        if let Err(e) = c.save() {
+            reporter.warning(&format!("files cache not saved: {e}"));
         }
     }
-    let changed = match file.metadata() {
-        Ok(now) => {
-            now.size() != md.size()
-                || now.mtime() != md.mtime()
-                || now.mtime_nsec() != md.mtime_nsec()
-                || now.ctime() != md.ctime()
-        }
-        Err(_) => true,
-    };
-    if changed {
-        pl.reporter.warning(&format!(
-            "{}: file changed while we read it",
-            fs_path.display()
-        ));
-        pl.queue[slot - pl.queue_base].item.changed = true;
-    }
-    pl.reporter.item(if changed { 'E' } else { 'A' }, &display);
-    pl.finish_file(repo, slot)
-}
-
-struct CountingReader<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
+    Ok(CreateOutcome { archive, id: Some(id), duration: started.elapsed() })
 }

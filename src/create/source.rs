@@ -1,45 +1,13 @@
-//! What create reads from the filesystem: archive paths for walked entries, exclusion, and the
-//! metadata of one entry as an [`Item`].
+//! What create reads from the filesystem: archive paths for walked entries and the metadata of
+//! one entry as an [`Item`].
 
 use crate::archive::item::{Item, Kind, Xattr};
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path};
-
-/// Exclusion globs, matched against archive paths (no leading '/'), borg `fm:` style: `*`
-/// also matches '/'.
-pub struct Excludes(GlobSet);
-
-impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
-        let mut b = GlobSetBuilder::new();
-        for p in patterns {
-            let p = p
-                .strip_prefix("sh:")
-                .or_else(|| p.strip_prefix("fm:"))
-                .unwrap_or(p);
-            let p = p.trim_start_matches('/');
-            let p = p.trim_end_matches('/');
-            let g = GlobBuilder::new(p)
-                .literal_separator(false)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| format!("invalid exclude pattern {p:?}: {e}"))?;
-            b.add(g);
-        }
-        b.build()
-            .map(Excludes)
-            .map_err(|e| format!("exclude patterns: {e}"))
-    }
-
-    pub fn is_excluded(&self, archive_path: &[u8]) -> bool {
-        !self.0.is_empty() && self.0.is_match(Path::new(OsStr::from_bytes(archive_path)))
-    }
-}
 
 /// The archive path of a source path given on the command line: as given, without leading '/',
 /// `.` or `..` components (as borg stores it).
@@ -80,17 +48,13 @@ impl Names {
     fn user(&mut self, uid: u32) -> Option<String> {
         self.users
             .entry(uid)
-            .or_insert_with(|| {
-                uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())
-            })
+            .or_insert_with(|| uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned()))
             .clone()
     }
     fn group(&mut self, gid: u32) -> Option<String> {
         self.groups
             .entry(gid)
-            .or_insert_with(|| {
-                uzers::get_group_by_gid(gid).map(|g| g.name().to_string_lossy().into_owned())
-            })
+            .or_insert_with(|| uzers::get_group_by_gid(gid).map(|g| g.name().to_string_lossy().into_owned()))
             .clone()
     }
 }
@@ -119,10 +83,7 @@ pub fn item_from_metadata(path: Vec<u8>, md: &Metadata, names: &mut Names) -> Op
     it.gid = md.gid();
     it.user = names.user(md.uid());
     it.group = names.group(md.gid());
-    it.mtime = md
-        .mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(md.mtime_nsec());
+    it.mtime = md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec());
     if matches!(kind, Kind::CharDev | Kind::BlockDev) {
         it.rdev = md.rdev();
     }
@@ -136,9 +97,7 @@ pub fn read_xattrs(fs_path: &Path) -> std::io::Result<Vec<Xattr>> {
     let n = loop {
         match rustix::fs::llistxattr(fs_path, &mut names[..]) {
             Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
-                names.resize(names.len() * 4, 0)
-            }
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
             Err(rustix::io::Errno::NOTSUP) => return Ok(vec![]),
             Err(e) => return Err(e.into()),
         }
@@ -153,9 +112,7 @@ pub fn read_xattrs(fs_path: &Path) -> std::io::Result<Vec<Xattr>> {
                     out.push(Xattr(name.to_vec(), val));
                     break;
                 }
-                Err(rustix::io::Errno::RANGE) if val.len() < 1 << 20 => {
-                    val.resize(val.len() * 4, 0)
-                }
+                Err(rustix::io::Errno::RANGE) if val.len() < 1 << 20 => val.resize(val.len() * 4, 0),
                 Err(rustix::io::Errno::NODATA) => break,
                 Err(e) => return Err(e.into()),
             }
@@ -170,21 +127,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn excludes_match_dirs_anywhere() {
-        let ex = Excludes::new(&["**/pgdata".to_string(), "*.tmp".to_string()]).unwrap();
-        assert!(ex.is_excluded(b"store/projects/pgdata"));
-        assert!(ex.is_excluded(b"pgdata"));
-        assert!(!ex.is_excluded(b"store/projects/pgdata2"));
-        assert!(ex.is_excluded(b"a/b/c.tmp"));
-        assert!(Excludes::new(&["a[".to_string()]).is_err());
-    }
-
-    #[test]
     fn archive_paths() {
-        assert_eq!(
-            archive_root(Path::new("/store/projects")),
-            b"store/projects"
-        );
+        assert_eq!(archive_root(Path::new("/store/projects")), b"store/projects");
         assert_eq!(archive_root(Path::new("./a/../b")), b"a/b");
         assert_eq!(archive_root(Path::new("/")), b"");
     }

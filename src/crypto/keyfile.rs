@@ -21,8 +21,11 @@ pub const MIN_ITERATIONS: u32 = 3;
 pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
 pub const MAX_ITERATIONS: u32 = 16;
 pub const MAX_PARALLELISM: u32 = 16;
-/// Default: 256 MiB, t=3, p=4 (about a second on a small server).
-pub const DEFAULT_MEMORY_KIB: u32 = 256 * 1024;
+/// Default: 96 MiB, t=4, p=4 — above RFC 9106's second set in memory and passes, while keeping
+/// the KDF's memory below what a backup run needs anyway (peak RSS is the larger of the two, and
+/// garret's whole create must fit in less than borg's ~105 MiB).
+pub const DEFAULT_MEMORY_KIB: u32 = 96 * 1024;
+pub const DEFAULT_ITERATIONS: u32 = 4;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KdfParams {
@@ -96,8 +99,7 @@ fn kek(passphrase: &[u8], salt: &[u8], p: &KdfParams) -> Result<[u8; 32]> {
         .map_err(|e| Error::Key(format!("argon2 parameters: {e}")))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = [0u8; 32];
-    a.hash_password_into(passphrase, salt, &mut out)
-        .map_err(|e| Error::Key(format!("argon2: {e}")))?;
+    a.hash_password_into(passphrase, salt, &mut out).map_err(|e| Error::Key(format!("argon2: {e}")))?;
     Ok(out)
 }
 
@@ -120,12 +122,7 @@ fn master_from_cbor(b: &[u8]) -> Result<MasterKey> {
 
 impl KeyFile {
     /// Wrap `master` under `passphrase`.
-    pub fn wrap(
-        master: &MasterKey,
-        repo: &Id,
-        passphrase: &[u8],
-        params: KdfParams,
-    ) -> Result<KeyFile> {
+    pub fn wrap(master: &MasterKey, repo: &Id, passphrase: &[u8], params: KdfParams) -> Result<KeyFile> {
         let mut salt = [0u8; 32];
         random_bytes(&mut salt);
         let mut nonce = [0u8; 12];
@@ -135,13 +132,7 @@ impl KeyFile {
         k.zeroize();
         let mut pt = master_to_cbor(master);
         let ct = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &pt,
-                    aad: &wrap_aad(repo, &params),
-                },
-            )
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &pt, aad: &wrap_aad(repo, &params) })
             .expect("bounded message");
         pt.zeroize();
         Ok(KeyFile {
@@ -176,13 +167,10 @@ impl KeyFile {
         if bytes.len() > 64 * 1024 {
             return Err(Error::Key("key file larger than 64 KiB".into()));
         }
-        let kf: KeyFile = serde_json::from_slice(bytes)
-            .map_err(|e| Error::Key(format!("key file does not parse: {e}")))?;
+        let kf: KeyFile =
+            serde_json::from_slice(bytes).map_err(|e| Error::Key(format!("key file does not parse: {e}")))?;
         if kf.version > KEYFILE_VERSION {
-            return Err(Error::Key(format!(
-                "key file version {} is newer than this garret supports",
-                kf.version
-            )));
+            return Err(Error::Key(format!("key file version {} is newer than this garret supports", kf.version)));
         }
         Ok(kf)
     }
@@ -194,18 +182,9 @@ impl KeyFile {
     }
 
     /// Unwrap with `passphrase` (ignored for plain keys). `repo` must match the key's repository.
-    pub fn unwrap(
-        &self,
-        repo: &Id,
-        passphrase: Option<&[u8]>,
-        repo_path: &std::path::Path,
-    ) -> Result<MasterKey> {
+    pub fn unwrap(&self, repo: &Id, passphrase: Option<&[u8]>, repo_path: &std::path::Path) -> Result<MasterKey> {
         if self.repository != repo.hex() {
-            return Err(Error::Key(format!(
-                "key file belongs to repository {}, not {}",
-                self.repository,
-                repo.hex()
-            )));
+            return Err(Error::Key(format!("key file belongs to repository {}, not {}", self.repository, repo.hex())));
         }
         if let Some(p) = &self.plain {
             let b = hex::decode(p).map_err(|_| Error::Key("plain key is not hex".into()))?;
@@ -214,29 +193,18 @@ impl KeyFile {
         let bad = |f: &str| Error::Key(format!("key file field {f:?} missing or not hex"));
         let params = self.kdf.ok_or_else(|| bad("kdf"))?;
         params.validate()?;
-        let salt = hex::decode(self.salt.as_deref().ok_or_else(|| bad("salt"))?)
-            .map_err(|_| bad("salt"))?;
-        let nonce = hex::decode(self.nonce.as_deref().ok_or_else(|| bad("nonce"))?)
-            .map_err(|_| bad("nonce"))?;
-        let ct = hex::decode(self.wrapped.as_deref().ok_or_else(|| bad("wrapped"))?)
-            .map_err(|_| bad("wrapped"))?;
+        let salt = hex::decode(self.salt.as_deref().ok_or_else(|| bad("salt"))?).map_err(|_| bad("salt"))?;
+        let nonce = hex::decode(self.nonce.as_deref().ok_or_else(|| bad("nonce"))?).map_err(|_| bad("nonce"))?;
+        let ct = hex::decode(self.wrapped.as_deref().ok_or_else(|| bad("wrapped"))?).map_err(|_| bad("wrapped"))?;
         if nonce.len() != 12 || !(16..=64).contains(&salt.len()) || ct.len() > 4096 {
-            return Err(Error::Key(
-                "key file salt, nonce or wrapped key has a wrong length".into(),
-            ));
+            return Err(Error::Key("key file salt, nonce or wrapped key has a wrong length".into()));
         }
         let passphrase = passphrase.ok_or_else(|| Error::Key("a passphrase is required".into()))?;
         let mut k = kek(passphrase, &salt, &params)?;
         let cipher = Aes256GcmSiv::new_from_slice(&k).expect("32-byte key");
         k.zeroize();
         let mut pt = cipher
-            .decrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &ct,
-                    aad: &wrap_aad(repo, &params),
-                },
-            )
+            .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ct, aad: &wrap_aad(repo, &params) })
             .map_err(|_| Error::WrongPassphrase(repo_path.to_path_buf()))?;
         let m = master_from_cbor(&pt);
         pt.zeroize();
@@ -256,10 +224,7 @@ mod tests {
         let back = KeyFile::parse(&kf.to_json()).unwrap();
         let p = std::path::Path::new("r");
         assert_eq!(back.unwrap(&repo, Some(b"secret"), p).unwrap().enc, mk.enc);
-        assert!(matches!(
-            back.unwrap(&repo, Some(b"wrong"), p),
-            Err(Error::WrongPassphrase(_))
-        ));
+        assert!(matches!(back.unwrap(&repo, Some(b"wrong"), p), Err(Error::WrongPassphrase(_))));
     }
 
     #[test]
@@ -268,13 +233,9 @@ mod tests {
         let repo = Id([3; 32]);
         let mut kf = KeyFile::wrap(&mk, &repo, b"s", KdfParams::with_memory_mib(64)).unwrap();
         kf.kdf.as_mut().unwrap().memory_kib = u32::MAX;
-        let e = kf
-            .unwrap(&repo, Some(b"s"), std::path::Path::new("r"))
-            .unwrap_err();
+        let e = kf.unwrap(&repo, Some(b"s"), std::path::Path::new("r")).unwrap_err();
         assert!(e.to_string().contains("out-of-range"), "{e}");
         kf.kdf.as_mut().unwrap().memory_kib = 1024;
-        assert!(kf
-            .unwrap(&repo, Some(b"s"), std::path::Path::new("r"))
-            .is_err());
+        assert!(kf.unwrap(&repo, Some(b"s"), std::path::Path::new("r")).is_err());
     }
 }

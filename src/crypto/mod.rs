@@ -45,11 +45,7 @@ impl std::fmt::Debug for MasterKey {
 
 impl MasterKey {
     pub fn generate() -> MasterKey {
-        let mut k = MasterKey {
-            enc: [0; 32],
-            id: [0; 32],
-            chunker: [0; 32],
-        };
+        let mut k = MasterKey { enc: [0; 32], id: [0; 32], chunker: [0; 32] };
         random_bytes(&mut k.enc);
         random_bytes(&mut k.id);
         random_bytes(&mut k.chunker);
@@ -141,13 +137,7 @@ impl Keys {
         let aad = self.aad(t, id);
         let ct = self
             .cipher(t)
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
             .expect("AES-GCM-SIV encryption of a bounded message cannot fail");
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
         out.extend_from_slice(&nonce);
@@ -156,29 +146,15 @@ impl Keys {
     }
 
     /// Authenticate and decrypt an envelope; `what` names the object in the error.
-    pub fn open(
-        &self,
-        t: ObjectType,
-        id: &Id,
-        envelope: &[u8],
-        what: &dyn Fn() -> String,
-    ) -> Result<Vec<u8>> {
+    pub fn open(&self, t: ObjectType, id: &Id, envelope: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
         if envelope.len() < ENVELOPE_OVERHEAD {
-            return Err(Error::integrity(
-                what(),
-                "object shorter than nonce and tag",
-            ));
+            return Err(Error::integrity(what(), "object shorter than nonce and tag"));
         }
         let (nonce, ct) = envelope.split_at(NONCE_LEN);
         let aad = self.aad(t, id);
-        self.cipher(t)
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-            .map_err(|_| {
-                Error::integrity(
-                    what(),
-                    "authentication failed (corrupt, tampered, or not this type of object)",
-                )
-            })
+        self.cipher(t).decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad }).map_err(|_| {
+            Error::integrity(what(), "authentication failed (corrupt, tampered, or not this type of object)")
+        })
     }
 }
 
@@ -192,27 +168,15 @@ mod tests {
         let keys = Keys::derive(&mk, Id([7; 32]), 1);
         let id = keys.blob_id(b"hello");
         let env = keys.seal(ObjectType::Data, &id, b"hello");
-        assert_eq!(
-            keys.open(ObjectType::Data, &id, &env, &|| "x".into())
-                .unwrap(),
-            b"hello"
-        );
+        assert_eq!(keys.open(ObjectType::Data, &id, &env, &|| "x".into()).unwrap(), b"hello");
         // another type, id or repository must not authenticate
-        assert!(keys
-            .open(ObjectType::Archive, &id, &env, &|| "x".into())
-            .is_err());
-        assert!(keys
-            .open(ObjectType::Data, &Id([1; 32]), &env, &|| "x".into())
-            .is_err());
+        assert!(keys.open(ObjectType::Archive, &id, &env, &|| "x".into()).is_err());
+        assert!(keys.open(ObjectType::Data, &Id([1; 32]), &env, &|| "x".into()).is_err());
         let other = Keys::derive(&mk, Id([8; 32]), 1);
-        assert!(other
-            .open(ObjectType::Data, &id, &env, &|| "x".into())
-            .is_err());
+        assert!(other.open(ObjectType::Data, &id, &env, &|| "x".into()).is_err());
         let mut bad = env.clone();
         bad[20] ^= 1;
-        assert!(keys
-            .open(ObjectType::Data, &id, &bad, &|| "x".into())
-            .is_err());
+        assert!(keys.open(ObjectType::Data, &id, &bad, &|| "x".into()).is_err());
     }
 
     #[test]
@@ -228,40 +192,25 @@ mod vectors {
     use super::*;
 
     pub(crate) fn vector_keys() -> Keys {
-        let mk = MasterKey {
-            enc: [0x11; 32],
-            id: [0x22; 32],
-            chunker: [0x33; 32],
-        };
+        let mk = MasterKey { enc: [0x11; 32], id: [0x22; 32], chunker: [0x33; 32] };
         Keys::derive(&mk, Id([0x44; 32]), 1)
     }
 
     #[test]
     fn published_vectors() {
         let k = vector_keys();
-        assert_eq!(
-            k.blob_id(b"garret").hex(),
-            include_str!("../../tests/data/vector-blob-id.hex").trim()
-        );
+        assert_eq!(k.blob_id(b"garret").hex(), include_str!("../../tests/data/vector-blob-id.hex").trim());
         assert_eq!(
             format!("{:016x}", k.chunker_seed()),
             include_str!("../../tests/data/vector-chunker-seed.hex").trim()
         );
         let aad = k.aad(ObjectType::Data, &Id([0x55; 32]));
-        assert_eq!(
-            hex::encode(aad),
-            include_str!("../../tests/data/vector-aad.hex").trim()
-        );
+        assert_eq!(hex::encode(aad), include_str!("../../tests/data/vector-aad.hex").trim());
         // An envelope made with the vector keys (random nonce at the time) must still open.
         let env = hex::decode(include_str!("../../tests/data/vector-envelope.hex").trim()).unwrap();
         let id = k.blob_id(b"garret");
-        let pt = k
-            .open(ObjectType::Data, &id, &env, &|| "vector".into())
-            .unwrap();
-        assert_eq!(
-            hex::encode(&pt),
-            include_str!("../../tests/data/vector-envelope-plaintext.hex").trim()
-        );
+        let pt = k.open(ObjectType::Data, &id, &env, &|| "vector".into()).unwrap();
+        assert_eq!(hex::encode(&pt), include_str!("../../tests/data/vector-envelope-plaintext.hex").trim());
     }
 
     #[test]
@@ -271,24 +220,9 @@ mod vectors {
         let id = k.blob_id(b"garret");
         println!("blob id {}", id.hex());
         println!("seed {:016x}", k.chunker_seed());
-        println!(
-            "aad {}",
-            hex::encode(k.aad(ObjectType::Data, &Id([0x55; 32])))
-        );
-        let b = crate::blob::seal(
-            &k,
-            ObjectType::Data,
-            id,
-            b"garret",
-            crate::compress::Compression::None,
-        );
+        println!("aad {}", hex::encode(k.aad(ObjectType::Data, &Id([0x55; 32]))));
+        let b = crate::blob::seal(&k, ObjectType::Data, id, b"garret", crate::compress::Compression::None);
         println!("envelope {}", hex::encode(&b.envelope));
-        println!(
-            "plaintext {}",
-            hex::encode(
-                k.open(ObjectType::Data, &id, &b.envelope, &|| "v".into())
-                    .unwrap()
-            )
-        );
+        println!("plaintext {}", hex::encode(k.open(ObjectType::Data, &id, &b.envelope, &|| "v".into()).unwrap()));
     }
 }

@@ -29,9 +29,7 @@ impl std::str::FromStr for Encryption {
             "repokey" => Ok(Encryption::Repokey),
             "keyfile" => Ok(Encryption::Keyfile),
             "none" => Ok(Encryption::None),
-            _ => Err(format!(
-                "unknown encryption mode {s:?}: use repokey, keyfile or none"
-            )),
+            _ => Err(format!("unknown encryption mode {s:?}: use repokey, keyfile or none")),
         }
     }
 }
@@ -80,18 +78,15 @@ impl Config {
         if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT_NAME) {
             return Err(Error::NotARepository(path.to_path_buf()));
         }
-        let version = v
-            .get("version")
-            .and_then(|f| f.as_u64())
-            .ok_or_else(|| Error::malformed(what(), "no version"))?;
+        let version =
+            v.get("version").and_then(|f| f.as_u64()).ok_or_else(|| Error::malformed(what(), "no version"))?;
         if version > FORMAT_VERSION as u64 {
             return Err(Error::UnsupportedVersion {
                 found: version.min(u32::MAX as u64) as u32,
                 supported: FORMAT_VERSION,
             });
         }
-        let c: Config =
-            serde_json::from_value(v).map_err(|e| Error::malformed(what(), e.to_string()))?;
+        let c: Config = serde_json::from_value(v).map_err(|e| Error::malformed(what(), e.to_string()))?;
         if Id::from_hex(&c.id).is_none() {
             return Err(Error::malformed(what(), "id is not 64 hex digits"));
         }

@@ -24,18 +24,12 @@ pub struct Lock {
 }
 
 pub fn hostname() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 
 fn pid_alive(pid: i32) -> bool {
     match rustix::process::Pid::from_raw(pid) {
-        Some(p) => !matches!(
-            rustix::process::test_kill_process(p),
-            Err(rustix::io::Errno::SRCH)
-        ),
+        Some(p) => !matches!(rustix::process::test_kill_process(p), Err(rustix::io::Errno::SRCH)),
         None => false,
     }
 }
@@ -45,11 +39,8 @@ impl Lock {
     /// is broken.
     pub fn acquire(root: &Path, wait: Duration, warnings: &mut Vec<String>) -> Result<Lock> {
         let path = root.join(LOCK_FILE);
-        let me = Holder {
-            hostname: hostname(),
-            pid: std::process::id() as i32,
-            since: chrono::Local::now().to_rfc3339(),
-        };
+        let me =
+            Holder { hostname: hostname(), pid: std::process::id() as i32, since: chrono::Local::now().to_rfc3339() };
         let deadline = Instant::now() + wait;
         loop {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
@@ -60,9 +51,8 @@ impl Lock {
                     return Ok(Lock { path });
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    let holder: Option<Holder> = std::fs::read(&path)
-                        .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok());
+                    let holder: Option<Holder> =
+                        std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
                     if let Some(h) = &holder {
                         if h.hostname == me.hostname && !pid_alive(h.pid) {
                             warnings.push(format!(
@@ -75,10 +65,7 @@ impl Lock {
                     }
                     if Instant::now() >= deadline {
                         let holder = match holder {
-                            Some(h) => format!(
-                                "process {} on host {} since {}",
-                                h.pid, h.hostname, h.since
-                            ),
+                            Some(h) => format!("process {} on host {} since {}", h.pid, h.hostname, h.since),
                             None => "an unknown process (unreadable lock file)".into(),
                         };
                         return Err(Error::Locked { holder, path });

@@ -77,21 +77,14 @@ impl Manifest {
             return Err(Error::malformed(what(), "too large"));
         }
         let plain = keys.open(ObjectType::Manifest, &object_id(seq), bytes, &what)?;
-        let m: Manifest = ciborium::from_reader(&plain[..])
-            .map_err(|e| Error::malformed(what(), e.to_string()))?;
+        let m: Manifest = ciborium::from_reader(&plain[..]).map_err(|e| Error::malformed(what(), e.to_string()))?;
         if m.seq != seq {
-            return Err(Error::integrity(
-                what(),
-                format!("claims sequence number {}", m.seq),
-            ));
+            return Err(Error::integrity(what(), format!("claims sequence number {}", m.seq)));
         }
         if m.version > MANIFEST_VERSION {
             return Err(Error::malformed(
                 what(),
-                format!(
-                    "manifest version {} is newer than this garret supports",
-                    m.version
-                ),
+                format!("manifest version {} is newer than this garret supports", m.version),
             ));
         }
         Ok(m)

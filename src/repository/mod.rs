@@ -10,6 +10,7 @@
 pub mod config;
 pub mod lock;
 pub mod manifest;
+pub mod pack_writer;
 pub mod state;
 
 use crate::backend::LocalBackend;
@@ -71,6 +72,9 @@ pub struct Repository {
     pub warnings: Vec<String>,
     pending: PackBuilder,
     known: Option<HashMap<Id, u32>>,
+    writer: Option<pack_writer::PackWriter>,
+    written: WriteStats,
+    // Declared last: dropped after the writer thread has finished.
     _lock: Option<Lock>,
 }
 
@@ -95,16 +99,12 @@ impl Repository {
         client: &ClientDirs,
     ) -> Result<Config> {
         if path.join(CONFIG_FILE).exists() {
-            return Err(Error::AlreadyExists {
-                path: path.to_path_buf(),
-            });
+            return Err(Error::AlreadyExists { path: path.to_path_buf() });
         }
         if path.exists() {
             let mut rd = std::fs::read_dir(path).ctx(|| format!("reading {}", path.display()))?;
             if rd.next().is_some() {
-                return Err(Error::AlreadyExists {
-                    path: path.to_path_buf(),
-                });
+                return Err(Error::AlreadyExists { path: path.to_path_buf() });
             }
         }
         std::fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?;
@@ -114,45 +114,32 @@ impl Repository {
         let kf = match encryption {
             Encryption::None => KeyFile::plain(&master, &repo_id),
             _ => {
-                let p = passphrase.ok_or_else(|| {
-                    Error::Key("a passphrase is required for an encrypted repository".into())
-                })?;
+                let p = passphrase
+                    .ok_or_else(|| Error::Key("a passphrase is required for an encrypted repository".into()))?;
                 KeyFile::wrap(&master, &repo_id, p, kdf)?
             }
         };
         let backend = LocalBackend::new(path);
         match encryption {
             Encryption::Keyfile => {
-                std::fs::create_dir_all(&client.keys)
-                    .ctx(|| format!("creating {}", client.keys.display()))?;
+                std::fs::create_dir_all(&client.keys).ctx(|| format!("creating {}", client.keys.display()))?;
                 let kp = keyfile_path(client, &repo_id);
-                std::fs::write(&kp, kf.to_json())
-                    .ctx(|| format!("writing key file {}", kp.display()))?;
+                std::fs::write(&kp, kf.to_json()).ctx(|| format!("writing key file {}", kp.display()))?;
             }
             _ => backend.put(REPOKEY_FILE, &kf.to_json())?,
         }
         for d in [DATA_DIR, manifest::MANIFEST_DIR, crate::backend::TMP_DIR] {
-            std::fs::create_dir_all(path.join(d))
-                .ctx(|| format!("creating {}", path.join(d).display()))?;
+            std::fs::create_dir_all(path.join(d)).ctx(|| format!("creating {}", path.join(d).display()))?;
         }
         let keys = Keys::derive(&master, repo_id, config.version);
-        let first = Manifest {
-            version: manifest::MANIFEST_VERSION,
-            seq: 1,
-            prev: None,
-            time: now_rfc3339(),
-            archives: vec![],
-        };
+        let first =
+            Manifest { version: manifest::MANIFEST_VERSION, seq: 1, prev: None, time: now_rfc3339(), archives: vec![] };
         let sealed = first.seal(&keys);
         backend.put(&manifest::key_for(1), &sealed)?;
         state::save(
             &client.security,
             &repo_id,
-            &ClientState {
-                seq: 1,
-                manifest_hash: hash(&sealed),
-                key_fingerprint: master.fingerprint(),
-            },
+            &ClientState { seq: 1, manifest_hash: hash(&sealed), key_fingerprint: master.fingerprint() },
         )?;
         // The config is written last: a directory without it is not yet a repository.
         backend.put(CONFIG_FILE, &config.to_json())?;
@@ -166,37 +153,29 @@ impl Repository {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotARepository(path.to_path_buf()))
             }
-            Err(e) => {
-                return Err(Error::io(
-                    format!("reading config of {}", path.display()),
-                    e,
-                ))
-            }
+            Err(e) => return Err(Error::io(format!("reading config of {}", path.display()), e)),
         };
         let config = Config::parse(&config_bytes, path)?;
         let repo_id = config.repo_id();
         let kf_bytes = match config.encryption {
             Encryption::Keyfile => {
                 let kp = keyfile_path(&opts.client, &repo_id);
-                std::fs::read(&kp).map_err(|e| Error::Key(format!("key file {} for this keyfile-mode repository: {e}; import it with `garret key import`", kp.display())))?
+                std::fs::read(&kp).map_err(|e| {
+                    Error::Key(format!(
+                        "key file {} for this keyfile-mode repository: {e}; import it with `garret key import`",
+                        kp.display()
+                    ))
+                })?
             }
-            _ => backend
-                .get(REPOKEY_FILE)
-                .map_err(|e| Error::Key(format!("repository key: {e}")))?,
+            _ => backend.get(REPOKEY_FILE).map_err(|e| Error::Key(format!("repository key: {e}")))?,
         };
         let kf = KeyFile::parse(&kf_bytes)?;
         if config.encryption == Encryption::None && kf.needs_passphrase()
             || config.encryption != Encryption::None && !kf.needs_passphrase()
         {
-            return Err(Error::Key(
-                "the key file does not match the repository's encryption mode".into(),
-            ));
+            return Err(Error::Key("the key file does not match the repository's encryption mode".into()));
         }
-        let pass = if kf.needs_passphrase() {
-            Some((opts.passphrase)()?)
-        } else {
-            None
-        };
+        let pass = if kf.needs_passphrase() { Some((opts.passphrase)()?) } else { None };
         let master = kf.unwrap(&repo_id, pass.as_deref(), path)?;
         let keys = Keys::derive(&master, repo_id, config.version);
         let mut warnings = Vec::new();
@@ -212,13 +191,9 @@ impl Repository {
         if let Some(st) = state::load(&opts.client.security, &repo_id) {
             if !opts.adopt {
                 if st.key_fingerprint != fingerprint {
-                    return Err(Error::KeyChanged {
-                        repo: path.display().to_string(),
-                    });
+                    return Err(Error::KeyChanged { repo: path.display().to_string() });
                 }
-                if manifest.seq < st.seq
-                    || (manifest.seq == st.seq && manifest_hash != st.manifest_hash)
-                {
+                if manifest.seq < st.seq || (manifest.seq == st.seq && manifest_hash != st.manifest_hash) {
                     return Err(Error::Rollback {
                         repo: path.display().to_string(),
                         found: manifest.seq,
@@ -241,12 +216,16 @@ impl Repository {
             warnings,
             pending: PackBuilder::default(),
             known: None,
+            writer: None,
+            written: WriteStats::default(),
             _lock: lock,
         };
         repo.remember_manifest()?;
         let (added, removed) = repo.reconcile_index()?;
         if !fresh && (added > 0 || removed > 0) {
-            repo.warnings.push(format!("index updated from the pack files: {added} pack(s) added, {removed} missing pack(s) dropped"));
+            repo.warnings.push(format!(
+                "index updated from the pack files: {added} pack(s) added, {removed} missing pack(s) dropped"
+            ));
         }
         Ok(repo)
     }
@@ -295,9 +274,7 @@ impl Repository {
                     self.index.add_pack(&name, size, &entries)?;
                     added += 1;
                 }
-                Err(e) => self.warnings.push(format!(
-                    "pack {name} is unreadable and was not indexed: {e}"
-                )),
+                Err(e) => self.warnings.push(format!("pack {name} is unreadable and was not indexed: {e}")),
             }
         }
         let removed = indexed.len();
@@ -330,10 +307,7 @@ impl Repository {
 
     /// Load and verify blob `id` of type `kind`.
     pub fn load_blob(&self, kind: ObjectType, id: &Id) -> Result<Vec<u8>> {
-        let loc = self
-            .index
-            .lookup(id)?
-            .ok_or_else(|| Error::MissingBlob(id.hex()))?;
+        let loc = self.index.lookup(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
         if loc.kind != kind as u8 {
             return Err(Error::integrity(
                 format!("blob {}", id.hex()),
@@ -343,17 +317,11 @@ impl Repository {
         let env = self
             .backend
             .get_range(&Self::pack_key(&loc.pack), loc.offset, loc.length as usize)
-            .map_err(|e| {
-                Error::integrity(
-                    format!("{kind:?} blob {} in pack {}", id.hex(), loc.pack),
-                    e.to_string(),
-                )
-            })?;
+            .map_err(|e| Error::integrity(format!("{kind:?} blob {} in pack {}", id.hex(), loc.pack), e.to_string()))?;
         blob::open(&self.keys, kind, id, &env).map_err(|e| match e {
-            Error::Integrity { what, detail } => Error::Integrity {
-                what: format!("{what} in pack {}", loc.pack),
-                detail,
-            },
+            Error::Integrity { what, detail } => {
+                Error::Integrity { what: format!("{what} in pack {}", loc.pack), detail }
+            }
             other => other,
         })
     }
@@ -368,60 +336,78 @@ impl Repository {
 
     /// Queue a sealed blob for the current pack; writes the pack when it is full.
     /// The caller has checked [`known_blobs`](Self::known_blobs) already.
-    pub fn add_sealed(&mut self, b: SealedBlob, stats: &mut WriteStats) -> Result<()> {
+    pub fn add_sealed(&mut self, b: SealedBlob) -> Result<()> {
         let len = b.envelope.len() as u32;
         let id = b.id;
         self.pending.add(b);
         self.known_blobs()?.insert(id, len);
         if self.pending.is_full() {
-            self.flush_pack(stats)?;
+            self.flush_pack()?;
         }
         Ok(())
     }
 
     /// Store `data` as a blob of type `kind` unless the repository has it; returns its id and
     /// the stored size it added (0 when deduplicated).
-    pub fn save_blob(
-        &mut self,
-        kind: ObjectType,
-        data: &[u8],
-        c: Compression,
-        stats: &mut WriteStats,
-    ) -> Result<(Id, u64)> {
+    pub fn save_blob(&mut self, kind: ObjectType, data: &[u8], c: Compression) -> Result<(Id, u64)> {
         let id = self.keys.blob_id(data);
         if self.known_blobs()?.contains_key(&id) {
             return Ok((id, 0));
         }
         let sealed = blob::seal(&self.keys, kind, id, data, c);
         let n = sealed.envelope.len() as u64;
-        self.add_sealed(sealed, stats)?;
+        self.add_sealed(sealed)?;
         Ok((id, n))
     }
 
-    /// Write the pending pack durably, then index it.
-    pub fn flush_pack(&mut self, stats: &mut WriteStats) -> Result<()> {
+    /// Seal the pending pack and hand it to the writer thread; packs that have become durable
+    /// meanwhile are indexed.
+    pub fn flush_pack(&mut self) -> Result<()> {
         if self.pending.is_empty() {
-            return Ok(());
+            return self.index_written(false);
         }
         let builder = std::mem::take(&mut self.pending);
         let (bytes, entries) = builder.finish(&self.keys);
         let name = hash(&bytes).hex();
-        if let Err(e) = self.backend.put(&Self::pack_key(&name), &bytes) {
-            // The pack is lost: forget its blobs so nothing refers to them.
+        let backend = self.backend.clone();
+        let writer = self.writer.get_or_insert_with(|| pack_writer::PackWriter::spawn(backend));
+        let job = pack_writer::Job { key: Self::pack_key(&name), name, bytes, entries };
+        if let Err(e) = writer.submit(job) {
+            // Packs in flight are lost: forget their blobs so nothing refers to them.
             self.known = None;
             return Err(e);
         }
-        faults::crash_point("pack-written");
-        self.index.add_pack(&name, bytes.len() as u64, &entries)?;
-        faults::crash_point("pack-indexed");
-        stats.packs_written += 1;
-        stats.bytes_written += bytes.len() as u64;
+        self.index_written(false)
+    }
+
+    /// Index packs the writer has made durable; with `wait`, wait for all of them.
+    fn index_written(&mut self, wait: bool) -> Result<()> {
+        let Some(writer) = self.writer.as_mut() else { return Ok(()) };
+        let done = match writer.completed(wait) {
+            Ok(d) => d,
+            Err(e) => {
+                self.known = None;
+                return Err(e);
+            }
+        };
+        for w in done {
+            self.index.add_pack(&w.name, w.size, &w.entries)?;
+            faults::crash_point("pack-indexed");
+            self.written.packs_written += 1;
+            self.written.bytes_written += w.size;
+        }
         Ok(())
     }
 
+    /// Packs and bytes written by this process so far.
+    pub fn written(&self) -> WriteStats {
+        self.written
+    }
+
     /// Commit a new archive list: flushes pending blobs, then writes manifest `seq + 1`.
-    pub fn commit(&mut self, archives: Vec<ArchiveEntry>, stats: &mut WriteStats) -> Result<()> {
-        self.flush_pack(stats)?;
+    pub fn commit(&mut self, archives: Vec<ArchiveEntry>) -> Result<()> {
+        self.flush_pack()?;
+        self.index_written(true)?;
         faults::crash_point("before-manifest");
         let next = Manifest {
             version: manifest::MANIFEST_VERSION,
@@ -463,12 +449,7 @@ fn load_manifest(backend: &LocalBackend, keys: &Keys) -> Result<(Manifest, Id)> 
         .iter()
         .filter_map(|k| manifest::seq_of_key(k))
         .max()
-        .ok_or_else(|| {
-            Error::integrity(
-                format!("repository {}", backend.root().display()),
-                "no manifest found",
-            )
-        })?;
+        .ok_or_else(|| Error::integrity(format!("repository {}", backend.root().display()), "no manifest found"))?;
     let bytes = backend.get(&manifest::key_for(newest))?;
     let m = Manifest::open(keys, newest, &bytes)?;
     Ok((m, hash(&bytes)))

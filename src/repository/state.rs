@@ -28,10 +28,7 @@ pub fn save(cache_dir: &Path, repo: &Id, st: &ClientState) -> Result<()> {
     let dir = p.parent().expect("has parent");
     std::fs::create_dir_all(dir).ctx(|| format!("creating cache directory {}", dir.display()))?;
     let tmp = p.with_extension("json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(st).expect("serializing to memory"),
-    )
-    .ctx(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(st).expect("serializing to memory"))
+        .ctx(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &p).ctx(|| format!("renaming {}", tmp.display()))
 }

@@ -19,35 +19,21 @@ fn one_line_error(r: &Run, needle: &str) {
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {}", r.stderr);
     assert!(lines[0].starts_with("garret: error: "), "{}", lines[0]);
-    assert!(
-        lines[0].contains(needle),
-        "expected {needle:?} in {}",
-        lines[0]
-    );
+    assert!(lines[0].contains(needle), "expected {needle:?} in {}", lines[0]);
 }
 
 #[test]
 fn wrong_passphrase() {
     let env = setup();
     let before = immutable_files(&env.repo());
-    let r = env
-        .cmd()
-        .env("GARRET_PASSPHRASE", "wrong")
-        .args(["list", &env.repo_str()])
-        .output()
-        .unwrap();
+    let r = env.cmd().env("GARRET_PASSPHRASE", "wrong").args(["list", &env.repo_str()]).output().unwrap();
     let r = Run {
         code: r.status.code().unwrap(),
         stdout: String::from_utf8_lossy(&r.stdout).into(),
         stderr: String::from_utf8_lossy(&r.stderr).into(),
     };
     one_line_error(&r, "wrong passphrase");
-    let r = env
-        .cmd()
-        .env("GARRET_PASSPHRASE", "wrong")
-        .args(["create", &env.archive("x"), "src"])
-        .output()
-        .unwrap();
+    let r = env.cmd().env("GARRET_PASSPHRASE", "wrong").args(["create", &env.archive("x"), "src"]).output().unwrap();
     assert_eq!(r.status.code(), Some(2));
     assert_eq!(immutable_files(&env.repo()), before);
     assert!(!env.repo().join("lock").exists());
@@ -56,12 +42,7 @@ fn wrong_passphrase() {
 #[test]
 fn missing_passphrase_without_terminal() {
     let env = setup();
-    let r = env
-        .cmd()
-        .env_remove("GARRET_PASSPHRASE")
-        .args(["list", &env.repo_str()])
-        .output()
-        .unwrap();
+    let r = env.cmd().env_remove("GARRET_PASSPHRASE").args(["list", &env.repo_str()]).output().unwrap();
     let r = Run {
         code: r.status.code().unwrap(),
         stdout: String::new(),
@@ -80,12 +61,7 @@ fn passcommand_supplies_the_passphrase() {
         .args(["list", "--short", &env.repo_str()])
         .output()
         .unwrap();
-    assert_eq!(
-        r.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&r.stderr)
-    );
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "first");
 }
 
@@ -104,9 +80,7 @@ fn not_a_repository() {
 fn unknown_format_version() {
     let env = setup();
     let cfg = env.repo().join("config");
-    let text = fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("\"version\": 1", "\"version\": 2");
+    let text = fs::read_to_string(&cfg).unwrap().replace("\"version\": 1", "\"version\": 2");
     fs::write(&cfg, &text).unwrap();
     let before = immutable_files(&env.repo());
     let r = env.run(&["create", &env.archive("x"), "src"]);
@@ -186,11 +160,7 @@ fn unreadable_source_file_is_a_warning() {
     };
     run(&["init", "-e", "none", &env.repo_str()]).ok();
     let r = run(&["create", &env.archive("a"), "src"]).code(1);
-    assert!(
-        r.stderr.contains("src/secret") && r.stderr.contains("Permission denied"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("src/secret") && r.stderr.contains("Permission denied"), "{}", r.stderr);
     let r = run(&["list", "--short", &env.archive("a")]).ok();
     assert!(r.stdout.contains("src/readable"));
     assert!(!r.stdout.contains("src/secret"));
@@ -199,9 +169,12 @@ fn unreadable_source_file_is_a_warning() {
 #[test]
 fn held_lock_fails_naming_the_holder_and_stale_lock_is_broken() {
     let env = setup();
-    let host = String::from_utf8_lossy(&std::process::Command::new("uname").arg("-n").output().unwrap().stdout).trim().to_string();
+    let host = String::from_utf8_lossy(&std::process::Command::new("uname").arg("-n").output().unwrap().stdout)
+        .trim()
+        .to_string();
     // a live holder: this test process
-    let lock = format!("{{\"hostname\":\"{host}\",\"pid\":{},\"since\":\"2026-11-24T03:00:00+00:00\"}}", std::process::id());
+    let lock =
+        format!("{{\"hostname\":\"{host}\",\"pid\":{},\"since\":\"2026-11-24T03:00:00+00:00\"}}", std::process::id());
     fs::write(env.repo().join("lock"), &lock).unwrap();
     let before = immutable_files(&env.repo());
     let r = env.run(&["create", "--lock-wait", "0.3", &env.archive("x"), "src"]);
@@ -220,7 +193,8 @@ fn failed_fsync_loses_the_pack_and_nothing_else() {
     let env = setup();
     fs::write(env.path("src/more"), xorshift(3 << 20, 9)).unwrap();
     let before = immutable_files(&env.repo());
-    let r = env.cmd().env("GARRET_FAIL_AT", "fsync-object").args(["create", &env.archive("x"), "src"]).output().unwrap();
+    let r =
+        env.cmd().env("GARRET_FAIL_AT", "fsync-object").args(["create", &env.archive("x"), "src"]).output().unwrap();
     assert_eq!(r.status.code(), Some(2), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(String::from_utf8_lossy(&r.stderr).contains("fsync"));
     assert_eq!(immutable_files(&env.repo()), before, "no pack or manifest may appear after a failed fsync");

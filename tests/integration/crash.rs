@@ -41,39 +41,24 @@ fn injected_crash_at_every_commit_step() {
     ] {
         let env = setup();
         let a = env.archive("big");
-        let r = env
-            .cmd()
-            .env("GARRET_CRASH_AT", site)
-            .args(["create", &a, "big"])
-            .output()
-            .unwrap();
+        let r = env.cmd().env("GARRET_CRASH_AT", site).args(["create", &a, "big"]).output().unwrap();
         assert!(
             r.status.code().is_none(),
             "{site}: the run must have been aborted: {}",
             String::from_utf8_lossy(&r.stderr)
         );
-        assert!(
-            env.repo().join("lock").exists(),
-            "{site}: a killed writer leaves its lock"
-        );
+        assert!(env.repo().join("lock").exists(), "{site}: a killed writer leaves its lock");
         assert_base_intact(&env, site.split(':').next().unwrap());
         let listed = env.run(&["list", "--short", &env.repo_str()]).ok().stdout;
         let committed = listed.lines().any(|l| l == "big");
-        assert_eq!(
-            committed,
-            site == "manifest-written",
-            "{site}: archive visible only after its manifest: {listed}"
-        );
+        assert_eq!(committed, site == "manifest-written", "{site}: archive visible only after its manifest: {listed}");
         // the next create succeeds (breaking the dead writer's lock) and restores exactly
         let name = if committed { "big2" } else { "big" };
         let s = env.create_json(name, &["big"], &[]);
         let added = s["archive"]["stats"]["deduplicated_size"].as_u64().unwrap();
         if site == "pack-indexed:2" || site == "object-synced:4" || site == "before-manifest" {
             // durable packs of the killed run were reused
-            assert!(
-                added < 40 << 20,
-                "{site}: the rerun stored {added} bytes again"
-            );
+            assert!(added < 40 << 20, "{site}: the rerun stored {added} bytes again");
         }
         env.extract_to(name, "out", &[]).ok();
         assert_same_tree(&env.path("big"), &env.path("out/big"));
@@ -103,11 +88,7 @@ fn kill_9_at_random_moments() {
         }
     }
     let listed = env.run(&["list", "--short", &env.repo_str()]).ok().stdout;
-    let name = if listed.lines().any(|l| l == "big") {
-        "big-again"
-    } else {
-        "big"
-    };
+    let name = if listed.lines().any(|l| l == "big") { "big-again" } else { "big" };
     env.create_json(name, &["big"], &[]);
     env.extract_to(name, "out", &[]).ok();
     assert_same_tree(&env.path("big"), &env.path("out/big"));

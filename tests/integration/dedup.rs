@@ -14,10 +14,7 @@ fn second_create_of_same_tree_adds_under_one_percent() {
     let s = env.create_json("two", &["src"], &[]);
     let after = du(&env.repo());
     let added = after.saturating_sub(before);
-    assert!(
-        (added as f64) < before as f64 * 0.01,
-        "second create added {added} bytes to {before}"
-    );
+    assert!((added as f64) < before as f64 * 0.01, "second create added {added} bytes to {before}");
     assert!(s["archive"]["stats"]["deduplicated_size"].as_u64().unwrap() < before / 100);
 }
 
@@ -37,10 +34,7 @@ fn insertion_in_large_file_adds_under_five_percent() {
     fs::write(env.path("src/f"), &changed).unwrap();
     env.create_json("two", &["src"], &[]);
     let added = du(&env.repo()) - before;
-    assert!(
-        (added as f64) < size as f64 * 0.05,
-        "insertion added {added} bytes"
-    );
+    assert!((added as f64) < size as f64 * 0.05, "insertion added {added} bytes");
     env.extract_to("two", "out", &[]).ok();
     assert!(fs::read(env.path("out/src/f")).unwrap() == changed);
 }

@@ -6,7 +6,7 @@ use garret::archive::item::{ChunkRef, Item, Kind};
 use garret::archive::Archive;
 use garret::compress::Compression;
 use garret::id::ObjectType;
-use garret::repository::{ClientDirs, OpenOptions, Repository, WriteStats};
+use garret::repository::{ClientDirs, OpenOptions, Repository};
 use std::fs;
 
 fn open_writer(env: &Env) -> Repository {
@@ -24,7 +24,7 @@ fn open_writer(env: &Env) -> Repository {
 }
 
 fn file(repo: &mut Repository, path: &[u8], content: &[u8]) -> Item {
-    let (id, _) = repo.save_blob(ObjectType::Data, content, Compression::None, &mut WriteStats::default()).unwrap();
+    let (id, _) = repo.save_blob(ObjectType::Data, content, Compression::None).unwrap();
     let mut it = Item::new(path.to_vec(), Kind::File);
     it.mode = 0o644;
     it.size = content.len() as u64;
@@ -84,7 +84,8 @@ fn hostile_archive_writes_nothing_outside_the_target() {
     let r = env.run_in(&target, &["extract", &env.archive("evil")]);
     assert_eq!(r.code, 1, "refusals are warnings: {}", r.stderr);
     // nothing outside changed or appeared
-    let mut names: Vec<_> = fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<_> =
+        fs::read_dir(&outside).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, vec!["victim"], "files appeared outside the target");
     assert_eq!(fs::read(outside.join("victim")).unwrap(), b"original");

@@ -14,42 +14,21 @@ fn flipped_byte_in_pack_fails_that_blob_with_its_name() {
     env.create_json("a", &["src"], &[]);
     let (pack, offset, id) = {
         let repo = open_repo(&env);
-        let victim = items(&repo, "a")
-            .into_iter()
-            .find(|i| i.path == b"src/victim")
-            .unwrap();
+        let victim = items(&repo, "a").into_iter().find(|i| i.path == b"src/victim").unwrap();
         let id = victim.chunks[0].0;
         let loc = repo.index().lookup(&id).unwrap().unwrap();
-        (
-            garret::repository::Repository::pack_key(&loc.pack),
-            loc.offset,
-            id,
-        )
+        (garret::repository::Repository::pack_key(&loc.pack), loc.offset, id)
     };
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .read(true)
-        .open(env.repo().join(&pack))
-        .unwrap();
+    let f = fs::OpenOptions::new().write(true).read(true).open(env.repo().join(&pack)).unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, offset + 1000).unwrap();
     f.write_all_at(&[b[0] ^ 0x10], offset + 1000).unwrap();
     drop(f);
     let r = env.extract_to("a", "out", &[]).code(2);
-    assert!(
-        r.stderr.contains(&id.hex()) && r.stderr.contains("integrity error"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains(&id.hex()) && r.stderr.contains("integrity error"), "{}", r.stderr);
     assert!(r.stderr.contains("src/victim"), "{}", r.stderr);
-    assert!(
-        !env.path("out/src/victim").exists(),
-        "a file with wrong content must not be left behind"
-    );
-    assert_eq!(
-        fs::read(env.path("out/src/bystander")).unwrap(),
-        fs::read(env.path("src/bystander")).unwrap()
-    );
+    assert!(!env.path("out/src/victim").exists(), "a file with wrong content must not be left behind");
+    assert_eq!(fs::read(env.path("out/src/bystander")).unwrap(), fs::read(env.path("src/bystander")).unwrap());
 }
 
 #[test]
@@ -64,11 +43,7 @@ fn deleted_index_is_rebuilt_from_packs() {
     env.extract_to("a", "out", &[]).ok();
     assert_same_tree(&env.path("src"), &env.path("out/src"));
     // garbage in place of the index is replaced too
-    fs::write(
-        env.repo().join("index.sqlite"),
-        b"garbage garbage garbage garbage garbage garbage garbage",
-    )
-    .unwrap();
+    fs::write(env.repo().join("index.sqlite"), b"garbage garbage garbage garbage garbage garbage garbage").unwrap();
     let _ = fs::remove_file(env.repo().join("index.sqlite-wal"));
     env.extract_to("a", "out2", &[]).ok();
     assert_same_tree(&env.path("src"), &env.path("out2/src"));

@@ -8,17 +8,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 fn set_mtime(p: &Path, sec: i64, nsec: i64) {
-    let t = rustix::fs::Timespec {
-        tv_sec: sec,
-        tv_nsec: nsec as _,
-    };
+    let t = rustix::fs::Timespec { tv_sec: sec, tv_nsec: nsec as _ };
     rustix::fs::utimensat(
         rustix::fs::CWD,
         p,
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
+        &rustix::fs::Timestamps { last_access: t, last_modification: t },
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
     .unwrap();
@@ -39,22 +33,10 @@ pub fn build_tree(root: &Path, big: bool) -> usize {
         n += 1;
         for f in 0..50 {
             let p = dir.join(format!("file{f:03}.txt"));
-            let body = if f % 10 == 0 {
-                vec![]
-            } else {
-                format!("dir {d} file {f}\n").repeat(f * 7 + d).into_bytes()
-            };
+            let body = if f % 10 == 0 { vec![] } else { format!("dir {d} file {f}\n").repeat(f * 7 + d).into_bytes() };
             fs::write(&p, body).unwrap();
-            fs::set_permissions(
-                &p,
-                fs::Permissions::from_mode([0o644, 0o600, 0o755, 0o640][f % 4]),
-            )
-            .unwrap();
-            set_mtime(
-                &p,
-                1_700_000_000 + (d * 100 + f) as i64,
-                123_456_789 + f as i64,
-            );
+            fs::set_permissions(&p, fs::Permissions::from_mode([0o644, 0o600, 0o755, 0o640][f % 4])).unwrap();
+            set_mtime(&p, 1_700_000_000 + (d * 100 + f) as i64, 123_456_789 + f as i64);
             n += 1;
         }
     }
@@ -67,8 +49,7 @@ pub fn build_tree(root: &Path, big: bool) -> usize {
         sp.set_len(1 << 30).unwrap();
         use std::os::unix::fs::FileExt;
         sp.write_all_at(b"start", 0).unwrap();
-        sp.write_all_at(b"middle of a sparse file", 512 << 20)
-            .unwrap();
+        sp.write_all_at(b"middle of a sparse file", 512 << 20).unwrap();
         sp.write_all_at(b"end", (1 << 30) - 3).unwrap();
         n += 2;
     }
@@ -121,12 +102,7 @@ pub fn build_tree(root: &Path, big: bool) -> usize {
     let xf = special.join("with-xattrs");
     fs::write(&xf, b"x").unwrap();
     n += 1;
-    let _ = rustix::fs::lsetxattr(
-        &xf,
-        "user.garret.test",
-        b"value \x00\xff",
-        rustix::fs::XattrFlags::empty(),
-    );
+    let _ = rustix::fs::lsetxattr(&xf, "user.garret.test", b"value \x00\xff", rustix::fs::XattrFlags::empty());
     let _ = rustix::fs::lsetxattr(&xf, "user.empty", b"", rustix::fs::XattrFlags::empty());
     if is_root() {
         let owned = special.join("owned");
@@ -165,23 +141,11 @@ fn round_trip_every_kind_of_entry() {
     // the sparse file stayed sparse
     let md = fs::metadata(env.path("out/src/special/sparse-1G")).unwrap();
     assert_eq!(md.len(), 1 << 30);
-    assert!(
-        md.blocks() * 512 < 1 << 20,
-        "sparse file takes {} bytes on disk",
-        md.blocks() * 512
-    );
+    assert!(md.blocks() * 512 < 1 << 20, "sparse file takes {} bytes on disk", md.blocks() * 512);
     // listing shows every entry
     let list = env.run(&["list", "--json-lines", &env.archive("a1")]).ok();
-    assert_eq!(
-        list.stdout.lines().count(),
-        n + 1,
-        "one line per item plus the root directory"
-    );
-    let hl = list
-        .stdout
-        .lines()
-        .filter(|l| l.contains("\"type\":\"h\""))
-        .count();
+    assert_eq!(list.stdout.lines().count(), n + 1, "one line per item plus the root directory");
+    let hl = list.stdout.lines().filter(|l| l.contains("\"type\":\"h\"")).count();
     assert_eq!(hl, 3, "later names of hardlinked files are stored as links");
 }
 
@@ -191,16 +155,12 @@ fn extract_subtree_with_strip_components() {
     env.init("none");
     build_tree(&env.path("src"), false);
     env.create_json("a", &["src"], &[]);
-    env.extract_to("a", "out", &["--strip-components", "1", "src/dir03"])
-        .ok();
+    env.extract_to("a", "out", &["--strip-components", "1", "src/dir03"]).ok();
     assert_same_tree(&env.path("src/dir03"), &env.path("out/dir03"));
     assert!(!env.path("out/dir04").exists());
     // a later hardlink name extracted without its first name gets the content
     env.extract_to("a", "out2", &["src/dir05/hl-c"]).ok();
-    assert_eq!(
-        fs::read(env.path("out2/src/dir05/hl-c")).unwrap(),
-        b"hardlinked content\n"
-    );
+    assert_eq!(fs::read(env.path("out2/src/dir05/hl-c")).unwrap(), b"hardlinked content\n");
 }
 
 #[test]
@@ -213,16 +173,9 @@ fn absolute_source_paths_are_stored_relative() {
     env.create_json("a", &[&abs], &[]);
     let list = env.run(&["list", "--short", &env.archive("a")]).ok();
     let rel = abs.trim_start_matches('/');
-    assert!(
-        list.stdout.lines().any(|l| l == format!("{rel}/x/f")),
-        "{}",
-        list.stdout
-    );
+    assert!(list.stdout.lines().any(|l| l == format!("{rel}/x/f")), "{}", list.stdout);
     env.extract_to("a", "out", &[&format!("{rel}/x")]).ok();
-    assert_eq!(
-        fs::read(env.path("out").join(rel).join("x/f")).unwrap(),
-        b"data"
-    );
+    assert_eq!(fs::read(env.path("out").join(rel).join("x/f")).unwrap(), b"data");
 }
 
 #[test]
@@ -234,28 +187,11 @@ fn excluded_directories_are_not_descended() {
     fs::write(env.path("src/db/dump.sql"), b"dump").unwrap();
     // An unreadable directory inside the excluded one would produce a warning if walked.
     fs::create_dir_all(env.path("src/db/pgdata/locked")).unwrap();
-    fs::set_permissions(
-        env.path("src/db/pgdata/locked"),
-        fs::Permissions::from_mode(0o000),
-    )
-    .unwrap();
-    let r = env
-        .run(&[
-            "create",
-            "--list",
-            &env.archive("a"),
-            "src",
-            "--exclude",
-            "**/pgdata",
-        ])
-        .ok();
+    fs::set_permissions(env.path("src/db/pgdata/locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    let r = env.run(&["create", "--list", &env.archive("a"), "src", "--exclude", "**/pgdata"]).ok();
     assert!(r.stderr.contains("x src/db/pgdata"), "{}", r.stderr);
     let list = env.run(&["list", "--short", &env.archive("a")]).ok();
     assert!(!list.stdout.contains("pgdata"), "{}", list.stdout);
     assert!(list.stdout.contains("src/db/dump.sql"));
-    fs::set_permissions(
-        env.path("src/db/pgdata/locked"),
-        fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    fs::set_permissions(env.path("src/db/pgdata/locked"), fs::Permissions::from_mode(0o755)).unwrap();
 }

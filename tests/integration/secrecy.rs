@@ -11,10 +11,8 @@ fn no_plaintext_run_of_16_bytes_in_any_repository_file() {
     fs::create_dir(env.path("src")).unwrap();
     let mut plain: Vec<Vec<u8>> = vec![];
     for i in 0..20 {
-        let marker = format!(
-            "GARRET-SECRET-MARKER-{i:04}-the quick brown fox jumps over the lazy dog-{i}\n"
-        )
-        .repeat(50);
+        let marker =
+            format!("GARRET-SECRET-MARKER-{i:04}-the quick brown fox jumps over the lazy dog-{i}\n").repeat(50);
         let name = format!("confidential-file-name-marker-{i:04}.txt");
         fs::write(env.path("src").join(&name), &marker).unwrap();
         plain.push(marker.into_bytes());
@@ -31,11 +29,7 @@ fn no_plaintext_run_of_16_bytes_in_any_repository_file() {
         }
     }
     let mut checked = 0;
-    for e in walkdir::WalkDir::new(env.repo())
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-    {
+    for e in walkdir::WalkDir::new(env.repo()).into_iter().flatten().filter(|e| e.file_type().is_file()) {
         let bytes = fs::read(e.path()).unwrap();
         checked += 1;
         if let Some(pos) = bytes.windows(16).position(|w| windows.contains(w)) {
@@ -58,10 +52,7 @@ fn blob_ids_are_keyed_not_plain_blake3() {
     fs::write(env.path("src/f"), &content).unwrap();
     env.create_json("a", &["src"], &[]);
     let repo = open_repo(&env);
-    let f = items(&repo, "a")
-        .into_iter()
-        .find(|i| i.path == b"src/f")
-        .unwrap();
+    let f = items(&repo, "a").into_iter().find(|i| i.path == b"src/f").unwrap();
     assert_eq!(f.chunks.len(), 1);
     let id = f.chunks[0].0;
     assert_ne!(id.0, *blake3::hash(&content).as_bytes());
@@ -76,19 +67,12 @@ fn two_repositories_cut_the_same_file_differently() {
     let mut cuts = vec![];
     for r in ["r1", "r2"] {
         let repo = env.path(r).display().to_string();
-        env.run(&["init", "-e", "repokey", "--kdf-memory", "64", &repo])
-            .ok();
+        env.run(&["init", "-e", "repokey", "--kdf-memory", "64", &repo]).ok();
         env.run(&["create", &format!("{repo}::a"), "src"]).ok();
         let opened = open_repo_at(&env, &env.path(r));
-        let f = items(&opened, "a")
-            .into_iter()
-            .find(|i| i.path == b"src/f")
-            .unwrap();
+        let f = items(&opened, "a").into_iter().find(|i| i.path == b"src/f").unwrap();
         cuts.push(f.chunks.iter().map(|c| c.1).collect::<Vec<_>>());
     }
     assert!(cuts[0].len() > 5);
-    assert_ne!(
-        cuts[0], cuts[1],
-        "chunk boundaries must depend on the secret seed"
-    );
+    assert_ne!(cuts[0], cuts[1], "chunk boundaries must depend on the secret seed");
 }

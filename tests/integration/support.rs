@@ -32,20 +32,12 @@ impl Run {
     }
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "expected success\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, 0, "expected success\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
         self
     }
     #[track_caller]
     pub fn code(self, c: i32) -> Run {
-        assert_eq!(
-            self.code, c,
-            "expected exit {c}\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, c, "expected exit {c}\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
         self
     }
 }
@@ -56,12 +48,7 @@ pub fn bin() -> &'static str {
 
 impl Env {
     pub fn new() -> Env {
-        Env {
-            dir: tempfile::Builder::new()
-                .prefix("garret-test")
-                .tempdir()
-                .expect("tempdir"),
-        }
+        Env { dir: tempfile::Builder::new().prefix("garret-test").tempdir().expect("tempdir") }
     }
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
@@ -89,18 +76,11 @@ impl Env {
     }
     pub fn run_in(&self, dir: &Path, args: &[&str]) -> Run {
         std::fs::create_dir_all(dir).unwrap();
-        Run::from(
-            self.cmd()
-                .current_dir(dir)
-                .args(args)
-                .output()
-                .expect("spawn garret"),
-        )
+        Run::from(self.cmd().current_dir(dir).args(args).output().expect("spawn garret"))
     }
     /// `garret init` with the cheapest allowed KDF (tests run it many times).
     pub fn init(&self, mode: &str) {
-        self.run(&["init", "-e", mode, "--kdf-memory", "64", &self.repo_str()])
-            .ok();
+        self.run(&["init", "-e", mode, "--kdf-memory", "64", &self.repo_str()]).ok();
     }
     pub fn archive(&self, name: &str) -> String {
         format!("{}::{name}", self.repo_str())
@@ -139,12 +119,7 @@ pub fn immutable_files(repo: &Path) -> Vec<(String, u64)> {
         .into_iter()
         .flatten()
         .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            (
-                e.path().strip_prefix(repo).unwrap().display().to_string(),
-                e.metadata().unwrap().len(),
-            )
-        })
+        .map(|e| (e.path().strip_prefix(repo).unwrap().display().to_string(), e.metadata().unwrap().len()))
         .filter(|(n, _)| !n.starts_with("index.sqlite") && n != "lock")
         .collect();
     v.sort();
@@ -202,13 +177,7 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
     let mut groups: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
+        let rel = e.path().strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
         let md = std::fs::symlink_metadata(e.path()).unwrap();
         let ft = md.file_type();
         let kind = if ft.is_file() {
@@ -226,19 +195,13 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
         };
         let content = if ft.is_file() {
             let mut h = blake3::Hasher::new();
-            h.update_reader(std::fs::File::open(e.path()).unwrap())
-                .unwrap();
+            h.update_reader(std::fs::File::open(e.path()).unwrap()).unwrap();
             Some(*h.finalize().as_bytes())
         } else {
             None
         };
         let link_group = if !ft.is_dir() && md.nlink() > 1 {
-            Some(
-                groups
-                    .entry((md.dev(), md.ino()))
-                    .or_insert_with(|| rel.clone())
-                    .clone(),
-            )
+            Some(groups.entry((md.dev(), md.ino())).or_insert_with(|| rel.clone()).clone())
         } else {
             None
         };
@@ -253,21 +216,11 @@ pub fn snapshot(root: &Path) -> BTreeMap<Vec<u8>, Entry> {
                 size: if ft.is_dir() { 0 } else { md.len() },
                 content,
                 target: if ft.is_symlink() {
-                    Some(
-                        std::fs::read_link(e.path())
-                            .unwrap()
-                            .as_os_str()
-                            .as_bytes()
-                            .to_vec(),
-                    )
+                    Some(std::fs::read_link(e.path()).unwrap().as_os_str().as_bytes().to_vec())
                 } else {
                     None
                 },
-                xattrs: if ft.is_symlink() {
-                    BTreeMap::new()
-                } else {
-                    xattrs_of(e.path())
-                },
+                xattrs: if ft.is_symlink() { BTreeMap::new() } else { xattrs_of(e.path()) },
                 link_group,
                 rdev: if ft.is_char_device() || ft.is_block_device() { md.rdev() } else { 0 },
             },
@@ -283,18 +236,10 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     let ka: Vec<_> = sa.keys().collect();
     let kb: Vec<_> = sb.keys().collect();
     if ka != kb {
-        let only_a: Vec<_> = sa
-            .keys()
-            .filter(|k| !sb.contains_key(*k))
-            .map(|k| String::from_utf8_lossy(k))
-            .take(10)
-            .collect();
-        let only_b: Vec<_> = sb
-            .keys()
-            .filter(|k| !sa.contains_key(*k))
-            .map(|k| String::from_utf8_lossy(k))
-            .take(10)
-            .collect();
+        let only_a: Vec<_> =
+            sa.keys().filter(|k| !sb.contains_key(*k)).map(|k| String::from_utf8_lossy(k)).take(10).collect();
+        let only_b: Vec<_> =
+            sb.keys().filter(|k| !sa.contains_key(*k)).map(|k| String::from_utf8_lossy(k)).take(10).collect();
         panic!("trees differ in names: only in source {only_a:?}, only in copy {only_b:?}");
     }
     for (k, ea) in &sa {
@@ -315,10 +260,7 @@ pub fn open_repo_at(env: &Env, repo: &Path) -> garret::repository::Repository {
         repo,
         garret::repository::OpenOptions {
             passphrase: &pf,
-            client: garret::repository::ClientDirs {
-                security: env.path("security"),
-                keys: env.path("keys"),
-            },
+            client: garret::repository::ClientDirs { security: env.path("security"), keys: env.path("keys") },
             write_lock: None,
             adopt: false,
         },
@@ -327,10 +269,7 @@ pub fn open_repo_at(env: &Env, repo: &Path) -> garret::repository::Repository {
 }
 
 /// The items of archive `name`.
-pub fn items(
-    repo: &garret::repository::Repository,
-    name: &str,
-) -> Vec<garret::archive::item::Item> {
+pub fn items(repo: &garret::repository::Repository, name: &str) -> Vec<garret::archive::item::Item> {
     let entry = garret::archive::lookup(repo, name).unwrap().clone();
     let a = garret::archive::Archive::load(repo, &entry).unwrap();
     a.items(repo).map(|i| i.unwrap()).collect()

@@ -1,0 +1,118 @@
+//! Writes finished packs on a background thread so that storing one pack (write + fsync +
+//! rename + directory fsync) overlaps with building the next.
+//!
+//! Contract: a pack reported back as written is durable; its index rows are added by the caller
+//! only then. At most one pack is being written while the caller builds the next, so memory holds
+//! at most two packs. The first failure is reported and the writer stops accepting work: a pack
+//! whose write failed is lost, never retried.
+
+use crate::backend::LocalBackend;
+use crate::error::{Error, Result};
+use crate::faults;
+use crate::pack::PackEntry;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+pub struct Job {
+    pub key: String,
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+}
+
+/// A pack that is now durable.
+pub struct Written {
+    pub name: String,
+    pub size: u64,
+    pub entries: Vec<PackEntry>,
+}
+
+pub struct PackWriter {
+    tx: Option<SyncSender<Job>>,
+    rx: Receiver<Result<Written>>,
+    handle: Option<JoinHandle<()>>,
+    outstanding: usize,
+}
+
+impl PackWriter {
+    pub fn spawn(backend: LocalBackend) -> PackWriter {
+        // Rendezvous channel: `submit` blocks until the thread is free to take the job.
+        let (tx, jobs) = sync_channel::<Job>(0);
+        let (done, rx) = sync_channel::<Result<Written>>(4);
+        let handle = std::thread::Builder::new()
+            .name("garret-pack-writer".into())
+            .spawn(move || {
+                for job in jobs {
+                    let size = job.bytes.len() as u64;
+                    let r = backend.put(&job.key, &job.bytes).map(|()| Written {
+                        name: job.name,
+                        size,
+                        entries: job.entries,
+                    });
+                    let failed = r.is_err();
+                    if r.is_ok() {
+                        faults::crash_point("pack-written");
+                    }
+                    if done.send(r).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the pack writer thread");
+        PackWriter { tx: Some(tx), rx, handle: Some(handle), outstanding: 0 }
+    }
+
+    /// Hand a pack to the writer thread (blocks while it is busy with the previous one).
+    pub fn submit(&mut self, job: Job) -> Result<()> {
+        let tx = self.tx.as_ref().ok_or_else(|| Error::malformed("pack writer", "used after a failure"))?;
+        if tx.send(job).is_err() {
+            // The thread stopped after a failure; its error is waiting in `rx`.
+            return self.next_result().map(|_| ()).and(Err(Error::malformed("pack writer", "stopped")));
+        }
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    fn next_result(&mut self) -> Result<Written> {
+        let r = self.rx.recv().map_err(|_| Error::malformed("pack writer", "thread ended unexpectedly"))?;
+        self.outstanding = self.outstanding.saturating_sub(1);
+        if r.is_err() {
+            self.tx = None;
+        }
+        r
+    }
+
+    /// Packs that finished since the last call; with `wait`, every outstanding pack.
+    pub fn completed(&mut self, wait: bool) -> Result<Vec<Written>> {
+        let mut out = vec![];
+        while self.outstanding > 0 {
+            let r = if wait {
+                self.next_result()?
+            } else {
+                match self.rx.try_recv() {
+                    Ok(r) => {
+                        self.outstanding -= 1;
+                        if r.is_err() {
+                            self.tx = None;
+                        }
+                        r?
+                    }
+                    Err(_) => break,
+                }
+            };
+            out.push(r);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            // Let an in-flight pack finish (it is complete and harmless: unreferenced until a
+            // manifest names it, and indexed by the next open).
+            let _ = h.join();
+        }
+    }
+}
