@@ -34,7 +34,7 @@ pub enum Command {
     /// Create a new, empty repository
     Init(init::InitArgs),
     /// Create a new archive
-    Create(create::CreateArgs),
+    Create(Box<create::CreateArgs>),
     /// List archives, or the contents of one archive
     List(list::ListArgs),
     /// Show an archive's sizes and details

@@ -7,5 +7,6 @@ mod crash;
 mod dedup;
 mod hostile;
 mod integrity;
+mod nightly;
 mod round_trip;
 mod secrecy;

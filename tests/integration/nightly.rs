@@ -1,0 +1,286 @@
+//! The nightly run: files cache, dump streams, selection options, placeholders, listing, dry run.
+
+use crate::support::*;
+use std::fs;
+use std::process::Stdio;
+
+fn list_status(r: &Run) -> Vec<(char, String)> {
+    r.stderr
+        .lines()
+        .filter_map(|l| {
+            let mut c = l.chars();
+            let s = c.next()?;
+            (c.next() == Some(' ')).then(|| (s, l[2..].to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn files_cache_skips_unchanged_files_and_notices_changes() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/same"), xorshift(3 << 20, 1)).unwrap();
+    fs::write(env.path("src/edit"), b"version one").unwrap();
+    // old enough for the cache to trust its timestamps
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = env.run(&["create", "--list", &env.archive("a1"), "src"]).ok();
+    let st = list_status(&r);
+    assert!(st.contains(&('A', "src/same".into())), "{st:?}");
+    let r = env.run(&["create", "--list", &env.archive("a2"), "src"]).ok();
+    let st = list_status(&r);
+    assert!(st.contains(&('U', "src/same".into())) && st.contains(&('U', "src/edit".into())), "{st:?}");
+    fs::write(env.path("src/edit"), b"version two, longer").unwrap();
+    let r = env.run(&["create", "--list", "--filter", "AM", &env.archive("a3"), "src"]).ok();
+    let st = list_status(&r);
+    assert_eq!(st, vec![('M', "src/edit".to_string())], "only the modified file is listed");
+    env.extract_to("a3", "out", &[]).ok();
+    assert_same_tree(&env.path("src"), &env.path("out/src"));
+    // --files-cache=disabled reads everything again
+    let r = env.run(&["create", "--list", "--files-cache", "disabled", &env.archive("a4"), "src"]).ok();
+    assert!(list_status(&r).iter().all(|(s, _)| *s != 'U'));
+}
+
+#[test]
+fn files_cache_never_reuses_chunks_the_repository_lost() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), xorshift(2 << 20, 4)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.create_json("a1", &["src"], &[]);
+    // every pack disappears (a damaged disk): the cache's chunk list is now worthless
+    fs::remove_dir_all(env.repo().join("data")).unwrap();
+    fs::create_dir(env.repo().join("data")).unwrap();
+    let r = env.run(&["create", "--list", &env.archive("a2"), "src"]).ok();
+    assert!(list_status(&r).contains(&('M', "src/f".into())), "{}", r.stderr);
+    env.extract_to("a2", "out", &[]).ok();
+    assert_same_tree(&env.path("src"), &env.path("out/src"));
+}
+
+fn create_from_stdin(env: &Env, name: &str, data: &[u8], extra: &[&str]) -> Run {
+    use std::io::Write;
+    let a = env.archive(name);
+    let mut args = vec!["create", "--json"];
+    args.extend_from_slice(extra);
+    args.push(&a);
+    args.push("-");
+    let mut child =
+        env.cmd().args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let o = child.wait_with_output().unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into(),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+    }
+}
+
+/// A pg_dump-like text dump: rows of a table; on later nights, a few thousand rows in a few
+/// places changed (PostgreSQL rewrites updated rows where its free space is, not everywhere).
+fn dump(rows: usize, night: u64) -> Vec<u8> {
+    let mut out =
+        b"-- PostgreSQL database dump\nCOPY public.accounts (aid, bid, abalance, filler) FROM stdin;\n".to_vec();
+    for i in 0..rows {
+        let hot = (i % 100_000) < 150; // 9 clusters of 150 rows each in 900k rows
+        let bal = if night > 1 && hot { i as u64 * 7 + night } else { i as u64 * 3 };
+        let mut x = (i as u64 + 1).wrapping_mul(0x9e3779b97f4a7c15);
+        let filler: String = (0..24)
+            .map(|_| {
+                x ^= x >> 29;
+                x = x.wrapping_mul(0xbf58476d1ce4e5b9);
+                (b'a' + (x % 26) as u8) as char
+            })
+            .collect();
+        out.extend_from_slice(format!("{i}\t{}\t{bal}\t{filler}\n", i / 100000).as_bytes());
+    }
+    out.extend_from_slice(b"\\.\n");
+    out
+}
+
+#[test]
+fn dump_streams_from_stdin_deduplicate_night_over_night() {
+    let env = Env::new();
+    env.init("repokey");
+    let n1 = dump(900_000, 1);
+    let n2 = dump(900_000, 2);
+    // Uncompressed, so that the figures count chunks, not how well zstd packs the filler.
+    let r = create_from_stdin(&env, "db-1", &n1, &["--stdin-name", "dumps/db.sql", "-C", "none"]).ok();
+    let s1: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let r = create_from_stdin(&env, "db-2", &n2, &["--stdin-name", "dumps/db.sql", "-C", "none"]).ok();
+    let s2: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let added1 = s1["archive"]["stats"]["deduplicated_size"].as_u64().unwrap();
+    let added2 = s2["archive"]["stats"]["deduplicated_size"].as_u64().unwrap();
+    assert!(n1.len() > 30 << 20, "{}", n1.len());
+    assert!(added2 * 2 < added1, "night 2 stored {added2}, night 1 {added1}: the dumps should share most chunks");
+    env.extract_to("db-2", "out", &[]).ok();
+    assert!(fs::read(env.path("out/dumps/db.sql")).unwrap() == n2, "night 2 restores night 2's bytes");
+    let list = env.run(&["list", &env.archive("db-2")]).ok();
+    assert!(list.stdout.starts_with("-rw-rw---- "), "{}", list.stdout);
+}
+
+#[test]
+fn appended_dump_adds_little() {
+    let env = Env::new();
+    env.init("repokey");
+    let n1 = dump(300_000, 1);
+    let mut n2 = n1.clone();
+    let tail = dump(20_000, 5);
+    n2.truncate(n2.len() - 3);
+    n2.extend_from_slice(&tail[80..]);
+    create_from_stdin(&env, "d1", &n1, &["--compression", "none"]).ok();
+    let r = create_from_stdin(&env, "d2", &n2, &["--compression", "none"]).ok();
+    let s2: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let added = s2["archive"]["stats"]["deduplicated_size"].as_u64().unwrap();
+    assert!(added < (n2.len() as u64) / 5, "an appended dump stored {added} of {} bytes", n2.len());
+}
+
+#[test]
+fn content_from_command_success_and_failure() {
+    let env = Env::new();
+    env.init("repokey");
+    let a = env.archive("cmd-ok");
+    env.run(&["create", "--content-from-command", "--stdin-name", "seq.txt", &a, "--", "sh", "-c", "seq 1 200000"])
+        .ok();
+    env.extract_to("cmd-ok", "out", &[]).ok();
+    let expect: String = (1..=200000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(fs::read_to_string(env.path("out/seq.txt")).unwrap(), expect);
+    let before = immutable_files(&env.repo());
+    let a = env.archive("cmd-bad");
+    let r = env.run(&["create", "--content-from-command", &a, "--", "sh", "-c", "seq 1 1000; exit 3"]).code(2);
+    assert!(r.stderr.contains("exit status: 3") && r.stderr.contains("not created"), "{}", r.stderr);
+    let r = env.run(&["list", "--short", &env.repo_str()]).ok();
+    assert_eq!(r.stdout.trim(), "cmd-ok", "a failed dump must not become an archive");
+    // the data it stored is harmless and reused; the manifests are unchanged
+    let manifests =
+        |v: &Vec<(String, u64)>| v.iter().filter(|(n, _)| n.starts_with("manifests")).cloned().collect::<Vec<_>>();
+    assert_eq!(manifests(&immutable_files(&env.repo())), manifests(&before));
+    let r = env.run(&["create", "--content-from-command", &env.archive("x"), "--", "/nonexistent/command"]).code(2);
+    assert!(r.stderr.contains("cannot run"), "{}", r.stderr);
+}
+
+#[test]
+fn selection_options() {
+    let env = Env::new();
+    env.init("none");
+    let s = env.path("src");
+    for d in ["keep", "cache", "tagged", "build", "home/susan", "home/bob", "srv/keep", "srv/drop"] {
+        fs::create_dir_all(s.join(d)).unwrap();
+        fs::write(s.join(d).join("file.txt"), d).unwrap();
+        fs::write(s.join(d).join("obj.o"), d).unwrap();
+    }
+    fs::write(s.join("cache/CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55\n# a cache").unwrap();
+    fs::write(s.join("tagged/.nobackup"), b"").unwrap();
+    fs::write(env.path("excludes.txt"), "# comment\n*.o\n").unwrap();
+    fs::write(env.path("patterns.txt"), "+ src/home/susan\n- src/home/*\n! src/build\n").unwrap();
+    let a = env.archive("sel");
+    env.run(&[
+        "create",
+        &a,
+        "src",
+        "--exclude-caches",
+        "--exclude-if-present",
+        ".nobackup",
+        "--keep-exclude-tags",
+        "--exclude-from",
+        "excludes.txt",
+        "--patterns-from",
+        "patterns.txt",
+        "--exclude",
+        "src/srv/drop",
+    ])
+    .ok();
+    let list = env.run(&["list", "--short", &a]).ok().stdout;
+    let have: Vec<&str> = list.lines().collect();
+    for p in [
+        "src/keep/file.txt",
+        "src/home/susan/file.txt",
+        "src/srv/keep/file.txt",
+        "src/cache/CACHEDIR.TAG",
+        "src/tagged/.nobackup",
+        "src/cache",
+        "src/tagged",
+    ] {
+        assert!(have.contains(&p), "{p} missing from {have:?}");
+    }
+    for p in
+        ["src/keep/obj.o", "src/home/bob", "src/build", "src/srv/drop", "src/cache/file.txt", "src/tagged/file.txt"]
+    {
+        assert!(!have.iter().any(|h| h.starts_with(p)), "{p} should be excluded: {have:?}");
+    }
+    let r = env.run(&["create", &env.archive("bad"), "src", "--exclude", "re:^x"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("not supported"));
+}
+
+#[test]
+fn placeholders_dry_run_and_timestamp() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"x").unwrap();
+    let before = immutable_files(&env.repo());
+    let r = env.run(&["create", "--dry-run", "--list", &env.archive("dry"), "src"]).ok();
+    assert!(r.stderr.contains("- src/f"), "{}", r.stderr);
+    assert_eq!(immutable_files(&env.repo()), before, "a dry run stores nothing");
+    env.run(&["create", &env.archive("db-{now:%Y}-{hostname}"), "src"]).ok();
+    env.run(&["create", "--timestamp", "2020-01-02T03:04:05", &env.archive("old"), "src"]).ok();
+    let list = env.run(&["list", "--json", &env.repo_str()]).ok().stdout;
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let names: Vec<&str> = v["archives"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    let year = chrono_year();
+    assert!(names[0].starts_with(&format!("db-{year}-")), "{names:?}");
+    let old = &v["archives"][1]["time"];
+    let t = old.as_str().unwrap();
+    assert!(t.contains("2020-01-02") || t.contains("2020-01-01"), "{t}");
+    let info = env.run(&["info", "--json", &env.archive("old")]).ok().stdout;
+    assert!(info.contains("2020-01-0"), "{info}");
+}
+
+fn chrono_year() -> String {
+    let out = std::process::Command::new("date").arg("+%Y").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn changing_and_vanishing_files_are_warnings() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/steady"), b"steady").unwrap();
+    // a file that grows while garret reads it: a writer appends continuously
+    let growing = env.path("src/growing.log");
+    fs::write(&growing, xorshift(30 << 20, 3)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let g2 = growing.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new().append(true).open(g2).unwrap();
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            f.write_all(b"more log lines\n").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    });
+    let r = env.run(&["create", &env.archive("a"), "src"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("changed while we read it"), "{}", r.stderr);
+    let list = env.run(&["list", "--short", &env.archive("a")]).ok().stdout;
+    assert!(list.contains("src/steady") && list.contains("src/growing.log"));
+}
+
+#[test]
+fn progress_flag_shows_totals() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir(env.path("src")).unwrap();
+    for i in 0..50 {
+        fs::write(env.path(&format!("src/f{i}")), xorshift(2 << 20, i)).unwrap();
+    }
+    let r = env.run(&["create", "--progress", &env.archive("p"), "src"]).ok();
+    assert!(r.stderr.contains("files,") && r.stderr.contains("read"), "{}", r.stderr);
+    let r = env.run(&["create", &env.archive("q"), "src"]).ok();
+    assert!(r.stderr.is_empty(), "quiet without a terminal: {}", r.stderr);
+}
