@@ -83,10 +83,10 @@ fn main() {
     for b in sealed {
         pb.add(b);
         if pb.is_full() {
-            total += std::mem::take(&mut pb).finish(&keys).0.len();
+            total += std::mem::take(&mut pb).finish(&keys).0.iter().map(|p| p.len()).sum::<usize>();
         }
     }
-    total += pb.finish(&keys).0.len();
+    total += pb.finish(&keys).0.iter().map(|p| p.len()).sum::<usize>();
     report("pack assembly (shuffle)", total, t);
 
     let t = Instant::now();

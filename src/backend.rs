@@ -37,6 +37,11 @@ impl LocalBackend {
 
     /// Store `data` under `key` durably; fails with `AlreadyExists` if `key` exists.
     pub fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.put_parts(key, &[data])
+    }
+
+    /// [`put`](Self::put) of the concatenation of `parts`, without joining them in memory.
+    pub fn put_parts<P: AsRef<[u8]>>(&self, key: &str, parts: &[P]) -> Result<()> {
         let dest = self.path(key);
         let dir = dest.parent().expect("keys have a parent").to_path_buf();
         fs::create_dir_all(&dir).ctx(|| format!("creating directory {}", dir.display()))?;
@@ -51,7 +56,13 @@ impl LocalBackend {
                 .create_new(true)
                 .open(&tmp)
                 .ctx(|| format!("creating {}", tmp.display()))?;
-            f.write_all(data).ctx(|| format!("writing {}", tmp.display()))?;
+            {
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+                for p in parts {
+                    w.write_all(p.as_ref()).ctx(|| format!("writing {}", tmp.display()))?;
+                }
+                w.flush().ctx(|| format!("writing {}", tmp.display()))?;
+            }
             faults::io_point("fsync-object")
                 .and_then(|_| f.sync_all())
                 .ctx(|| format!("fsync of {}", tmp.display()))?;

@@ -5,7 +5,7 @@
 //! decompressed and its keyed id recomputed and compared.
 
 use crate::compress::{self, Compression};
-use crate::crypto::Keys;
+use crate::crypto::{Keys, NONCE_LEN, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::id::{Id, ObjectType};
 
@@ -24,21 +24,35 @@ pub struct SealedBlob {
 
 /// Compress, pad and encrypt `data` whose id is `id`.
 pub fn seal(keys: &Keys, kind: ObjectType, id: Id, data: &[u8], c: Compression) -> SealedBlob {
-    let (marker, payload) = compress::compress(c, data);
+    let compressed = compress::compress_if_smaller(c, data);
+    let (marker, payload): (u8, &[u8]) = match &compressed {
+        Some(z) => (compress::MARKER_ZSTD, z),
+        None => (compress::MARKER_NONE, data),
+    };
     let framed_len = FRAME_HEADER + payload.len();
-    let mut pt = Vec::with_capacity(compress::padme(framed_len));
-    pt.push(marker);
-    pt.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    pt.extend_from_slice(&payload);
-    pt.resize(compress::padme(framed_len), 0);
-    SealedBlob { id, kind, raw_len: data.len() as u32, envelope: keys.seal(kind, &id, &pt) }
+    let padded = compress::padme(framed_len);
+    // One buffer, encrypted in place: nonce room, frame, payload, padding, then the tag.
+    let mut buf = Vec::with_capacity(NONCE_LEN + padded + TAG_LEN);
+    buf.resize(NONCE_LEN, 0);
+    buf.push(marker);
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(NONCE_LEN + padded, 0);
+    keys.seal_in_place(kind, &id, &mut buf);
+    SealedBlob { id, kind, raw_len: data.len() as u32, envelope: buf }
 }
 
 /// Open an envelope that should hold blob `id` of type `kind`; returns the plaintext only if it
 /// authenticates, decodes and hashes back to `id`.
 pub fn open(keys: &Keys, kind: ObjectType, id: &Id, envelope: &[u8]) -> Result<Vec<u8>> {
+    open_owned(keys, kind, id, envelope.to_vec())
+}
+
+/// [`open`] for an envelope the caller owns: decrypted in place, no copy.
+pub fn open_owned(keys: &Keys, kind: ObjectType, id: &Id, envelope: Vec<u8>) -> Result<Vec<u8>> {
     let what = || format!("{kind:?} blob {}", id.hex());
-    let pt = keys.open(kind, id, envelope, &what)?;
+    let (buf, range) = keys.open_in_place(kind, id, envelope, &what)?;
+    let pt = &buf[range];
     if pt.len() < FRAME_HEADER {
         return Err(Error::integrity(what(), "plaintext shorter than its frame header"));
     }

@@ -57,28 +57,50 @@ impl fmt::Display for Compression {
     }
 }
 
+thread_local! {
+    /// One zstd compression context per thread, reused: creating a context costs more than
+    /// compressing a small chunk.
+    static CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    CCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, c) = slot.as_mut().expect("just set");
+        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+        c.compress_to_buffer(data, &mut out).ok()?;
+        Some(out)
+    })
+}
+
 /// Compress `data`; returns the marker and payload. Data that does not shrink is stored raw.
 pub fn compress(c: Compression, data: &[u8]) -> (u8, Vec<u8>) {
+    match compress_if_smaller(c, data) {
+        Some(z) => (MARKER_ZSTD, z),
+        None => (MARKER_NONE, data.to_vec()),
+    }
+}
+
+/// The zstd payload for `data` if compression is on and makes it smaller, else `None` (store raw).
+pub fn compress_if_smaller(c: Compression, data: &[u8]) -> Option<Vec<u8>> {
     let level = match c {
         Compression::None => None,
         Compression::Zstd(l) => Some(l),
         Compression::Auto(l) => {
             const SAMPLE: usize = 64 * 1024;
             let sample = &data[..data.len().min(SAMPLE)];
-            match zstd::bulk::compress(sample, 1) {
-                Ok(z) if (z.len() as f64) < sample.len() as f64 * 0.97 => Some(l),
+            match zstd_compress(sample, 1) {
+                Some(z) if (z.len() as f64) < sample.len() as f64 * 0.97 => Some(l),
                 _ => None,
             }
         }
     };
-    if let Some(level) = level {
-        if let Ok(z) = zstd::bulk::compress(data, level) {
-            if z.len() < data.len() {
-                return (MARKER_ZSTD, z);
-            }
-        }
-    }
-    (MARKER_NONE, data.to_vec())
+    let z = zstd_compress(data, level?)?;
+    (z.len() < data.len()).then_some(z)
 }
 
 /// Decompress a payload, refusing output larger than `limit` (a zstd bomb stays bounded).
@@ -93,7 +115,23 @@ pub fn decompress(marker: u8, payload: &[u8], limit: usize) -> Result<Vec<u8>> {
                 Some(n) => return Err(Error::malformed("blob", format!("zstd frame claims {n} bytes, limit {limit}"))),
                 None => return Err(Error::malformed("blob", "zstd frame without content size")),
             }
-            zstd::bulk::decompress(payload, limit).map_err(|e| Error::malformed("blob", format!("zstd: {e}")))
+            DCTX.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if slot.is_none() {
+                    *slot = Some(
+                        zstd::bulk::Decompressor::new().map_err(|e| Error::malformed("blob", format!("zstd: {e}")))?,
+                    );
+                }
+                let d = slot.as_mut().expect("just set");
+                let n = size.unwrap_or(0) as usize;
+                let mut out = Vec::with_capacity(n);
+                d.decompress_to_buffer(payload, &mut out)
+                    .map_err(|e| Error::malformed("blob", format!("zstd: {e}")))?;
+                if out.len() != n {
+                    return Err(Error::malformed("blob", "zstd frame shorter than its declared size"));
+                }
+                Ok(out)
+            })
         }
         m => Err(Error::malformed("blob", format!("unknown compression marker {m}"))),
     }

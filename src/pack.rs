@@ -72,29 +72,33 @@ impl PackBuilder {
         self.size >= TARGET_PACK_SIZE || self.blobs.len() >= MAX_BLOBS_PER_PACK / 2
     }
 
-    /// Shuffle the blobs, lay them out, append the sealed header; returns the file bytes and the
+    /// Shuffle the blobs, lay them out, append the sealed header; returns the file's bytes as
+    /// consecutive parts (blob envelopes, header, trailer: written without joining them) and the
     /// header entries.
-    pub fn finish(mut self, keys: &Keys) -> (Vec<u8>, Vec<PackEntry>) {
+    pub fn finish(mut self, keys: &Keys) -> (Vec<Vec<u8>>, Vec<PackEntry>) {
         shuffle(&mut self.blobs);
-        let mut bytes = Vec::with_capacity(self.size + 64 * self.blobs.len() + 64);
+        let mut parts = Vec::with_capacity(self.blobs.len() + 2);
         let mut entries = Vec::with_capacity(self.blobs.len());
+        let mut offset = 0u64;
         for b in self.blobs {
             entries.push(PackEntry {
                 kind: b.kind as u8,
                 id: b.id,
-                offset: bytes.len() as u64,
+                offset,
                 length: b.envelope.len() as u32,
                 raw_length: b.raw_len,
             });
-            bytes.extend_from_slice(&b.envelope);
+            offset += b.envelope.len() as u64;
+            parts.push(b.envelope);
         }
         let header = PackHeader { version: PACK_HEADER_VERSION, blobs: entries };
         let mut plain = Vec::new();
         ciborium::into_writer(&header, &mut plain).expect("serializing to memory");
         let sealed = keys.seal(ObjectType::PackHeader, &HEADER_ID, &plain);
-        bytes.extend_from_slice(&sealed);
-        bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        (bytes, header.blobs)
+        let trailer = (sealed.len() as u32).to_le_bytes().to_vec();
+        parts.push(sealed);
+        parts.push(trailer);
+        (parts, header.blobs)
     }
 }
 
@@ -166,7 +170,8 @@ mod tests {
             pb.add(blob::seal(&keys, ObjectType::Data, id, &d, Compression::Zstd(3)));
             datas.push((id, d));
         }
-        let (bytes, entries) = pb.finish(&keys);
+        let (parts, entries) = pb.finish(&keys);
+        let bytes = parts.concat();
         let parsed = parse_pack(&keys, &bytes, "test").unwrap();
         assert_eq!(parsed, entries);
         for (id, d) in &datas {

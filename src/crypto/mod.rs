@@ -10,7 +10,7 @@ pub mod keyfile;
 
 use crate::error::{Error, Result};
 use crate::id::{Id, ObjectType};
-use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -143,6 +143,44 @@ impl Keys {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
         out
+    }
+
+    /// Encrypt in place: `buf` holds [`NONCE_LEN`] reserved bytes followed by the plaintext; on
+    /// return it is the envelope (nonce, ciphertext, tag). Avoids copying large blobs.
+    pub fn seal_in_place(&self, t: ObjectType, id: &Id, buf: &mut Vec<u8>) {
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce);
+        buf[..NONCE_LEN].copy_from_slice(&nonce);
+        let aad = self.aad(t, id);
+        let tag = self
+            .cipher(t)
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut buf[NONCE_LEN..])
+            .expect("AES-GCM-SIV encryption of a bounded message cannot fail");
+        buf.extend_from_slice(&tag);
+    }
+
+    /// Authenticate and decrypt an owned envelope in place; returns the buffer and the range of
+    /// the plaintext within it.
+    pub fn open_in_place(
+        &self,
+        t: ObjectType,
+        id: &Id,
+        mut buf: Vec<u8>,
+        what: &dyn Fn() -> String,
+    ) -> Result<(Vec<u8>, std::ops::Range<usize>)> {
+        if buf.len() < ENVELOPE_OVERHEAD {
+            return Err(Error::integrity(what(), "object shorter than nonce and tag"));
+        }
+        let end = buf.len() - TAG_LEN;
+        let (head, tag) = buf.split_at_mut(end);
+        let (nonce, ct) = head.split_at_mut(NONCE_LEN);
+        let aad = self.aad(t, id);
+        self.cipher(t)
+            .decrypt_in_place_detached(Nonce::from_slice(nonce), &aad, ct, aes_gcm_siv::Tag::from_slice(tag))
+            .map_err(|_| {
+                Error::integrity(what(), "authentication failed (corrupt, tampered, or not this type of object)")
+            })?;
+        Ok((buf, NONCE_LEN..end))
     }
 
     /// Authenticate and decrypt an envelope; `what` names the object in the error.

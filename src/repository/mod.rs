@@ -318,7 +318,7 @@ impl Repository {
             .backend
             .get_range(&Self::pack_key(&loc.pack), loc.offset, loc.length as usize)
             .map_err(|e| Error::integrity(format!("{kind:?} blob {} in pack {}", id.hex(), loc.pack), e.to_string()))?;
-        blob::open(&self.keys, kind, id, &env).map_err(|e| match e {
+        blob::open_owned(&self.keys, kind, id, env).map_err(|e| match e {
             Error::Integrity { what, detail } => {
                 Error::Integrity { what: format!("{what} in pack {}", loc.pack), detail }
             }
@@ -367,11 +367,15 @@ impl Repository {
             return self.index_written(false);
         }
         let builder = std::mem::take(&mut self.pending);
-        let (bytes, entries) = builder.finish(&self.keys);
-        let name = hash(&bytes).hex();
+        let (parts, entries) = builder.finish(&self.keys);
+        let mut h = blake3::Hasher::new();
+        for p in &parts {
+            h.update(p);
+        }
+        let name = h.finalize().to_hex().to_string();
         let backend = self.backend.clone();
         let writer = self.writer.get_or_insert_with(|| pack_writer::PackWriter::spawn(backend));
-        let job = pack_writer::Job { key: Self::pack_key(&name), name, bytes, entries };
+        let job = pack_writer::Job { key: Self::pack_key(&name), name, parts, entries };
         if let Err(e) = writer.submit(job) {
             // Packs in flight are lost: forget their blobs so nothing refers to them.
             self.known = None;

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 pub struct Job {
     pub key: String,
     pub name: String,
-    pub bytes: Vec<u8>,
+    pub parts: Vec<Vec<u8>>,
     pub entries: Vec<PackEntry>,
 }
 
@@ -43,8 +43,8 @@ impl PackWriter {
             .name("garret-pack-writer".into())
             .spawn(move || {
                 for job in jobs {
-                    let size = job.bytes.len() as u64;
-                    let r = backend.put(&job.key, &job.bytes).map(|()| Written {
+                    let size = job.parts.iter().map(|p| p.len() as u64).sum();
+                    let r = backend.put_parts(&job.key, &job.parts).map(|()| Written {
                         name: job.name,
                         size,
                         entries: job.entries,
