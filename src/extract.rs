@@ -272,7 +272,7 @@ impl Extractor<'_> {
             return;
         }
         let rel: Vec<u8> = comps[self.opts.strip_components..].join(&b'/');
-        self.reporter.item(' ', &shown);
+        self.reporter.item(' ', &it.path);
         self.stats.items += 1;
         if self.opts.dry_run {
             return;

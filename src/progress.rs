@@ -6,8 +6,8 @@ pub struct Progress {
     pub files: u64,
     pub bytes_read: u64,
     pub bytes_stored: u64,
-    /// The item most recently finished.
-    pub path: String,
+    /// The item most recently finished (raw path bytes).
+    pub path: Vec<u8>,
 }
 
 /// Receives warnings, per-item events and progress from an operation; the CLI decides what to
@@ -17,7 +17,7 @@ pub trait Reporter: Sync {
     fn warning(&self, msg: &str);
     /// An item was processed; `status` is a borg-style letter (A added, M modified, U unchanged,
     /// E error, x excluded, d directory, s symlink, h hardlink, f FIFO, c/b device, - dry run).
-    fn item(&self, _status: char, _path: &str) {}
+    fn item(&self, _status: char, _path: &[u8]) {}
     /// Totals changed (called often; implementations rate-limit their display).
     fn progress(&self, _p: &Progress) {}
 }

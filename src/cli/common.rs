@@ -207,15 +207,15 @@ impl Reporter for StderrReporter {
         self.warned.store(true, Ordering::Relaxed);
         self.line(format!("garret: warning: {}", one_line(msg)));
     }
-    fn item(&self, status: char, path: &str) {
+    fn item(&self, status: char, path: &[u8]) {
         if self.list && self.filter.as_ref().is_none_or(|f| f.contains(status)) {
-            self.line(format!("{status} {}", escape(path)));
+            self.line(format!("{status} {}", escape(&String::from_utf8_lossy(path))));
         }
     }
     fn progress(&self, p: &garret::progress::Progress) {
         if let Some(b) = &self.bar {
             let secs = self.started.elapsed().as_secs_f64().max(0.001);
-            let mut path = escape(&p.path);
+            let mut path = escape(&String::from_utf8_lossy(&p.path));
             if path.len() > 60 {
                 let cut = path.char_indices().map(|(i, _)| i).find(|&i| i >= path.len() - 57).unwrap_or(0);
                 path = format!("...{}", &path[cut..]);

@@ -186,7 +186,7 @@ impl Pipeline<'_> {
             }
             self.stream.push(repo, &p.item)?;
             self.progress.path.clear();
-            self.progress.path.push_str(&String::from_utf8_lossy(&p.item.path));
+            self.progress.path.extend_from_slice(&p.item.path);
             self.reporter.progress(&self.progress);
         }
         Ok(())
@@ -210,13 +210,13 @@ impl Pipeline<'_> {
                 self.stats.original_size += c.1 as u64;
             }
             self.progress.bytes_read += item.size;
-            self.reporter.item('U', &item.path_lossy());
+            self.reporter.item('U', &item.path);
             self.push_item(repo, item, true, Some(key))?;
             return Ok(());
         }
         item.chunks.clear();
         item.size = 0;
-        let shown = item.path_lossy();
+        let shown = item.path.clone();
         let file = match walk::open_source(fs_path) {
             Ok(f) => f,
             Err(e) => {
@@ -297,7 +297,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
     };
     let stream = opts.stream.take();
     let mut finish = None;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Event>(CHANNEL_EVENTS);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(CHANNEL_EVENTS);
     let cfg = WalkConfig {
         roots: &opts.paths,
         patterns: &opts.patterns,
@@ -318,29 +318,28 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
                 finish = Some(s.finish);
                 let mut reader = s.reader;
                 scope.spawn(move || {
+                    let mut sink = walk::EventSink::new(tx);
                     let _ = (|| -> std::result::Result<(), Hangup> {
-                        tx.send(Event::FileStart { item, key: None }).map_err(|_| Hangup)?;
-                        match walk::read_content(&mut reader, None, params, seed, &mut |c| {
-                            tx.send(Event::Chunk(c)).map_err(|_| Hangup)
-                        })? {
-                            Ok(_) => tx.send(Event::FileEnd { changed: false }).map_err(|_| Hangup),
-                            Err(e) => {
-                                tx.send(Event::Abort(format!("reading the input stream: {e}"))).map_err(|_| Hangup)
-                            }
+                        sink.send(Event::FileStart { item, key: None })?;
+                        match walk::read_content(&mut reader, None, params, seed, &mut |c| sink.send(Event::Chunk(c)))?
+                        {
+                            Ok(_) => sink.send(Event::FileEnd { changed: false })?,
+                            Err(e) => sink.send(Event::Abort(format!("reading the input stream: {e}")))?,
                         }
+                        sink.flush()
                     })();
                 });
             }
             None => {
                 let cfg = &cfg;
                 scope.spawn(move || {
-                    let _ = walk::walk(cfg, &tx);
+                    let _ = walk::walk(cfg, tx);
                 });
             }
         }
         let mut current = 0usize;
         // On error, returning drops `rx`: the reader's next send fails and it stops.
-        for ev in rx.iter() {
+        for ev in rx.iter().flatten() {
             match ev {
                 Event::Item(item) => {
                     pl.push_item(repo, item, true, None)?;

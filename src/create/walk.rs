@@ -63,12 +63,39 @@ pub struct WalkConfig<'a> {
 /// The receiving side hung up (it hit an error); stop walking.
 pub struct Hangup;
 
+/// Sends events in small batches: one channel message (and one wake-up of the pipeline) per
+/// 256 metadata-only events instead of per event. A batch is sent as soon as it holds a chunk,
+/// so the channel never holds more than one chunk per message.
+pub struct EventSink {
+    tx: SyncSender<Vec<Event>>,
+    buf: Vec<Event>,
+}
+
+impl EventSink {
+    pub fn new(tx: SyncSender<Vec<Event>>) -> Self {
+        EventSink { tx, buf: Vec::with_capacity(256) }
+    }
+
+    pub fn send(&mut self, e: Event) -> Result<(), Hangup> {
+        let urgent = matches!(e, Event::Chunk(_) | Event::Abort(_));
+        self.buf.push(e);
+        if urgent || self.buf.len() >= 256 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), Hangup> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(256));
+        self.tx.send(batch).map_err(|_| Hangup)
+    }
+}
+
 const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
 const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
-
-fn send(tx: &SyncSender<Event>, e: Event) -> Result<(), Hangup> {
-    tx.send(e).map_err(|_| Hangup)
-}
 
 /// Read `reader` in content-defined chunks, handing each to `emit`. Returns the number of bytes
 /// read, or the read error after the bytes read before it were handed over.
@@ -104,22 +131,22 @@ fn absolute(p: &Path) -> Vec<u8> {
 
 struct Walker<'a, 'c> {
     cfg: &'c WalkConfig<'a>,
-    tx: &'c SyncSender<Event>,
+    tx: EventSink,
     names: Names,
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
 }
 
-pub fn walk(cfg: &WalkConfig<'_>, tx: &SyncSender<Event>) -> Result<(), Hangup> {
-    let mut w = Walker { cfg, tx, names: Names::default(), hardlinks: HashMap::new() };
+pub fn walk(cfg: &WalkConfig<'_>, tx: SyncSender<Vec<Event>>) -> Result<(), Hangup> {
+    let mut w = Walker { cfg, tx: EventSink::new(tx), names: Names::default(), hardlinks: HashMap::new() };
     for root in cfg.roots {
         w.root(root)?;
     }
-    Ok(())
+    w.tx.flush()
 }
 
 impl Walker<'_, '_> {
     fn status(&self, c: char, ap: &[u8]) {
-        self.cfg.reporter.item(c, &String::from_utf8_lossy(ap));
+        self.cfg.reporter.item(c, ap);
     }
 
     fn warn(&self, msg: String) {
@@ -160,7 +187,7 @@ impl Walker<'_, '_> {
                     let why = e.io_error().map(|e| e.to_string()).unwrap_or_else(|| e.to_string());
                     // A directory or file that vanished during the walk is not an error of ours.
                     self.warn(format!("{path}: {why}"));
-                    self.cfg.reporter.item('E', &path);
+                    self.cfg.reporter.item('E', path.as_bytes());
                     continue;
                 }
             };
@@ -226,7 +253,7 @@ impl Walker<'_, '_> {
                 item.source = Some(first.clone());
                 item.size = md.size();
                 self.status('h', &ap);
-                return send(self.tx, Event::Item(item));
+                return self.tx.send(Event::Item(item));
             }
             self.hardlinks.insert(key, ap.clone());
             item.hardlink_master = true;
@@ -252,7 +279,7 @@ impl Walker<'_, '_> {
             _ => 'A',
         };
         self.status(letter, &ap);
-        send(self.tx, Event::Item(item))
+        self.tx.send(Event::Item(item))
     }
 
     fn file(&mut self, fs_path: &Path, mut item: Item, md: &std::fs::Metadata) -> Result<(), Hangup> {
@@ -260,7 +287,7 @@ impl Walker<'_, '_> {
         if self.cfg.dry_run {
             item.size = md.size();
             self.status('-', &item.path);
-            return send(self.tx, Event::Item(item));
+            return self.tx.send(Event::Item(item));
         }
         let key = CacheKey { path: absolute(fs_path), stamp };
         let mut known = false;
@@ -268,7 +295,7 @@ impl Walker<'_, '_> {
             if let Some(chunks) = cache.lookup(&key.path, &stamp) {
                 item.chunks = chunks.to_vec();
                 item.size = stamp.size;
-                return send(self.tx, Event::Cached { item, key, fs_path: fs_path.to_path_buf() });
+                return self.tx.send(Event::Cached { item, key, fs_path: fs_path.to_path_buf() });
             }
             known = cache.lookup_any(&key.path);
         }
@@ -281,10 +308,10 @@ impl Walker<'_, '_> {
             }
         };
         let ap = item.path.clone();
-        send(self.tx, Event::FileStart { item, key: Some(key) })?;
-        let tx = self.tx;
-        let read =
-            read_content(&file, Some(md.size()), self.cfg.params, self.cfg.seed, &mut |c| send(tx, Event::Chunk(c)))?;
+        self.tx.send(Event::FileStart { item, key: Some(key) })?;
+        let (params, seed) = (self.cfg.params, self.cfg.seed);
+        let tx = &mut self.tx;
+        let read = read_content(&file, Some(md.size()), params, seed, &mut |c| tx.send(Event::Chunk(c)))?;
         let mut changed = false;
         if let Err(e) = read {
             self.warn(format!("{}: read error, archived the bytes before it: {e}", fs_path.display()));
@@ -305,6 +332,6 @@ impl Walker<'_, '_> {
             },
             &ap,
         );
-        send(self.tx, Event::FileEnd { changed })
+        self.tx.send(Event::FileEnd { changed })
     }
 }
