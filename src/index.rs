@@ -23,6 +23,13 @@ pub struct Location {
     pub raw_length: u32,
 }
 
+/// What the index records of one pack.
+#[derive(Clone, Debug, Default)]
+pub struct PackUsage {
+    pub size: u64,
+    pub blobs: Vec<(Id, u32)>,
+}
+
 pub struct Index {
     conn: Connection,
 }
@@ -101,13 +108,22 @@ impl Index {
     }
 
     /// Record a durable pack and its blobs in one transaction. A blob already indexed elsewhere
-    /// keeps its first location.
+    /// keeps its first location, unless `replace` (compaction moving blobs to a new pack).
     pub fn add_pack(&mut self, name: &str, size: u64, entries: &[PackEntry]) -> Result<()> {
+        self.add_pack_with(name, size, entries, false)
+    }
+
+    pub fn add_pack_with(&mut self, name: &str, size: u64, entries: &[PackEntry], replace: bool) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute("INSERT OR IGNORE INTO packs (name, size) VALUES (?1, ?2)", params![name, size as i64])?;
         let pack: i64 = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get(0))?;
         {
-            let mut st = tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+            let sql = if replace {
+                "INSERT OR REPLACE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            } else {
+                "INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            };
+            let mut st = tx.prepare_cached(sql)?;
             for e in entries {
                 st.execute(params![&e.id.0[..], e.kind, pack, e.offset as i64, e.length, e.raw_length])?;
             }
@@ -158,6 +174,27 @@ impl Index {
             }
         }
         Ok(out)
+    }
+
+    /// Every pack with its size and the (id, envelope length) of the blobs indexed in it.
+    pub fn pack_usage(&self) -> Result<Vec<(String, PackUsage)>> {
+        let mut packs: HashMap<i64, (String, PackUsage)> = HashMap::new();
+        let mut st = self.conn.prepare("SELECT pack, name, size FROM packs")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            packs.insert(r.get(0)?, (r.get(1)?, PackUsage { size: r.get::<_, i64>(2)? as u64, blobs: vec![] }));
+        }
+        let mut st = self.conn.prepare("SELECT pack, id, length FROM blobs")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: Vec<u8> = r.get(1)?;
+            if let (Some(p), Some(id)) = (packs.get_mut(&r.get::<_, i64>(0)?), Id::from_slice(&id)) {
+                p.1.blobs.push((id, r.get(2)?));
+            }
+        }
+        let mut v: Vec<_> = packs.into_values().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(v)
     }
 
     pub fn blob_count(&self) -> Result<u64> {

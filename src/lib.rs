@@ -17,6 +17,7 @@ pub mod archive;
 pub mod backend;
 pub mod blob;
 pub mod chunker;
+pub mod compact;
 pub mod compress;
 pub mod create;
 pub mod crypto;
@@ -27,6 +28,7 @@ pub mod id;
 pub mod index;
 pub mod pack;
 pub mod progress;
+pub mod prune;
 pub mod repository;
 
 pub use error::{Error, Result};

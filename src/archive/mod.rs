@@ -144,3 +144,38 @@ impl Archive {
 pub fn lookup<'m>(repo: &'m Repository, name: &str) -> Result<&'m ArchiveEntry> {
     repo.manifest().find(name).ok_or_else(|| Error::NoSuchArchive(name.to_string()))
 }
+
+/// Remove archives from the manifest in one commit. Every name must exist, or nothing changes.
+/// Their data stays in the packs until `compact`.
+pub fn delete(repo: &mut Repository, names: &[String]) -> Result<Vec<ArchiveEntry>> {
+    for n in names {
+        lookup(repo, n)?;
+    }
+    let (gone, keep): (Vec<ArchiveEntry>, Vec<ArchiveEntry>) =
+        repo.manifest().archives.iter().cloned().partition(|a| names.contains(&a.name));
+    if !gone.is_empty() {
+        repo.commit(keep)?;
+    }
+    Ok(gone)
+}
+
+/// Give an archive a new name: a new archive object under the new name replaces the old one in
+/// the manifest (the object carries its name, so the manifest entry cannot be renamed alone).
+pub fn rename(repo: &mut Repository, old: &str, new: &str) -> Result<Id> {
+    validate_name(new)?;
+    let entry = lookup(repo, old)?.clone();
+    if repo.manifest().find(new).is_some() {
+        return Err(Error::ArchiveExists(new.to_string()));
+    }
+    let mut a = Archive::load(repo, &entry)?;
+    a.name = new.to_string();
+    let (id, _) = a.save(repo)?;
+    let archives = repo
+        .manifest()
+        .archives
+        .iter()
+        .map(|e| if e.name == old { ArchiveEntry { name: new.to_string(), id, ..e.clone() } } else { e.clone() })
+        .collect();
+    repo.commit(archives)?;
+    Ok(id)
+}

@@ -8,6 +8,7 @@ mod info;
 mod init;
 mod list;
 mod location;
+mod prune;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -43,6 +44,14 @@ pub enum Command {
     Extract(extract::ExtractArgs),
     /// Trust the repository's current manifest and key (after restoring it from a copy)
     Adopt(init::AdoptArgs),
+    /// Delete archives according to retention rules (borg semantics)
+    Prune(prune::PruneArgs),
+    /// Delete archives by name or glob
+    Delete(prune::DeleteArgs),
+    /// Rename an archive
+    Rename(prune::RenameArgs),
+    /// Free the space of deleted archives
+    Compact(prune::CompactArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -90,5 +99,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Info(a) => info::run(g, a),
         Command::Extract(a) => extract::run(g, a),
         Command::Adopt(a) => init::adopt(g, a),
+        Command::Prune(a) => prune::run(g, a),
+        Command::Delete(a) => prune::delete(g, a),
+        Command::Rename(a) => prune::rename(g, a),
+        Command::Compact(a) => prune::compact(g, a),
     }
 }

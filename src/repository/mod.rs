@@ -73,6 +73,8 @@ pub struct Repository {
     pending: PackBuilder,
     known: Option<HashMap<Id, u32>>,
     writer: Option<pack_writer::PackWriter>,
+    /// The pending pack holds blobs moved by compaction.
+    pending_moved: bool,
     written: WriteStats,
     // Declared last: dropped after the writer thread has finished.
     _lock: Option<Lock>,
@@ -217,6 +219,7 @@ impl Repository {
             pending: PackBuilder::default(),
             known: None,
             writer: None,
+            pending_moved: false,
             written: WriteStats::default(),
             _lock: lock,
         };
@@ -337,6 +340,9 @@ impl Repository {
     /// Queue a sealed blob for the current pack; writes the pack when it is full.
     /// The caller has checked [`known_blobs`](Self::known_blobs) already.
     pub fn add_sealed(&mut self, b: SealedBlob) -> Result<()> {
+        if self.pending_moved {
+            self.flush_pack()?;
+        }
         let len = b.envelope.len() as u32;
         let id = b.id;
         self.pending.add(b);
@@ -375,7 +381,8 @@ impl Repository {
         let name = h.finalize().to_hex().to_string();
         let backend = self.backend.clone();
         let writer = self.writer.get_or_insert_with(|| pack_writer::PackWriter::spawn(backend));
-        let job = pack_writer::Job { key: Self::pack_key(&name), name, parts, entries };
+        let moved = std::mem::take(&mut self.pending_moved);
+        let job = pack_writer::Job { key: Self::pack_key(&name), name, parts, entries, moved };
         if let Err(e) = writer.submit(job) {
             // Packs in flight are lost: forget their blobs so nothing refers to them.
             self.known = None;
@@ -395,12 +402,59 @@ impl Repository {
             }
         };
         for w in done {
-            self.index.add_pack(&w.name, w.size, &w.entries)?;
+            self.index.add_pack_with(&w.name, w.size, &w.entries, w.moved)?;
             faults::crash_point("pack-indexed");
             self.written.packs_written += 1;
             self.written.bytes_written += w.size;
         }
         Ok(())
+    }
+
+    /// Queue a blob that compaction moves out of a pack being rewritten. Moved blobs get packs
+    /// of their own, indexed as the blobs' new location once durable.
+    pub fn add_moved(&mut self, b: SealedBlob) -> Result<()> {
+        if !self.pending_moved && !self.pending.is_empty() {
+            self.flush_pack()?;
+        }
+        self.pending_moved = true;
+        self.pending.add(b);
+        if self.pending.is_full() {
+            self.flush_pack()?;
+        }
+        Ok(())
+    }
+
+    /// Write everything pending and wait until it is durable and indexed.
+    pub fn finish_writes(&mut self) -> Result<()> {
+        self.flush_pack()?;
+        self.index_written(true)
+    }
+
+    /// Every blob of pack `name` as stored (the pack is read whole and its header checked).
+    pub fn pack_envelopes(&self, name: &str) -> Result<Vec<SealedBlob>> {
+        let bytes = self.backend.get(&Self::pack_key(name))?;
+        let entries = pack::parse_pack(&self.keys, &bytes, name)?;
+        entries
+            .into_iter()
+            .map(|e| {
+                let kind =
+                    ObjectType::from_u8(e.kind).ok_or_else(|| Error::malformed(format!("pack {name}"), "blob type"))?;
+                let envelope = bytes[e.offset as usize..(e.offset + e.length as u64) as usize].to_vec();
+                Ok(SealedBlob { id: e.id, kind, raw_len: e.raw_length, envelope })
+            })
+            .collect()
+    }
+
+    /// Remove a pack from the index (its blobs indexed elsewhere stay).
+    pub fn unindex_pack(&mut self, name: &str) -> Result<()> {
+        self.index.remove_pack(name)?;
+        self.known = None;
+        Ok(())
+    }
+
+    /// Delete a pack file; call only after [`unindex_pack`](Self::unindex_pack).
+    pub fn delete_pack(&self, name: &str) -> Result<()> {
+        self.backend.delete(&Self::pack_key(name))
     }
 
     /// Packs and bytes written by this process so far.

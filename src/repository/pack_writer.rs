@@ -18,6 +18,8 @@ pub struct Job {
     pub name: String,
     pub parts: Vec<Vec<u8>>,
     pub entries: Vec<PackEntry>,
+    /// The pack holds blobs moved by compaction: index them here even if indexed elsewhere.
+    pub moved: bool,
 }
 
 /// A pack that is now durable.
@@ -25,6 +27,7 @@ pub struct Written {
     pub name: String,
     pub size: u64,
     pub entries: Vec<PackEntry>,
+    pub moved: bool,
 }
 
 pub struct PackWriter {
@@ -48,6 +51,7 @@ impl PackWriter {
                         name: job.name,
                         size,
                         entries: job.entries,
+                        moved: job.moved,
                     });
                     let failed = r.is_err();
                     if r.is_ok() {

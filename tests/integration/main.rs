@@ -8,5 +8,6 @@ mod dedup;
 mod hostile;
 mod integrity;
 mod nightly;
+mod retention;
 mod round_trip;
 mod secrecy;

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-fn set_mtime(p: &Path, sec: i64, nsec: i64) {
+pub fn set_mtime(p: &Path, sec: i64, nsec: i64) {
     let t = rustix::fs::Timespec { tv_sec: sec, tv_nsec: nsec as _ };
     rustix::fs::utimensat(
         rustix::fs::CWD,

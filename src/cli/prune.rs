@@ -1,0 +1,288 @@
+//! `garret prune`, `garret delete`, `garret rename`, `garret compact`: retention and space.
+
+use super::common::{self, GlobalArgs};
+use super::{location, Outcome};
+use anyhow::{bail, Result};
+use garret::compact;
+use garret::prune::{self, Policy};
+
+fn archive_glob(glob: Option<&str>, prefix: Option<&str>) -> Result<Option<globset::GlobMatcher>> {
+    let pattern = match (glob, prefix) {
+        (Some(_), Some(_)) => bail!("--glob-archives and --prefix cannot be combined"),
+        (Some(g), None) => g.to_string(),
+        (None, Some(p)) => format!("{}*", globset::escape(p)),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(
+        globset::Glob::new(&pattern)
+            .map_err(|e| anyhow::anyhow!("invalid --glob-archives {pattern:?}: {e}"))?
+            .compile_matcher(),
+    ))
+}
+
+fn archive_line(name: &str, time: &str, id: &garret::id::Id) -> String {
+    format!("{:<36} {} [{}]", name, common::show_time(time), id.hex())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    /// Do not change the repository
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// List every archive with kept/pruned and the rule that kept it
+    #[arg(long)]
+    pub list: bool,
+    /// Print what was deleted
+    #[arg(short = 's', long)]
+    pub stats: bool,
+    /// JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Keep all archives within this interval (e.g. 2d, 3w, 6m, 1y; units H d w m y)
+    #[arg(long, value_name = "INTERVAL", value_parser = prune::parse_interval)]
+    pub keep_within: Option<u64>,
+    /// Number of archives to keep (same as --keep-secondly)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_last: Option<i64>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_secondly: Option<i64>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_minutely: Option<i64>,
+    #[arg(short = 'H', long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_hourly: Option<i64>,
+    #[arg(short = 'd', long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_daily: Option<i64>,
+    #[arg(short = 'w', long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_weekly: Option<i64>,
+    #[arg(short = 'm', long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_monthly: Option<i64>,
+    #[arg(short = 'y', long, value_name = "N", allow_negative_numbers = true)]
+    pub keep_yearly: Option<i64>,
+    /// Only consider archive names starting with this prefix (attic/borg 1.x)
+    #[arg(short = 'P', long)]
+    pub prefix: Option<String>,
+    /// Only consider archive names matching GLOB
+    #[arg(short = 'a', long, value_name = "GLOB")]
+    pub glob_archives: Option<String>,
+    /// Run compact afterwards
+    #[arg(long)]
+    pub compact: bool,
+    /// Repository (or GARRET_REPO)
+    pub repository: Option<String>,
+}
+
+pub fn run(g: &GlobalArgs, a: &PruneArgs) -> Result<Outcome> {
+    let loc = location::parse_opt(a.repository.as_deref())?;
+    loc.forbid_archive()?;
+    if a.keep_last.is_some() && a.keep_secondly.is_some() {
+        bail!("--keep-last and --keep-secondly are the same rule: give one");
+    }
+    let policy = Policy {
+        within_hours: a.keep_within,
+        keep: [
+            a.keep_last.or(a.keep_secondly),
+            a.keep_minutely,
+            a.keep_hourly,
+            a.keep_daily,
+            a.keep_weekly,
+            a.keep_monthly,
+            a.keep_yearly,
+        ],
+    };
+    if let Some(n) = policy.keep.iter().flatten().find(|n| **n < -1) {
+        bail!("invalid keep count {n}: use a number >= 0, or -1 for unlimited");
+    }
+    if policy.is_empty() {
+        bail!("at least one of --keep-within, --keep-last, --keep-secondly, --keep-minutely, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly or --keep-yearly must be given");
+    }
+    let glob = archive_glob(a.glob_archives.as_deref(), a.prefix.as_deref())?;
+    let mut repo = common::open(g, &loc.repo, !a.dry_run)?;
+    let cands = prune::candidates(&repo, glob.as_ref())?;
+    let plain: Vec<_> = cands.iter().map(|c| c.1.clone()).collect();
+    let decision = prune::select(&plain, &policy, chrono::Utc::now());
+    // Report newest first, as borg does.
+    let mut order: Vec<usize> = (0..cands.len()).collect();
+    order.sort_by(|&x, &y| plain[y].time.cmp(&plain[x].time));
+    let doomed: Vec<String> =
+        order.iter().filter(|&&i| decision[i].is_none()).map(|&i| cands[i].0.name.clone()).collect();
+    let mut json = vec![];
+    let mut deleted = 0;
+    for &i in &order {
+        let (e, _) = &cands[i];
+        let msg = match &decision[i] {
+            Some(k) => format!("Keeping archive (rule: {} #{}):", k.rule, k.n),
+            None if a.dry_run => "Would prune:".to_string(),
+            None => {
+                deleted += 1;
+                format!("Pruning archive ({deleted}/{}):", doomed.len())
+            }
+        };
+        if a.list {
+            eprintln!("{msg:<40} {}", archive_line(&e.name, &e.time, &e.id));
+        }
+        json.push(serde_json::json!({
+            "name": e.name, "id": e.id.hex(), "time": e.time,
+            "kept": decision[i].is_some(),
+            "rule": decision[i].as_ref().map(|k| format!("{} #{}", k.rule, k.n)),
+        }));
+    }
+    if !a.dry_run && !doomed.is_empty() {
+        garret::archive::delete(&mut repo, &doomed)?;
+    }
+    let mut compacted = None;
+    if a.compact && !a.dry_run {
+        compacted = Some(compact::run(&mut repo, 10.0, false)?);
+    } else if (g.verbose || g.info || a.list || a.stats) && !doomed.is_empty() && !a.dry_run {
+        eprintln!(
+            "garret: {} archive(s) pruned; run `garret compact {}` to free their space",
+            doomed.len(),
+            loc.repo.display()
+        );
+    }
+    if a.stats {
+        eprintln!("Deleted archives: {}  Kept: {}", doomed.len(), cands.len() - doomed.len());
+        if let Some(c) = &compacted {
+            eprint!("{}", compact_text(c));
+        }
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "archives": json, "dry_run": a.dry_run, "compact": compacted.map(compact_json) })
+            )?
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeleteArgs {
+    /// Do not change the repository
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// List the archives deleted
+    #[arg(long)]
+    pub list: bool,
+    /// Print a summary
+    #[arg(short = 's', long)]
+    pub stats: bool,
+    /// Delete archives whose names start with this prefix
+    #[arg(short = 'P', long)]
+    pub prefix: Option<String>,
+    /// Delete archives whose names match GLOB
+    #[arg(short = 'a', long, value_name = "GLOB")]
+    pub glob_archives: Option<String>,
+    /// REPO::NAME, or REPO with --glob-archives/--prefix or further NAMEs
+    pub location: Option<String>,
+    /// More archive names
+    pub names: Vec<String>,
+}
+
+pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
+    let loc = location::parse_opt(a.location.as_deref())?;
+    let glob = archive_glob(a.glob_archives.as_deref(), a.prefix.as_deref())?;
+    let mut names: Vec<String> = loc.archive.iter().cloned().chain(a.names.iter().cloned()).collect();
+    if names.is_empty() && glob.is_none() {
+        bail!("name the archives to delete (REPO::NAME [NAME...] or --glob-archives GLOB); to delete a whole repository, remove its directory");
+    }
+    let mut repo = common::open(g, &loc.repo, !a.dry_run)?;
+    if let Some(gm) = &glob {
+        names.extend(repo.manifest().archives.iter().filter(|e| gm.is_match(&e.name)).map(|e| e.name.clone()));
+    }
+    names.dedup();
+    for n in &names {
+        garret::archive::lookup(&repo, n)?;
+    }
+    let entries: Vec<_> = repo.manifest().archives.iter().filter(|e| names.contains(&e.name)).cloned().collect();
+    if a.list || a.dry_run {
+        for e in &entries {
+            let msg = if a.dry_run { "Would delete:" } else { "Deleting archive:" };
+            eprintln!("{msg:<20} {}", archive_line(&e.name, &e.time, &e.id));
+        }
+    }
+    if !a.dry_run {
+        garret::archive::delete(&mut repo, &names)?;
+    }
+    if a.stats {
+        eprintln!("Deleted archives: {} (space is freed by `garret compact`)", entries.len());
+    }
+    Ok(Outcome::Ok)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RenameArgs {
+    /// REPO::OLDNAME
+    pub archive: String,
+    /// The new name
+    pub new_name: String,
+}
+
+pub fn rename(g: &GlobalArgs, a: &RenameArgs) -> Result<Outcome> {
+    let loc = location::parse(&a.archive)?;
+    let old = loc.require_archive()?.to_string();
+    let new = location::expand_placeholders(&a.new_name)?;
+    let mut repo = common::open(g, &loc.repo, true)?;
+    garret::archive::rename(&mut repo, &old, &new)?;
+    Ok(Outcome::Ok)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompactArgs {
+    /// Rewrite packs with more than PERCENT garbage (packs with none live are always deleted)
+    #[arg(long, value_name = "PERCENT", default_value_t = 10.0)]
+    pub threshold: f64,
+    /// Only report what would be freed
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print bytes freed and rewritten
+    #[arg(short = 's', long)]
+    pub stats: bool,
+    /// JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// Repository (or GARRET_REPO)
+    pub repository: Option<String>,
+}
+
+fn compact_text(c: &compact::CompactStats) -> String {
+    format!(
+        "Packs: {} before, {} deleted, {} rewritten\nFreed: {}  Rewritten: {}  Garbage left below threshold: {}\n",
+        c.packs_before,
+        c.packs_deleted,
+        c.packs_rewritten,
+        common::size(c.bytes_freed.saturating_sub(c.bytes_rewritten)),
+        common::size(c.bytes_rewritten),
+        common::size(c.garbage_kept)
+    )
+}
+
+fn compact_json(c: compact::CompactStats) -> serde_json::Value {
+    serde_json::json!({
+        "packs_before": c.packs_before, "packs_deleted": c.packs_deleted, "packs_rewritten": c.packs_rewritten,
+        "bytes_freed": c.bytes_freed.saturating_sub(c.bytes_rewritten), "bytes_rewritten": c.bytes_rewritten,
+        "garbage_kept": c.garbage_kept,
+    })
+}
+
+pub fn compact(g: &GlobalArgs, a: &CompactArgs) -> Result<Outcome> {
+    let loc = location::parse_opt(a.repository.as_deref())?;
+    loc.forbid_archive()?;
+    if !(0.0..=100.0).contains(&a.threshold) {
+        bail!("--threshold {} is out of range: use 0 to 100 (percent)", a.threshold);
+    }
+    let mut repo = common::open(g, &loc.repo, true)?;
+    let st = compact::run(&mut repo, a.threshold, a.dry_run)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "dry_run": a.dry_run, "stats": compact_json(st) }))?
+        );
+    } else if a.stats || a.dry_run {
+        if a.dry_run {
+            eprintln!("Would free (dry run):");
+        }
+        eprint!("{}", compact_text(&st));
+    }
+    Ok(Outcome::Ok)
+}
