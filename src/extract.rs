@@ -220,6 +220,45 @@ struct Extractor<'a> {
     extracted: HashMap<Vec<u8>, Vec<u8>>,
 }
 
+/// Write the content of the selected files, in archive order, to `out` (`extract --stdout`, e.g.
+/// a database dump piped into `psql`). Nothing is written to the filesystem.
+pub fn to_writer(
+    repo: &Repository,
+    archive: &Archive,
+    paths: &[Vec<u8>],
+    out: &mut dyn std::io::Write,
+    reporter: &dyn Reporter,
+) -> Result<ExtractStats> {
+    let mut stats = ExtractStats::default();
+    let mut masters: HashMap<Vec<u8>, Vec<ChunkRef>> = HashMap::new();
+    for item in archive.items(repo) {
+        let it = item?;
+        if it.hardlink_master {
+            masters.insert(it.path.clone(), it.chunks.clone());
+        }
+        if !selected(&it.path, paths) {
+            continue;
+        }
+        let chunks = match it.kind {
+            Kind::File => &it.chunks,
+            Kind::Hardlink => match it.source.as_ref().and_then(|s| masters.get(s)) {
+                Some(c) => c,
+                None => continue,
+            },
+            _ => continue,
+        };
+        reporter.item(' ', &it.path);
+        stats.items += 1;
+        for c in chunks {
+            let data = repo.load_blob(ObjectType::Data, &c.0)?;
+            out.write_all(&data).ctx(|| "writing to standard output".to_string())?;
+            stats.bytes += data.len() as u64;
+        }
+    }
+    out.flush().ctx(|| "writing to standard output".to_string())?;
+    Ok(stats)
+}
+
 pub fn run(
     repo: &Repository,
     archive: &Archive,

@@ -27,6 +27,9 @@ pub struct ExtractArgs {
     /// Write zeros as data
     #[arg(long)]
     pub no_sparse: bool,
+    /// Write the selected files' content to standard output instead (e.g. a dump into psql)
+    #[arg(long)]
+    pub stdout: bool,
     /// REPO::NAME
     pub archive: String,
     /// Only extract these paths (and what is below them)
@@ -40,6 +43,17 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
     let entry = archive::lookup(&repo, &name)?.clone();
     let ar = Archive::load(&repo, &entry)?;
     let reporter = StderrReporter::new(a.list, None);
+    if a.stdout {
+        let paths: Vec<Vec<u8>> = a
+            .paths
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().strip_prefix(b"/").unwrap_or(p.as_os_str().as_bytes()).to_vec())
+            .collect();
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        extract::to_writer(&repo, &ar, &paths, &mut out, &reporter)?;
+        return Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok });
+    }
     let opts = ExtractOptions {
         target: std::env::current_dir()?,
         paths: a

@@ -115,6 +115,14 @@ fn dump_streams_from_stdin_deduplicate_night_over_night() {
     assert!(added2 * 2 < added1, "night 2 stored {added2}, night 1 {added1}: the dumps should share most chunks");
     env.extract_to("db-2", "out", &[]).ok();
     assert!(fs::read(env.path("out/dumps/db.sql")).unwrap() == n2, "night 2 restores night 2's bytes");
+    // extract --stdout, as in `garret extract --stdout REPO::db | psql`
+    let o = env.cmd().args(["extract", "--stdout", &env.archive("db-2")]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(o.stdout == n2, "--stdout gives night 2's bytes");
+    let o = env.cmd().args(["extract", "--stdout", &env.archive("db-1"), "dumps/db.sql"]).output().unwrap();
+    assert!(o.stdout == n1);
+    let o = env.cmd().args(["extract", "--stdout", &env.archive("db-1"), "no/such/path"]).output().unwrap();
+    assert!(o.stdout.is_empty());
     let list = env.run(&["list", &env.archive("db-2")]).ok();
     assert!(list.stdout.starts_with("-rw-rw---- "), "{}", list.stdout);
 }
