@@ -86,6 +86,24 @@ impl LocalBackend {
         result
     }
 
+    /// Atomically replace a small object (only the key file, on passphrase change or import):
+    /// readers see the old or the new bytes, never a mix.
+    pub fn replace(&self, key: &str, data: &[u8]) -> Result<()> {
+        let dest = self.path(key);
+        let tmp = self.root.join(TMP_DIR).join(format!("{}.replace.tmp", key.replace('/', "_")));
+        std::fs::create_dir_all(self.root.join(TMP_DIR)).ctx(|| format!("creating {}", TMP_DIR))?;
+        let result = (|| {
+            let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+            f.write_all(data).and_then(|_| f.sync_all()).ctx(|| format!("writing {}", tmp.display()))?;
+            fs::rename(&tmp, &dest).ctx(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+            sync_dir(dest.parent().expect("has parent"))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
     pub fn get(&self, key: &str) -> Result<Vec<u8>> {
         let p = self.path(key);
         fs::read(&p).ctx(|| format!("reading {}", p.display()))

@@ -16,6 +16,7 @@
 pub mod archive;
 pub mod backend;
 pub mod blob;
+pub mod check;
 pub mod chunker;
 pub mod compact;
 pub mod compress;

@@ -92,6 +92,19 @@ pub fn passphrase(new: bool) -> Result<Vec<u8>> {
     Ok(p.into_bytes())
 }
 
+/// Ask for a new passphrase twice on the terminal.
+pub fn prompt_new_passphrase() -> Result<Vec<u8>> {
+    if !std::io::stdin().is_terminal() {
+        return Err(anyhow!("no new passphrase: set GARRET_NEW_PASSPHRASE or run garret in a terminal"));
+    }
+    let p = rpassword::prompt_password("New passphrase: ").context("reading passphrase")?;
+    let q = rpassword::prompt_password("Enter same passphrase again: ").context("reading passphrase")?;
+    if p != q {
+        return Err(anyhow!("passphrases do not match; run the command again"));
+    }
+    Ok(p.into_bytes())
+}
+
 /// Open a repository; `write` takes the exclusive lock.
 pub fn open(g: &GlobalArgs, repo: &std::path::Path, write: bool) -> Result<Repository> {
     open_with(g, repo, write, false)

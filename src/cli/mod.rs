@@ -1,11 +1,13 @@
 //! Command-line interface: clap definitions, environment, terminal, output formatting and exit
 //! codes. The only place that prints or uses `anyhow`. One file per subcommand.
 
+mod check;
 mod common;
 mod create;
 mod extract;
 mod info;
 mod init;
+mod key;
 mod list;
 mod location;
 mod prune;
@@ -52,6 +54,10 @@ pub enum Command {
     Rename(prune::RenameArgs),
     /// Free the space of deleted archives
     Compact(prune::CompactArgs),
+    /// Verify the repository and its archives
+    Check(check::CheckArgs),
+    /// Export, import and re-protect the repository key
+    Key(key::KeyArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -103,5 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Delete(a) => prune::delete(g, a),
         Command::Rename(a) => prune::rename(g, a),
         Command::Compact(a) => prune::compact(g, a),
+        Command::Check(a) => check::run(g, a),
+        Command::Key(a) => key::run(g, a),
     }
 }

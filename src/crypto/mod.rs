@@ -7,6 +7,7 @@
 //! what commits the ciphertext to one key (GCM-SIV alone is not key-committing).
 
 pub mod keyfile;
+pub mod paper;
 
 use crate::error::{Error, Result};
 use crate::id::{Id, ObjectType};

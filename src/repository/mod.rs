@@ -8,6 +8,7 @@
 //! packs written by a killed run are indexed by the next open and their blobs reused.
 
 pub mod config;
+pub mod keys;
 pub mod lock;
 pub mod manifest;
 pub mod pack_writer;
@@ -70,11 +71,10 @@ pub struct Repository {
     manifest_hash: Id,
     /// Messages for the user collected while opening (stale lock broken, packs re-indexed).
     pub warnings: Vec<String>,
-    pending: PackBuilder,
+    /// Packs being filled, one per [`Slot`].
+    pending: [PackBuilder; 3],
     known: Option<HashMap<Id, u32>>,
     writer: Option<pack_writer::PackWriter>,
-    /// The pending pack holds blobs moved by compaction.
-    pending_moved: bool,
     written: WriteStats,
     // Declared last: dropped after the writer thread has finished.
     _lock: Option<Lock>,
@@ -216,10 +216,9 @@ impl Repository {
             manifest,
             manifest_hash,
             warnings,
-            pending: PackBuilder::default(),
+            pending: Default::default(),
             known: None,
             writer: None,
-            pending_moved: false,
             written: WriteStats::default(),
             _lock: lock,
         };
@@ -337,18 +336,18 @@ impl Repository {
         Ok(self.known.as_mut().expect("just loaded"))
     }
 
-    /// Queue a sealed blob for the current pack; writes the pack when it is full.
+    /// Queue a sealed blob for the current pack of its kind; writes the pack when it is full.
+    /// File data and metadata (tree chunks, archive objects) go to separate packs, so damage to
+    /// data leaves the archives listable, and metadata reads touch only small packs.
     /// The caller has checked [`known_blobs`](Self::known_blobs) already.
     pub fn add_sealed(&mut self, b: SealedBlob) -> Result<()> {
-        if self.pending_moved {
-            self.flush_pack()?;
-        }
+        let slot = if b.kind == ObjectType::Data { Slot::Data } else { Slot::Meta };
         let len = b.envelope.len() as u32;
         let id = b.id;
-        self.pending.add(b);
+        self.pending[slot as usize].add(b);
         self.known_blobs()?.insert(id, len);
-        if self.pending.is_full() {
-            self.flush_pack()?;
+        if self.pending[slot as usize].is_full() {
+            self.flush_slot(slot)?;
         }
         Ok(())
     }
@@ -366,13 +365,20 @@ impl Repository {
         Ok((id, n))
     }
 
-    /// Seal the pending pack and hand it to the writer thread; packs that have become durable
-    /// meanwhile are indexed.
+    /// Seal every pending pack and hand them to the writer thread; packs that have become
+    /// durable meanwhile are indexed.
     pub fn flush_pack(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
+        for slot in [Slot::Data, Slot::Meta, Slot::Moved] {
+            self.flush_slot(slot)?;
+        }
+        Ok(())
+    }
+
+    fn flush_slot(&mut self, slot: Slot) -> Result<()> {
+        if self.pending[slot as usize].is_empty() {
             return self.index_written(false);
         }
-        let builder = std::mem::take(&mut self.pending);
+        let builder = std::mem::take(&mut self.pending[slot as usize]);
         let (parts, entries) = builder.finish(&self.keys);
         let mut h = blake3::Hasher::new();
         for p in &parts {
@@ -381,8 +387,7 @@ impl Repository {
         let name = h.finalize().to_hex().to_string();
         let backend = self.backend.clone();
         let writer = self.writer.get_or_insert_with(|| pack_writer::PackWriter::spawn(backend));
-        let moved = std::mem::take(&mut self.pending_moved);
-        let job = pack_writer::Job { key: Self::pack_key(&name), name, parts, entries, moved };
+        let job = pack_writer::Job { key: Self::pack_key(&name), name, parts, entries, moved: slot == Slot::Moved };
         if let Err(e) = writer.submit(job) {
             // Packs in flight are lost: forget their blobs so nothing refers to them.
             self.known = None;
@@ -413,13 +418,9 @@ impl Repository {
     /// Queue a blob that compaction moves out of a pack being rewritten. Moved blobs get packs
     /// of their own, indexed as the blobs' new location once durable.
     pub fn add_moved(&mut self, b: SealedBlob) -> Result<()> {
-        if !self.pending_moved && !self.pending.is_empty() {
-            self.flush_pack()?;
-        }
-        self.pending_moved = true;
-        self.pending.add(b);
-        if self.pending.is_full() {
-            self.flush_pack()?;
+        self.pending[Slot::Moved as usize].add(b);
+        if self.pending[Slot::Moved as usize].is_full() {
+            self.flush_slot(Slot::Moved)?;
         }
         Ok(())
     }
@@ -498,6 +499,15 @@ impl Repository {
 }
 
 const KEEP_OLD: u64 = manifest::KEEP_OLD_MANIFESTS;
+
+/// Which pending pack a blob goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Data = 0,
+    Meta = 1,
+    /// Blobs moved by compaction (indexed as their new location).
+    Moved = 2,
+}
 
 /// The current manifest: the highest sequence number present. It must authenticate; an
 /// unreadable newest manifest is an error, never a silent fallback to an older one.

@@ -3,6 +3,7 @@
 mod support;
 
 mod bad_input;
+mod check;
 mod crash;
 mod dedup;
 mod hostile;

@@ -1,0 +1,297 @@
+//! `check`: verify that the repository is whole and every archive restorable, and say exactly
+//! what is damaged.
+//!
+//! Levels: the repository level decrypts every pack header and compares it with the index (each
+//! indexed blob must sit where the index says, within a pack whose header lists it); the archive
+//! level decodes every archive and item and checks every referenced chunk is indexed with the
+//! right length; `verify_data` reads every pack whole, checks its name (BLAKE3 of its bytes) and
+//! opens every blob (decrypt, decompress, re-hash), spread over cores. `max_duration` stops the
+//! data verification after that long and remembers where, so the next run resumes there.
+
+use crate::archive::Archive;
+use crate::backend::LocalBackend;
+use crate::blob;
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::id::{Id, ObjectType};
+use crate::pack;
+use crate::repository::Repository;
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What verifying one pack found: blobs verified, bytes read, and the blobs that failed.
+type PackVerdict = (u64, u64, Vec<(Id, String)>);
+
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    pub repository: bool,
+    pub archives: bool,
+    pub verify_data: bool,
+    /// Only this archive (archive level).
+    pub archive: Option<String>,
+    pub max_duration: Option<Duration>,
+    /// Where partial verification remembers its position.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// A damaged archive and what in it is affected.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DamagedArchive {
+    pub name: String,
+    /// Files (paths, lossily decoded) with missing or corrupt chunks.
+    pub files: Vec<String>,
+    /// Damage to the archive object or its item stream (nothing of it may be listable).
+    pub metadata: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub packs_checked: u64,
+    pub blobs_checked: u64,
+    pub bytes_verified: u64,
+    pub archives_checked: u64,
+    /// Indexed blobs no archive references (left by interrupted runs or deletions; `compact`
+    /// frees them). Not an error.
+    pub unreferenced_blobs: u64,
+    pub damaged_archives: Vec<DamagedArchive>,
+    /// Blobs that failed verification or are missing.
+    pub bad_blobs: Vec<String>,
+    /// False when `max_duration` stopped data verification early.
+    pub complete: bool,
+}
+
+impl CheckReport {
+    pub fn damaged(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}
+
+/// Check the repository; problems go into the report, `Err` only when checking itself failed.
+pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
+    let mut rep = CheckReport { complete: true, ..Default::default() };
+    let mut bad: HashSet<Id> = HashSet::new();
+    if opts.repository {
+        check_packs(repo, &mut rep, &mut bad)?;
+    }
+    if opts.verify_data {
+        verify_data(repo, opts, &mut rep, &mut bad)?;
+    }
+    if opts.archives || !bad.is_empty() {
+        check_archives(repo, opts, &mut rep, &bad)?;
+    }
+    let mut b: Vec<String> = bad.iter().map(|i| i.hex()).collect();
+    b.sort();
+    rep.bad_blobs = b;
+    Ok(rep)
+}
+
+/// Every pack header decrypts and agrees with the index.
+fn check_packs(repo: &Repository, rep: &mut CheckReport, bad: &mut HashSet<Id>) -> Result<()> {
+    let usage = repo.index().pack_usage()?;
+    let on_disk: HashSet<String> = repo
+        .backend()
+        .list(crate::repository::DATA_DIR, true)?
+        .iter()
+        .filter_map(|k| k.rsplit('/').next().map(String::from))
+        .collect();
+    for (name, u) in &usage {
+        rep.packs_checked += 1;
+        if !on_disk.contains(name) {
+            rep.errors.push(format!("pack {name} is indexed but missing from data/"));
+            bad.extend(u.blobs.iter().map(|b| b.0));
+            continue;
+        }
+        let entries = match repo.read_pack_header(name) {
+            Ok((entries, size)) => {
+                if size != u.size {
+                    rep.errors.push(format!("pack {name} is {size} bytes, the index says {}", u.size));
+                }
+                entries
+            }
+            Err(e) => {
+                rep.errors.push(format!("pack {name}: {e}"));
+                bad.extend(u.blobs.iter().map(|b| b.0));
+                continue;
+            }
+        };
+        let by_id: HashMap<Id, &pack::PackEntry> = entries.iter().map(|e| (e.id, e)).collect();
+        for (id, len) in &u.blobs {
+            rep.blobs_checked += 1;
+            match by_id.get(id) {
+                Some(e) if e.length == *len => {}
+                Some(_) => {
+                    rep.errors.push(format!(
+                        "blob {} in pack {name}: index and pack header disagree on its length",
+                        id.hex()
+                    ));
+                    bad.insert(*id);
+                }
+                None => {
+                    rep.errors
+                        .push(format!("blob {} is indexed in pack {name}, whose header does not list it", id.hex()));
+                    bad.insert(*id);
+                }
+            }
+        }
+    }
+    for name in &on_disk {
+        if !usage.iter().any(|(n, _)| n == name) {
+            rep.warnings
+                .push(format!("pack {name} is not indexed (unreadable header?); `check --repair` rebuilds the index"));
+        }
+    }
+    Ok(())
+}
+
+fn progress_file(opts: &CheckOptions, repo: &Repository) -> Option<PathBuf> {
+    opts.state_dir.as_ref().map(|d| d.join(&repo.config().id).join("check-position"))
+}
+
+/// Read every pack whole, verify its name and every blob in it.
+fn verify_data(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, bad: &mut HashSet<Id>) -> Result<()> {
+    let started = Instant::now();
+    let mut names: Vec<String> = repo.index().pack_usage()?.into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    let pos_file = progress_file(opts, repo);
+    if opts.max_duration.is_some() {
+        if let Some(last) = pos_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+            let last = last.trim().to_string();
+            names.retain(|n| *n > last);
+        }
+    }
+    // Packs in slices so that the time limit is checked between slices; each slice in parallel.
+    for (n, slice) in names.chunks(8).enumerate() {
+        if let Some(max) = opts.max_duration {
+            // At least one slice per run, so that even a tiny limit makes progress.
+            if n > 0 && started.elapsed() >= max {
+                rep.complete = false;
+                break;
+            }
+        }
+        let (keys, backend) = (repo.keys(), repo.backend());
+        let results: Vec<(String, Result<PackVerdict>)> =
+            slice.par_iter().map(|name| (name.clone(), verify_pack(keys, backend, name))).collect();
+        for (name, r) in results {
+            match r {
+                Ok((blobs, bytes, failures)) => {
+                    rep.blobs_checked += blobs;
+                    rep.bytes_verified += bytes;
+                    for (id, why) in failures {
+                        rep.errors.push(format!("blob {} in pack {name}: {why}", id.hex()));
+                        bad.insert(id);
+                    }
+                }
+                Err(e) => {
+                    rep.errors.push(format!("pack {name}: {e}"));
+                    for (id, _) in
+                        repo.index().pack_usage()?.into_iter().filter(|(n, _)| *n == name).flat_map(|(_, u)| u.blobs)
+                    {
+                        bad.insert(id);
+                    }
+                }
+            }
+        }
+        if let (Some(p), Some(last)) = (&pos_file, slice.last()) {
+            if opts.max_duration.is_some() {
+                let _ = std::fs::create_dir_all(p.parent().expect("has parent"));
+                let _ = std::fs::write(p, last);
+            }
+        }
+    }
+    if rep.complete {
+        if let Some(p) = &pos_file {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    Ok(())
+}
+
+/// Verify one pack: (blobs verified, bytes, failures).
+fn verify_pack(keys: &Keys, backend: &LocalBackend, name: &str) -> Result<PackVerdict> {
+    let bytes = backend.get(&Repository::pack_key(name))?;
+    let name_ok = blake3::hash(&bytes).to_hex().as_str() == name;
+    let entries = pack::parse_pack(keys, &bytes, name)?;
+    let mut failures = vec![];
+    for e in &entries {
+        let env = &bytes[e.offset as usize..(e.offset + e.length as u64) as usize];
+        let kind = ObjectType::from_u8(e.kind).unwrap_or(ObjectType::Data);
+        match blob::open(keys, kind, &e.id, env) {
+            Ok(d) if d.len() as u32 == e.raw_length => {}
+            Ok(_) => failures.push((e.id, "plaintext length differs from the pack header".into())),
+            Err(err) => failures.push((e.id, err.to_string())),
+        }
+    }
+    if !name_ok && failures.is_empty() {
+        return Err(Error::integrity(
+            format!("pack {name}"),
+            "contents do not hash to its name, though every blob opens",
+        ));
+    }
+    Ok((entries.len() as u64, bytes.len() as u64, failures))
+}
+
+/// Every archive decodes, and every chunk it references is indexed (and not known bad).
+fn check_archives(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, bad: &HashSet<Id>) -> Result<()> {
+    let index = repo.index().known_blobs()?;
+    let mut referenced: HashSet<Id> = HashSet::new();
+    let entries: Vec<_> = match &opts.archive {
+        Some(n) => vec![crate::archive::lookup(repo, n)?.clone()],
+        None => repo.manifest().archives.clone(),
+    };
+    let missing = |id: &Id| !index.contains_key(id) || bad.contains(id);
+    for entry in &entries {
+        rep.archives_checked += 1;
+        let mut dmg = DamagedArchive { name: entry.name.clone(), ..Default::default() };
+        referenced.insert(entry.id);
+        match Archive::load(repo, entry) {
+            Err(e) => dmg.metadata.push(format!("archive object: {e}")),
+            Ok(a) => {
+                for t in &a.items {
+                    referenced.insert(*t);
+                }
+                for item in a.items(repo) {
+                    match item {
+                        Err(e) => {
+                            dmg.metadata.push(format!("item stream: {e}"));
+                            break;
+                        }
+                        Ok(it) => {
+                            let mut damaged = false;
+                            for c in &it.chunks {
+                                referenced.insert(c.0);
+                                if missing(&c.0) {
+                                    damaged = true;
+                                }
+                            }
+                            if damaged {
+                                dmg.files.push(it.path_lossy());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !dmg.files.is_empty() || !dmg.metadata.is_empty() {
+            for m in &dmg.metadata {
+                rep.errors.push(format!("archive {:?}: {m}", dmg.name));
+            }
+            if !dmg.files.is_empty() {
+                rep.errors.push(format!(
+                    "archive {:?}: {} file(s) with missing or damaged data: {}",
+                    dmg.name,
+                    dmg.files.len(),
+                    dmg.files.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            rep.damaged_archives.push(dmg);
+        }
+    }
+    if opts.archive.is_none() {
+        rep.unreferenced_blobs = index.keys().filter(|id| !referenced.contains(id)).count() as u64;
+    }
+    Ok(())
+}

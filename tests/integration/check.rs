@@ -1,0 +1,220 @@
+//! check: every kind of damage is found and named; key export/import/change-passphrase.
+
+use crate::support::*;
+use std::fs;
+use std::os::unix::fs::FileExt;
+
+fn setup() -> Env {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/victim"), xorshift(300_000, 1)).unwrap();
+    fs::write(env.path("src/bystander"), xorshift(300_000, 2)).unwrap();
+    env.create_json("a1", &["src"], &[]);
+    env.create_json("a2", &["src"], &[]);
+    env
+}
+
+fn json(r: &Run) -> serde_json::Value {
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+}
+
+/// (pack key, offset) of the first chunk of src/victim.
+fn victim_location(env: &Env) -> (String, u64, String) {
+    let repo = open_repo(env);
+    let it = items(&repo, "a1").into_iter().find(|i| i.path == b"src/victim").unwrap();
+    let loc = repo.index().lookup(&it.chunks[0].0).unwrap().unwrap();
+    (garret::repository::Repository::pack_key(&loc.pack), loc.offset, it.chunks[0].0.hex())
+}
+
+fn flip(path: &std::path::Path, at: u64) {
+    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x01], at).unwrap();
+}
+
+#[test]
+fn clean_repository_checks_clean_at_every_level() {
+    let env = setup();
+    env.run(&["check", &env.repo_str()]).ok();
+    let r = env.run(&["check", "--verify-data", "--json", &env.repo_str()]).ok();
+    let v = json(&r);
+    assert_eq!(v["complete"], true);
+    assert_eq!(v["archives_checked"], 2);
+    assert!(v["bytes_verified"].as_u64().unwrap() > 600_000);
+    env.run(&["check", "--repository-only", &env.repo_str()]).ok();
+    env.run(&["check", "--archives-only", &env.archive("a1")]).ok();
+}
+
+#[test]
+fn flipped_blob_byte_is_found_by_verify_data_and_named() {
+    let env = setup();
+    let (pack, offset, id) = victim_location(&env);
+    flip(&env.repo().join(&pack), offset + 500);
+    let r = env.run(&["check", "--verify-data", &env.repo_str()]).code(2);
+    assert!(r.stderr.contains(&id), "names the blob: {}", r.stderr);
+    assert!(
+        r.stderr.contains("damaged: a1: src/victim") && r.stderr.contains("damaged: a2: src/victim"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("bystander"), "{}", r.stderr);
+}
+
+#[test]
+fn flipped_bit_in_pack_header_is_found_by_plain_check() {
+    let env = setup();
+    let (pack, _, _) = victim_location(&env);
+    let p = env.repo().join(&pack);
+    let len = fs::metadata(&p).unwrap().len();
+    flip(&p, len - 20);
+    let r = env.run(&["check", &env.repo_str()]).code(2);
+    assert!(r.stderr.contains(pack.rsplit('/').next().unwrap()), "names the pack: {}", r.stderr);
+    assert!(r.stderr.contains("src/victim"), "names the files: {}", r.stderr);
+}
+
+#[test]
+fn truncated_and_deleted_packs_are_found() {
+    let env = setup();
+    let (pack, _, _) = victim_location(&env);
+    let p = env.repo().join(&pack);
+    let f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(fs::metadata(&p).unwrap().len() / 2).unwrap();
+    drop(f);
+    let r = env.run(&["check", &env.repo_str()]).code(2);
+    assert!(r.stderr.contains("src/victim"), "{}", r.stderr);
+    fs::remove_file(&p).unwrap();
+    let r = env.run(&["check", &env.repo_str()]).code(2);
+    assert!(r.stderr.contains("src/victim") && r.stderr.contains("a1"), "{}", r.stderr);
+}
+
+#[test]
+fn damaged_index_is_rebuilt_and_check_is_clean() {
+    let env = setup();
+    let ix = env.repo().join("index.sqlite");
+    let len = fs::metadata(&ix).unwrap().len();
+    for at in (100..len).step_by(997) {
+        flip(&ix, at);
+    }
+    let _ = fs::remove_file(env.repo().join("index.sqlite-wal"));
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+    env.extract_to("a2", "out", &[]).ok();
+    assert_same_tree(&env.path("src"), &env.path("out/src"));
+}
+
+#[test]
+fn max_duration_verifies_in_slices_that_resume() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir(env.path("src")).unwrap();
+    // many packs: one per archive
+    for i in 0..12 {
+        fs::write(env.path("src/f"), xorshift(100_000, i)).unwrap();
+        env.create_json(&format!("a{i}"), &["src"], &[]);
+    }
+    let r = env
+        .run(&["check", "--verify-data", "--repository-only", "--max-duration", "0", "--json", &env.repo_str()])
+        .ok();
+    let first = json(&r);
+    assert_eq!(first["complete"], false, "{first}");
+    let r = env
+        .run(&["check", "--verify-data", "--repository-only", "--max-duration", "3600", "--json", &env.repo_str()])
+        .ok();
+    let second = json(&r);
+    assert_eq!(second["complete"], true);
+    let full = json(&env.run(&["check", "--verify-data", "--repository-only", "--json", &env.repo_str()]).ok());
+    let sum = first["bytes_verified"].as_u64().unwrap() + second["bytes_verified"].as_u64().unwrap();
+    assert_eq!(sum, full["bytes_verified"].as_u64().unwrap(), "the two slices cover every pack exactly once");
+}
+
+#[test]
+fn missing_repository_files_are_diagnosed() {
+    let env = setup();
+    fs::remove_dir_all(env.repo().join("manifests")).unwrap();
+    let r = env.run(&["list", &env.repo_str()]).code(2);
+    assert!(r.stderr.contains("no manifest"), "{}", r.stderr);
+    let env = setup();
+    fs::remove_file(env.repo().join("key")).unwrap();
+    let r = env.run(&["list", &env.repo_str()]).code(2);
+    assert!(r.stderr.contains("key") && r.stderr.lines().count() == 1, "{}", r.stderr);
+}
+
+#[test]
+fn key_export_import_paper_and_change_passphrase() {
+    let env = setup();
+    let repo = env.repo_str();
+    env.run(&["key", "export", &repo, &env.path("key.json").display().to_string()]).ok();
+    env.run(&["key", "export", "--paper", &repo, &env.path("key.txt").display().to_string()]).ok();
+    let paper = fs::read_to_string(env.path("key.txt")).unwrap();
+    assert!(paper.starts_with("garret key v1") && paper.lines().nth(1).unwrap().starts_with("001: "), "{paper}");
+    // the key is lost from the repository: the recovery kit brings it back
+    fs::remove_file(env.repo().join("key")).unwrap();
+    env.run(&["list", &repo]).code(2);
+    env.run(&["key", "import", "--paper", &repo, &env.path("key.txt").display().to_string()]).ok();
+    env.run(&["list", &repo]).ok();
+    fs::remove_file(env.repo().join("key")).unwrap();
+    env.run(&["key", "import", &repo, &env.path("key.json").display().to_string()]).ok();
+    env.run(&["list", &repo]).ok();
+    // a typo in the paper key is caught on its line
+    let typo = paper.replacen("001: ", "001: 0", 1).replacen("001: 0", "001: ", 1);
+    let mut lines: Vec<String> = typo.lines().map(String::from).collect();
+    lines[2] = lines[2].replacen(|c: char| c.is_ascii_hexdigit(), "z", 1);
+    fs::write(env.path("typo.txt"), lines.join("\n")).unwrap();
+    let r = env.run(&["key", "import", "--paper", &repo, &env.path("typo.txt").display().to_string()]).code(2);
+    assert!(r.stderr.contains("line 2"), "{}", r.stderr);
+    // import refuses a key that does not open with the passphrase
+    let r = env
+        .cmd()
+        .env("GARRET_PASSPHRASE", "wrong")
+        .args(["key", "import", &repo, &env.path("key.json").display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    // change the passphrase: the old one stops working, the new one works, data unchanged
+    let r = env
+        .cmd()
+        .env("GARRET_NEW_PASSPHRASE", "a new passphrase")
+        .args(["key", "change-passphrase", &repo])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    env.run(&["list", &repo]).code(2);
+    let r = env
+        .cmd()
+        .env("GARRET_PASSPHRASE", "a new passphrase")
+        .args(["extract", &env.archive("a1")])
+        .current_dir(env.path(""))
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    // a key exported from another repository is refused
+    let other = Env::new();
+    other.init("repokey");
+    other.run(&["key", "export", &other.repo_str(), &env.path("other.json").display().to_string()]).ok();
+    let r = env
+        .cmd()
+        .env("GARRET_PASSPHRASE", "a new passphrase")
+        .args(["key", "import", &repo, &env.path("other.json").display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("belongs to repository"));
+}
+
+#[test]
+fn keyfile_mode_keeps_the_key_on_the_client() {
+    let env = Env::new();
+    env.init("keyfile");
+    assert!(!env.repo().join("key").exists());
+    assert_eq!(fs::read_dir(env.path("keys")).unwrap().count(), 1);
+    fs::create_dir(env.path("src")).unwrap();
+    env.create_json("a", &["src"], &[]);
+    let saved = env.path("kit.json");
+    env.run(&["key", "export", &env.repo_str(), &saved.display().to_string()]).ok();
+    fs::remove_dir_all(env.path("keys")).unwrap();
+    let r = env.run(&["list", &env.repo_str()]).code(2);
+    assert!(r.stderr.contains("key import"), "{}", r.stderr);
+    env.run(&["key", "import", &env.repo_str(), &saved.display().to_string()]).ok();
+    env.run(&["list", &env.repo_str()]).ok();
+}
