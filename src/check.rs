@@ -12,7 +12,7 @@ use crate::archive::Archive;
 use crate::backend::LocalBackend;
 use crate::blob;
 use crate::crypto::Keys;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::{Id, ObjectType};
 use crate::pack;
 use crate::repository::Repository;
@@ -21,8 +21,15 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// What verifying one pack found: blobs verified, bytes read, and the blobs that failed.
-type PackVerdict = (u64, u64, Vec<(Id, String)>);
+/// What verifying one pack found.
+struct PackVerdict {
+    blobs: u64,
+    bytes: u64,
+    /// Blobs that failed to open, with why.
+    failures: Vec<(Id, String)>,
+    /// The pack's bytes hash to its name.
+    name_ok: bool,
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct CheckOptions {
@@ -60,6 +67,8 @@ pub struct CheckReport {
     pub damaged_archives: Vec<DamagedArchive>,
     /// Blobs that failed verification or are missing.
     pub bad_blobs: Vec<String>,
+    /// Pack files with damage: pack name -> its bad blobs (empty: the whole pack is unreadable).
+    pub damaged_packs: std::collections::BTreeMap<String, Vec<String>>,
     /// False when `max_duration` stopped data verification early.
     pub complete: bool,
 }
@@ -115,6 +124,7 @@ fn check_packs(repo: &Repository, rep: &mut CheckReport, bad: &mut HashSet<Id>) 
             Err(e) => {
                 rep.errors.push(format!("pack {name}: {e}"));
                 bad.extend(u.blobs.iter().map(|b| b.0));
+                rep.damaged_packs.entry(name.clone()).or_default();
                 continue;
             }
         };
@@ -154,7 +164,9 @@ fn progress_file(opts: &CheckOptions, repo: &Repository) -> Option<PathBuf> {
 /// Read every pack whole, verify its name and every blob in it.
 fn verify_data(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, bad: &mut HashSet<Id>) -> Result<()> {
     let started = Instant::now();
-    let mut names: Vec<String> = repo.index().pack_usage()?.into_iter().map(|(n, _)| n).collect();
+    let usage: HashMap<String, HashSet<Id>> =
+        repo.index().pack_usage()?.into_iter().map(|(n, u)| (n, u.blobs.into_iter().map(|b| b.0).collect())).collect();
+    let mut names: Vec<String> = usage.keys().cloned().collect();
     names.sort();
     let pos_file = progress_file(opts, repo);
     if opts.max_duration.is_some() {
@@ -176,22 +188,35 @@ fn verify_data(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, ba
         let results: Vec<(String, Result<PackVerdict>)> =
             slice.par_iter().map(|name| (name.clone(), verify_pack(keys, backend, name))).collect();
         for (name, r) in results {
+            let indexed = &usage[&name];
             match r {
-                Ok((blobs, bytes, failures)) => {
-                    rep.blobs_checked += blobs;
-                    rep.bytes_verified += bytes;
-                    for (id, why) in failures {
-                        rep.errors.push(format!("blob {} in pack {name}: {why}", id.hex()));
-                        bad.insert(id);
+                Ok(v) => {
+                    rep.blobs_checked += v.blobs;
+                    rep.bytes_verified += v.bytes;
+                    let mut indexed_failures = 0;
+                    for (id, why) in v.failures {
+                        if indexed.contains(&id) {
+                            indexed_failures += 1;
+                            rep.errors.push(format!("blob {} in pack {name}: {why}", id.hex()));
+                            bad.insert(id);
+                            rep.damaged_packs.entry(name.clone()).or_default().push(id.hex());
+                        } else {
+                            rep.warnings.push(format!(
+                                "pack {name}: blob {} is corrupt but no longer indexed (dropped by a repair; compact removes it)",
+                                id.hex()
+                            ));
+                        }
+                    }
+                    if !v.name_ok && indexed_failures == 0 {
+                        rep.warnings.push(format!(
+                            "pack {name}: contents do not hash to its name, but every indexed blob in it is intact"
+                        ));
                     }
                 }
                 Err(e) => {
                     rep.errors.push(format!("pack {name}: {e}"));
-                    for (id, _) in
-                        repo.index().pack_usage()?.into_iter().filter(|(n, _)| *n == name).flat_map(|(_, u)| u.blobs)
-                    {
-                        bad.insert(id);
-                    }
+                    bad.extend(indexed.iter().copied());
+                    rep.damaged_packs.entry(name.clone()).or_default();
                 }
             }
         }
@@ -225,13 +250,7 @@ fn verify_pack(keys: &Keys, backend: &LocalBackend, name: &str) -> Result<PackVe
             Err(err) => failures.push((e.id, err.to_string())),
         }
     }
-    if !name_ok && failures.is_empty() {
-        return Err(Error::integrity(
-            format!("pack {name}"),
-            "contents do not hash to its name, though every blob opens",
-        ));
-    }
-    Ok((entries.len() as u64, bytes.len() as u64, failures))
+    Ok(PackVerdict { blobs: entries.len() as u64, bytes: bytes.len() as u64, failures, name_ok })
 }
 
 /// Every archive decodes, and every chunk it references is indexed (and not known bad).

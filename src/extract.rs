@@ -441,6 +441,12 @@ impl Extractor<'_> {
             write_at(&file, offset, &data, self.opts.sparse).map_err(ioe)?;
             offset += data.len() as u64;
         }
+        if !it.chunks_healthy.is_empty() {
+            self.reporter.warning(&format!(
+                "{}: damaged file: missing data restored as zeros (a later create of the same data and `check --repair` heal it)",
+                it.path_lossy()
+            ));
+        }
         if offset != size {
             self.reporter.warning(&format!("{}: content is {offset} bytes, item says {size}", it.path_lossy()));
         }

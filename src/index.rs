@@ -145,6 +145,21 @@ impl Index {
         Ok(())
     }
 
+    /// Forget one blob (found corrupt); its pack stays.
+    pub fn remove_blob(&mut self, id: &Id) -> Result<()> {
+        self.conn.execute("DELETE FROM blobs WHERE id = ?1", [&id.0[..]])?;
+        Ok(())
+    }
+
+    /// Forget everything (before a rebuild from the pack files).
+    pub fn clear(&mut self) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM blobs", [])?;
+        tx.execute("DELETE FROM packs", [])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn lookup(&self, id: &Id) -> Result<Option<Location>> {
         let mut st = self.conn.prepare_cached(
             "SELECT p.name, b.kind, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.pack = b.pack WHERE b.id = ?1",

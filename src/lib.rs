@@ -30,6 +30,7 @@ pub mod index;
 pub mod pack;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub mod repository;
 
 pub use error::{Error, Result};

@@ -66,6 +66,11 @@ pub struct Item {
     /// its content reference so a later name can be extracted without this one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hardlink_master: bool,
+    /// Set by `check --repair` on a file whose data was damaged: the original chunk list, while
+    /// `chunks` has zero-filled replacements for the missing ones. A later repair restores it
+    /// once every original chunk is back in the repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks_healthy: Vec<ChunkRef>,
     /// Set when the file changed while it was read (the content is what was read).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub changed: bool,
@@ -109,6 +114,7 @@ impl Item {
             rdev: 0,
             xattrs: vec![],
             hardlink_master: false,
+            chunks_healthy: vec![],
             changed: false,
         }
     }

@@ -23,12 +23,62 @@ pub struct CheckArgs {
     /// JSON report on stdout
     #[arg(long)]
     pub json: bool,
+    /// Rebuild the index from the packs, drop corrupt blobs, zero-fill damaged files (they heal
+    /// later when the data is stored again); never deletes a pack
+    #[arg(long)]
+    pub repair: bool,
     /// REPO or REPO::NAME
     pub location: Option<String>,
 }
 
+fn repair(g: &GlobalArgs, a: &CheckArgs, repo_path: &std::path::Path) -> Result<Outcome> {
+    let mut repo = common::open(g, repo_path, true)?;
+    let rep = garret::repair::run(&mut repo, a.verify_data, Some(common::cache_dir()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        for e in &rep.check.errors {
+            eprintln!("garret: found: {}", common::one_line(e));
+        }
+        if rep.unreadable_packs > 0 {
+            eprintln!("garret: warning: {} pack(s) have unreadable headers; their blobs are lost (the files stay for inspection)", rep.unreadable_packs);
+        }
+        for p in &rep.packs_quarantined {
+            eprintln!("quarantined: pack {p} (damaged; moved to quarantine/, its readable blobs were copied)");
+        }
+        for (a, f) in &rep.zero_filled {
+            eprintln!("repaired: {a}: {} (missing data replaced by zeros)", common::escape(f));
+        }
+        for (a, f) in &rep.healed {
+            eprintln!("healed: {a}: {}", common::escape(f));
+        }
+        for a in &rep.archives_removed {
+            eprintln!("removed: archive {a:?} (its metadata is unreadable)");
+        }
+        for a in &rep.archives_truncated {
+            eprintln!("truncated: archive {a:?} (items after the damaged part of its item stream are lost)");
+        }
+        if g.verbose || g.info {
+            eprintln!(
+                "index rebuilt from {} pack(s); {} corrupt blob(s) dropped",
+                rep.packs_indexed, rep.blobs_dropped
+            );
+        }
+    }
+    let touched = rep.blobs_dropped > 0
+        || rep.unreadable_packs > 0
+        || !rep.zero_filled.is_empty()
+        || !rep.archives_removed.is_empty()
+        || !rep.archives_truncated.is_empty();
+    Ok(if touched { Outcome::Warning } else { Outcome::Ok })
+}
+
 pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<Outcome> {
     let loc = location::parse_opt(a.location.as_deref())?;
+    if a.repair {
+        loc.forbid_archive()?;
+        return repair(g, a, &loc.repo);
+    }
     let repo = common::open(g, &loc.repo, false)?;
     let opts = CheckOptions {
         repository: !a.archives_only && loc.archive.is_none(),

@@ -47,7 +47,7 @@ fn item_json(it: &Item) -> serde_json::Value {
         "uid": it.uid,
         "gid": it.gid,
         "path": it.path_lossy(),
-        "healthy": true,
+        "healthy": it.chunks_healthy.is_empty(),
         "source": it.source.as_ref().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default(),
         "linktarget": it.target.as_ref().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default(),
         "size": it.size,

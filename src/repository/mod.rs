@@ -36,6 +36,8 @@ pub const CONFIG_FILE: &str = "config";
 pub const REPOKEY_FILE: &str = "key";
 pub const INDEX_FILE: &str = "index.sqlite";
 pub const DATA_DIR: &str = "data";
+/// Damaged packs set aside by `check --repair`.
+pub const QUARANTINE_DIR: &str = "quarantine";
 
 /// Where client-side files live (the CLI fills this from the environment).
 #[derive(Clone, Debug)]
@@ -289,6 +291,24 @@ impl Repository {
         Ok((added, removed))
     }
 
+    /// Rebuild the index from the pack files alone (`check --repair`). Returns (packs indexed,
+    /// packs whose header could not be read).
+    pub fn rebuild_index(&mut self) -> Result<(usize, usize)> {
+        self.index.clear()?;
+        let before = self.warnings.len();
+        let (added, _) = self.reconcile_index()?;
+        Ok((added, self.warnings.len() - before))
+    }
+
+    /// Forget blobs found corrupt (their packs stay on disk).
+    pub fn unindex_blobs(&mut self, ids: &[Id]) -> Result<()> {
+        for id in ids {
+            self.index.remove_blob(id)?;
+        }
+        self.known = None;
+        Ok(())
+    }
+
     pub fn pack_key(name: &str) -> String {
         format!("{DATA_DIR}/{}/{name}", &name[..2.min(name.len())])
     }
@@ -451,6 +471,19 @@ impl Repository {
         self.index.remove_pack(name)?;
         self.known = None;
         Ok(())
+    }
+
+    /// Move a damaged pack file out of `data/` into `quarantine/` (kept for inspection; never
+    /// read or indexed again). Call after [`unindex_pack`](Self::unindex_pack).
+    pub fn quarantine_pack(&self, name: &str) -> Result<()> {
+        let from = self.path.join(Self::pack_key(name));
+        let dir = self.path.join(QUARANTINE_DIR);
+        std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        match std::fs::rename(&from, dir.join(name)) {
+            Ok(()) => crate::backend::sync_dir(&dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("moving {} to {}", from.display(), dir.display()), e)),
+        }
     }
 
     /// Delete a pack file; call only after [`unindex_pack`](Self::unindex_pack).
