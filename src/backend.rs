@@ -78,7 +78,12 @@ impl LocalBackend {
                     }
                 },
             )?;
-            sync_dir(&dir)
+            if let Err(e) = sync_dir(&dir) {
+                // The entry's durability is unknown: the object counts as never written.
+                let _ = fs::remove_file(&dest);
+                return Err(e);
+            }
+            Ok(())
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);

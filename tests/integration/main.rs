@@ -6,6 +6,7 @@ mod bad_input;
 mod check;
 mod crash;
 mod dedup;
+mod faults;
 mod hostile;
 mod integrity;
 mod nightly;

@@ -1,0 +1,104 @@
+//! Real faults from outside the process: a disk that fills up (a loop-mounted 16 MB ext4) and a
+//! failing fsync injected by strace. Tests that need root, loop devices or strace print a SKIP
+//! line when they cannot run; `.ci/run` installs what they need.
+
+use crate::support::*;
+use std::fs;
+use std::process::Command;
+
+/// Mount a fresh 16 MB ext4 at `mnt`; `None` (with a SKIP line) where that is impossible.
+fn small_disk(env: &Env, mnt: &std::path::Path) -> Option<LoopMount> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIP disk_full: needs root for a loop mount");
+        return None;
+    }
+    let img = env.path("disk.img");
+    fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
+    let ok = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img).status().is_ok_and(|s| s.success());
+    fs::create_dir_all(mnt).unwrap();
+    if !ok || !Command::new("mount").args(["-o", "loop"]).arg(&img).arg(mnt).status().is_ok_and(|s| s.success()) {
+        eprintln!("SKIP disk_full: cannot loop-mount an ext4 image here (mkfs.ext4, loop devices)");
+        return None;
+    }
+    Some(LoopMount(mnt.to_path_buf()))
+}
+
+struct LoopMount(std::path::PathBuf);
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_mid_create_fails_cleanly_and_recovers() {
+    let env = Env::new();
+    let mnt = env.path("mnt");
+    let Some(_m) = small_disk(&env, &mnt) else { return };
+    let repo = mnt.join("repo").display().to_string();
+    env.run(&["init", "-e", "repokey", "--kdf-memory", "64", &repo]).ok();
+    fs::create_dir_all(env.path("small")).unwrap();
+    fs::write(env.path("small/f"), xorshift(2 << 20, 1)).unwrap();
+    env.run(&["create", &format!("{repo}::small"), "small"]).ok();
+    // 40 MB of incompressible data cannot fit
+    fs::create_dir_all(env.path("big")).unwrap();
+    for i in 0..5 {
+        fs::write(env.path(&format!("big/f{i}")), xorshift(8 << 20, 10 + i)).unwrap();
+    }
+    let r = env.run(&["create", &format!("{repo}::big"), "big"]).code(2);
+    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    // still a valid repository with its earlier archive
+    let list = env.run(&["list", "--short", &repo]).ok().stdout;
+    assert_eq!(list.trim(), "small");
+    env.run(&["check", &repo]).code(0);
+    env.run_in(&env.path("out"), &["extract", &format!("{repo}::small")]).ok();
+    assert_eq!(fs::read(env.path("out/small/f")).unwrap(), xorshift(2 << 20, 1));
+    // packs written before the disk filled are unreferenced: compact frees them, and a create
+    // that fits succeeds
+    env.run(&["compact", &repo]).ok();
+    fs::remove_file(env.path("big/f0")).unwrap();
+    for i in 1..4 {
+        fs::remove_file(env.path(&format!("big/f{i}"))).unwrap();
+    }
+    env.run(&["create", &format!("{repo}::big"), "big"]).ok();
+    env.run(&["check", "--verify-data", &repo]).ok();
+}
+
+#[test]
+fn fsync_failure_injected_by_strace_loses_only_that_pack() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("SKIP fsync_failure_injected_by_strace: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), xorshift(3 << 20, 3)).unwrap();
+    env.create_json("first", &["src"], &[]);
+    let before = immutable_files(&env.repo());
+    fs::write(env.path("src/g"), xorshift(3 << 20, 4)).unwrap();
+    // fsync #1 is the lock file's, #2 the first pack's: that one fails with EIO
+    let o = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync", "-e", "inject=fsync:error=EIO:when=2", bin()])
+        .args(["create", &env.archive("second"), "src"])
+        .env("GARRET_PASSPHRASE", PASSPHRASE)
+        .env("HOME", env.path("home"))
+        .env("GARRET_SECURITY_DIR", env.path("security"))
+        .env("GARRET_KEYS_DIR", env.path("keys"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("fsync") && err.contains("Input/output error"), "{err}");
+    let manifests =
+        |v: Vec<(String, u64)>| v.into_iter().filter(|(n, _)| n.starts_with("manifests")).collect::<Vec<_>>();
+    assert_eq!(manifests(immutable_files(&env.repo())), manifests(before), "nothing was committed");
+    assert!(fs::read_dir(env.repo().join("tmp")).unwrap().next().is_none(), "no temporary file is left");
+    // whatever pack is left is whole (the failed one was removed, not trusted)
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+    env.create_json("second", &["src"], &[]);
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+    env.extract_to("second", "out", &[]).ok();
+    assert_same_tree(&env.path("src"), &env.path("out/src"));
+}
