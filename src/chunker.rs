@@ -146,3 +146,57 @@ mod tests {
         assert_ne!(a, c, "a different seed must cut elsewhere");
     }
 }
+
+#[cfg(test)]
+mod read_pattern_tests {
+    use super::*;
+
+    /// Reads of pseudo-random sizes, sometimes tiny, sometimes huge.
+    struct Jittery<'a> {
+        data: &'a [u8],
+        x: u64,
+    }
+    impl Read for Jittery<'_> {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 7;
+            self.x ^= self.x << 17;
+            let want = match self.x % 4 {
+                0 => 1 + (self.x >> 8) as usize % 16,
+                1 => 4096,
+                2 => 65536 + (self.x >> 8) as usize % 100_000,
+                _ => 1 << 22,
+            };
+            let n = b.len().min(self.data.len()).min(want);
+            b[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn cuts_identical_under_jittery_reads() {
+        let mut x = 7u64;
+        let data: Vec<u8> = (0..20_000_000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 100 < 60 {
+                    b"abcdefgh"[(x % 8) as usize]
+                } else {
+                    x as u8
+                }
+            })
+            .collect();
+        let reference: Vec<usize> = {
+            let mut c = Chunker::new(&data[..], DATA_PARAMS, 5, None);
+            std::iter::from_fn(|| c.next_chunk().unwrap().map(|v| v.len())).collect()
+        };
+        for seed in 1..6 {
+            let mut c = Chunker::new(Jittery { data: &data, x: seed }, DATA_PARAMS, 5, None);
+            let got: Vec<usize> = std::iter::from_fn(|| c.next_chunk().unwrap().map(|v| v.len())).collect();
+            assert_eq!(got, reference, "read pattern {seed}");
+        }
+    }
+}

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub const PACK_HEADER_VERSION: u32 = 1;
 /// A pack is flushed once its blobs reach this size.
-pub const TARGET_PACK_SIZE: usize = 16 * 1024 * 1024;
+pub const TARGET_PACK_SIZE: usize = 8 * 1024 * 1024;
 /// Upper bound on blobs listed in one header (bounds the header decoder).
 pub const MAX_BLOBS_PER_PACK: usize = 1 << 20;
 pub const MAX_HEADER_LEN: usize = 64 * 1024 * 1024;

@@ -34,9 +34,9 @@ use std::time::Instant;
 use walk::{CacheKey, Event, Hangup, WalkConfig};
 
 /// Chunk bytes gathered before the parallel stage runs.
-pub const BATCH_BYTES: usize = 16 * 1024 * 1024;
+pub const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Events in flight between the reader thread and the pipeline (each at most one chunk).
-const CHANNEL_EVENTS: usize = 8;
+const CHANNEL_EVENTS: usize = 4;
 
 /// A stream to archive as one file (`create REPO::NAME -` or `--content-from-command`).
 pub struct StreamSource {
@@ -312,6 +312,10 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         reporter,
     };
     let result: Result<()> = std::thread::scope(|scope| {
+        // Owned by this closure: if the pipeline fails, returning drops the receiver, the reader's
+        // next send fails and it stops, so the scope can join it (else it would wait forever on
+        // a full channel).
+        let rx = rx;
         match stream {
             Some(s) => {
                 let item = stream_item(&s);
@@ -338,7 +342,6 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
             }
         }
         let mut current = 0usize;
-        // On error, returning drops `rx`: the reader's next send fails and it stops.
         for ev in rx.iter().flatten() {
             match ev {
                 Event::Item(item) => {
