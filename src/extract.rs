@@ -5,7 +5,8 @@
 //! whatever non-directory stood there. So `..`, absolute paths, symlinked parents (`a -> /`, then
 //! `a/x`), hardlink sources reached through symlinks, and symlinks already present in the target
 //! can never make extract write outside the target (borg CVE-2026-62268, duplicacy #691/#692).
-//! Device nodes and setuid/setgid bits are restored only when running as root.
+//! Device nodes, setuid/setgid bits and `security.*`/`trusted.*` xattrs are restored only with
+//! [`ExtractOptions::privileged`] (and as root).
 
 use crate::archive::item::{ChunkRef, Item, Kind};
 use crate::archive::Archive;
@@ -25,6 +26,11 @@ pub struct ExtractOptions {
     pub target: PathBuf,
     /// Archive paths to extract (with everything below them); empty means all.
     pub paths: Vec<Vec<u8>>,
+    /// Items (and everything below excluded directories) to leave out.
+    pub excludes: crate::patterns::Patterns,
+    /// Restore device nodes, setuid/setgid bits and `security.*`/`trusted.*` xattrs (as root).
+    /// Off by default: an archive of unknown origin must not be able to create them.
+    pub privileged: bool,
     pub strip_components: usize,
     pub numeric_ids: bool,
     /// Write runs of zeros as holes.
@@ -129,6 +135,7 @@ fn timestamps(mtime: i64) -> Timestamps {
 struct Owner {
     root: bool,
     numeric: bool,
+    privileged: bool,
 }
 
 impl Owner {
@@ -150,9 +157,9 @@ impl Owner {
     }
 
     fn mode(&self, it: &Item) -> Mode {
-        // setuid/setgid only for root: an unprivileged restore must not mint setid binaries of
+        // setuid/setgid only on request, as root: a restore must not mint setid binaries of
         // someone else's making.
-        let m = if self.root { it.mode & 0o7777 } else { it.mode & 0o1777 };
+        let m = if self.root && self.privileged { it.mode & 0o7777 } else { it.mode & 0o1777 };
         Mode::from_raw_mode(m)
     }
 }
@@ -165,7 +172,7 @@ fn apply_fd_metadata(fd: BorrowedFd<'_>, it: &Item, owner: &Owner) -> std::io::R
     rustix::fs::fchmod(fd, owner.mode(it))?;
     for x in &it.xattrs {
         let privileged = x.0.starts_with(b"security.") || x.0.starts_with(b"trusted.");
-        if privileged && !owner.root {
+        if privileged && !(owner.root && owner.privileged) {
             continue;
         }
         match rustix::fs::fsetxattr(fd, os(&x.0), &x.1, XattrFlags::empty()) {
@@ -273,7 +280,11 @@ pub fn run(
         opts,
         reporter,
         target: Target { root, last: None },
-        owner: Owner { root: rustix::process::geteuid().is_root(), numeric: opts.numeric_ids },
+        owner: Owner {
+            root: rustix::process::geteuid().is_root(),
+            numeric: opts.numeric_ids,
+            privileged: opts.privileged,
+        },
         stats: ExtractStats::default(),
         dirs: vec![],
         masters: HashMap::new(),
@@ -299,7 +310,7 @@ impl Extractor<'_> {
         if it.hardlink_master {
             self.masters.insert(it.path.clone(), (it.chunks.clone(), it.size));
         }
-        if !selected(&it.path, &self.opts.paths) {
+        if !selected(&it.path, &self.opts.paths) || self.excluded(&it.path) {
             return;
         }
         let Some(comps) = components(&it.path) else {
@@ -323,6 +334,22 @@ impl Extractor<'_> {
             }
             self.reporter.warning(&format!("{shown}: {e}"));
         }
+    }
+
+    /// Excluded by a pattern, itself or through an excluded parent directory.
+    fn excluded(&self, path: &[u8]) -> bool {
+        if self.opts.excludes.is_empty() {
+            return false;
+        }
+        let mut end = 0;
+        while end <= path.len() {
+            let next = path[end..].iter().position(|&b| b == b'/').map(|i| end + i).unwrap_or(path.len());
+            if self.opts.excludes.is_excluded(&path[..next]) {
+                return true;
+            }
+            end = next + 1;
+        }
+        false
     }
 
     fn restore(&mut self, it: &Item, rel: &[u8]) -> Result<()> {
@@ -390,8 +417,11 @@ impl Extractor<'_> {
                     Kind::CharDev => FileType::CharacterDevice,
                     _ => FileType::BlockDevice,
                 };
-                if ft != FileType::Fifo && !self.owner.root {
-                    self.reporter.warning(&format!("{}: device node not restored (needs root)", it.path_lossy()));
+                if ft != FileType::Fifo && !(self.owner.root && self.owner.privileged) {
+                    self.reporter.warning(&format!(
+                        "{}: device node not restored (needs root and --privileged)",
+                        it.path_lossy()
+                    ));
                     return Ok(());
                 }
                 let parent = self.target.dir(parents, true).map_err(ioe)?;

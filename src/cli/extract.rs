@@ -30,6 +30,15 @@ pub struct ExtractArgs {
     /// Write the selected files' content to standard output instead (e.g. a dump into psql)
     #[arg(long)]
     pub stdout: bool,
+    /// Leave out paths matching PATTERN (fm: style, as create); repeatable
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Read exclude patterns from FILE
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<std::path::PathBuf>,
+    /// Also restore device nodes, setuid/setgid bits and security./trusted. xattrs (as root)
+    #[arg(long)]
+    pub privileged: bool,
     /// REPO::NAME
     pub archive: String,
     /// Only extract these paths (and what is below them)
@@ -54,7 +63,17 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
         extract::to_writer(&repo, &ar, &paths, &mut out, &reporter)?;
         return Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok });
     }
+    let mut excludes = garret::patterns::Patterns::default();
+    for e in &a.exclude {
+        excludes.add_exclude(e).map_err(anyhow::Error::msg)?;
+    }
+    for f in &a.exclude_from {
+        let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("--exclude-from {}: {e}", f.display()))?;
+        excludes.add_exclude_file(&text).map_err(anyhow::Error::msg)?;
+    }
     let opts = ExtractOptions {
+        excludes,
+        privileged: a.privileged,
         target: std::env::current_dir()?,
         paths: a
             .paths

@@ -4,6 +4,7 @@
 mod check;
 mod common;
 mod create;
+mod diff;
 mod extract;
 mod info;
 mod init;
@@ -58,6 +59,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Export, import and re-protect the repository key
     Key(key::KeyArgs),
+    /// Show what changed between two archives
+    Diff(diff::DiffArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -111,5 +114,6 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Compact(a) => prune::compact(g, a),
         Command::Check(a) => check::run(g, a),
         Command::Key(a) => key::run(g, a),
+        Command::Diff(a) => diff::run(g, a),
     }
 }

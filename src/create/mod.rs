@@ -10,7 +10,6 @@
 //! so the item stream keeps walk order.
 
 pub mod files_cache;
-pub mod patterns;
 pub mod source;
 pub mod walk;
 
@@ -22,10 +21,10 @@ use crate::chunker::ChunkerParams;
 use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::id::{Id, ObjectType};
+use crate::patterns::Patterns;
 use crate::progress::{Progress, Reporter};
 use crate::repository::{lock, now_rfc3339, Repository};
 use files_cache::{FilesCache, Stamp};
-use patterns::Patterns;
 use rayon::prelude::*;
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;

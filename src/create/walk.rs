@@ -3,10 +3,10 @@
 //! and sends everything in archive order to the pipeline as [`Event`]s over a bounded channel.
 
 use super::files_cache::{FilesCache, Stamp};
-use super::patterns::Patterns;
 use super::source::{self, Names};
 use crate::archive::item::{Item, Kind};
 use crate::chunker::{Chunker, ChunkerParams};
+use crate::patterns::Patterns;
 use crate::progress::Reporter;
 use std::collections::HashMap;
 use std::fs::File;

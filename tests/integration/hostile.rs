@@ -100,3 +100,34 @@ fn hostile_archive_writes_nothing_outside_the_target() {
         assert!(r.stderr.contains(needle), "{needle:?} not in {}", r.stderr);
     }
 }
+
+#[test]
+fn setid_bits_and_devices_need_explicit_opt_in() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIP setid_bits_and_devices_need_explicit_opt_in: needs root");
+        return;
+    }
+    let env = Env::new();
+    env.init("none");
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("suid"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("suid"), std::os::unix::fs::PermissionsExt::from_mode(0o4755)).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    env.create_json("a", &["src"], &[]);
+    let r = env.extract_to("a", "plain", &[]).code(1);
+    assert!(r.stderr.contains("--privileged"), "{}", r.stderr);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(env.path("plain/src/suid")).unwrap().mode() & 0o7777, 0o755, "setuid dropped");
+    assert!(!env.path("plain/src/null").exists(), "no device node without opt-in");
+    env.extract_to("a", "priv", &["--privileged"]).ok();
+    assert_eq!(fs::metadata(env.path("priv/src/suid")).unwrap().mode() & 0o7777, 0o4755);
+    assert_eq!(fs::symlink_metadata(env.path("priv/src/null")).unwrap().rdev(), rustix::fs::makedev(1, 3));
+}

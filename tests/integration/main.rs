@@ -10,6 +10,7 @@ mod faults;
 mod hostile;
 mod integrity;
 mod nightly;
+mod restore;
 mod retention;
 mod round_trip;
 mod secrecy;

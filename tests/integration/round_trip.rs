@@ -136,7 +136,8 @@ fn round_trip_every_kind_of_entry() {
     assert!(n >= 2000, "tree has {n} entries");
     let s = env.create_json("a1", &["src"], &[]);
     assert!(s["archive"]["stats"]["nfiles"].as_u64().unwrap() >= 2000);
-    env.extract_to("a1", "out", &[]).ok();
+    // --privileged: device nodes and setid bits too (the tree has a character device as root)
+    env.extract_to("a1", "out", &["--privileged"]).ok();
     assert_same_tree(&env.path("src"), &env.path("out/src"));
     // the sparse file stayed sparse
     let md = fs::metadata(env.path("out/src/special/sparse-1G")).unwrap();
@@ -158,6 +159,10 @@ fn extract_subtree_with_strip_components() {
     env.extract_to("a", "out", &["--strip-components", "1", "src/dir03"]).ok();
     assert_same_tree(&env.path("src/dir03"), &env.path("out/dir03"));
     assert!(!env.path("out/dir04").exists());
+    // --exclude on extract: a file pattern and a directory (with everything below it)
+    env.extract_to("a", "out3", &["src", "--exclude", "*.txt", "-e", "src/dir12"]).ok();
+    assert!(env.path("out3/src/dir10").is_dir() && !env.path("out3/src/dir12").exists());
+    assert_eq!(fs::read_dir(env.path("out3/src/dir10")).unwrap().count(), 0, "*.txt files left out");
     // a later hardlink name extracted without its first name gets the content
     env.extract_to("a", "out2", &["src/dir05/hl-c"]).ok();
     assert_eq!(fs::read(env.path("out2/src/dir05/hl-c")).unwrap(), b"hardlinked content\n");

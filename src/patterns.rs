@@ -1,4 +1,5 @@
-//! Which paths create archives: borg's pattern syntax over archive paths (no leading '/').
+//! Which paths create archives and extract restores: borg's pattern syntax over archive paths
+//! (no leading '/').
 //!
 //! `--exclude GLOB` and `--exclude-from FILE` lines default to the `fm:` style (`*` also matches
 //! '/'); `--patterns-from FILE` lines default to `sh:` (`*` stays within a component, `**` crosses)
@@ -111,6 +112,10 @@ impl Patterns {
             }
         }
         Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
     }
 
     /// Whether the archive path is excluded.

@@ -1,0 +1,139 @@
+//! `diff`: what changed between two archives, from their item metadata and chunk ids alone
+//! (no file data is read).
+
+use crate::archive::item::{Item, Kind};
+use crate::archive::Archive;
+use crate::error::Result;
+use crate::id::Id;
+use crate::repository::Repository;
+use std::collections::{BTreeMap, HashMap};
+
+/// One change of one path.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    Added {
+        size: u64,
+    },
+    Removed {
+        size: u64,
+    },
+    /// Content differs: bytes of chunks only in the new / only in the old version.
+    Modified {
+        added: u64,
+        removed: u64,
+    },
+    Mode {
+        old_mode: String,
+        new_mode: String,
+    },
+    Owner {
+        old_user: String,
+        old_group: String,
+        new_user: String,
+        new_group: String,
+    },
+    Mtime {
+        old_mtime: i64,
+        new_mtime: i64,
+    },
+    Target {
+        old_target: String,
+        new_target: String,
+    },
+}
+
+fn owner(it: &Item) -> (String, String) {
+    (it.user.clone().unwrap_or_else(|| it.uid.to_string()), it.group.clone().unwrap_or_else(|| it.gid.to_string()))
+}
+
+fn content_size(it: &Item) -> u64 {
+    it.size
+}
+
+/// Compare two versions of one path.
+fn compare(old: &Item, new: &Item) -> Vec<Change> {
+    let mut out = vec![];
+    if old.kind != new.kind
+        && !(matches!(old.kind, Kind::File | Kind::Hardlink) && matches!(new.kind, Kind::File | Kind::Hardlink))
+    {
+        out.push(Change::Removed { size: content_size(old) });
+        out.push(Change::Added { size: content_size(new) });
+        return out;
+    }
+    if old.chunks != new.chunks && !(new.kind == Kind::Hardlink || old.kind == Kind::Hardlink) {
+        let mut count: HashMap<Id, i64> = HashMap::new();
+        for c in &old.chunks {
+            *count.entry(c.0).or_default() -= 1;
+        }
+        for c in &new.chunks {
+            *count.entry(c.0).or_default() += 1;
+        }
+        let sizes: HashMap<Id, u32> = old.chunks.iter().chain(&new.chunks).map(|c| (c.0, c.1)).collect();
+        let (mut added, mut removed) = (0u64, 0u64);
+        for (id, n) in count {
+            let s = sizes[&id] as u64;
+            if n > 0 {
+                added += s * n as u64;
+            } else if n < 0 {
+                removed += s * (-n) as u64;
+            }
+        }
+        out.push(Change::Modified { added, removed });
+    }
+    if old.target != new.target {
+        let t = |x: &Option<Vec<u8>>| x.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()).unwrap_or_default();
+        out.push(Change::Target { old_target: t(&old.target), new_target: t(&new.target) });
+    }
+    if old.mode != new.mode {
+        out.push(Change::Mode { old_mode: old.mode_string(), new_mode: new.mode_string() });
+    }
+    let (ou, og) = owner(old);
+    let (nu, ng) = owner(new);
+    if (ou != nu || og != ng) || old.uid != new.uid || old.gid != new.gid {
+        out.push(Change::Owner { old_user: ou, old_group: og, new_user: nu, new_group: ng });
+    }
+    if old.mtime != new.mtime && old.kind != Kind::Dir {
+        out.push(Change::Mtime { old_mtime: old.mtime, new_mtime: new.mtime });
+    }
+    out
+}
+
+fn selected(path: &[u8], wanted: &[Vec<u8>]) -> bool {
+    wanted.is_empty()
+        || wanted.iter().any(|w| path == &w[..] || (path.starts_with(w) && path.get(w.len()) == Some(&b'/')))
+}
+
+/// Changes from `old` to `new`, by path (sorted), limited to `paths` when given.
+pub fn run(
+    repo: &Repository,
+    old: &Archive,
+    new: &Archive,
+    paths: &[Vec<u8>],
+) -> Result<BTreeMap<Vec<u8>, Vec<Change>>> {
+    let mut before: HashMap<Vec<u8>, Item> = HashMap::new();
+    for it in old.items(repo) {
+        let it = it?;
+        if selected(&it.path, paths) {
+            before.insert(it.path.clone(), it);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for it in new.items(repo) {
+        let it = it?;
+        if !selected(&it.path, paths) {
+            continue;
+        }
+        let changes = match before.remove(&it.path) {
+            Some(o) => compare(&o, &it),
+            None => vec![Change::Added { size: content_size(&it) }],
+        };
+        if !changes.is_empty() {
+            out.insert(it.path.clone(), changes);
+        }
+    }
+    for (p, o) in before {
+        out.insert(p, vec![Change::Removed { size: content_size(&o) }]);
+    }
+    Ok(out)
+}

@@ -1,0 +1,67 @@
+//! Restores the way admins do them: diff between archives.
+
+use crate::support::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn diff_reports_exactly_the_changes_made() {
+    let env = Env::new();
+    env.init("none");
+    let s = env.path("src");
+    fs::create_dir_all(s.join("d")).unwrap();
+    for f in ["same", "edit", "gone", "chmod", "touch"] {
+        fs::write(s.join(f), format!("content of {f}")).unwrap();
+    }
+    fs::write(s.join("big"), xorshift(3 << 20, 1)).unwrap();
+    std::os::unix::fs::symlink("same", s.join("link")).unwrap();
+    for e in walkdir::WalkDir::new(&s).contents_first(true) {
+        crate::round_trip::set_mtime(e.unwrap().path(), 1_700_000_000, 0);
+    }
+    env.create_json("a", &["src"], &[]);
+    fs::write(s.join("edit"), "new content of edit, longer").unwrap();
+    fs::remove_file(s.join("gone")).unwrap();
+    fs::write(s.join("d/new"), "new file").unwrap();
+    fs::set_permissions(s.join("chmod"), fs::Permissions::from_mode(0o600)).unwrap();
+    let mut big = xorshift(3 << 20, 1);
+    big[2 << 20] ^= 1;
+    fs::write(s.join("big"), &big).unwrap();
+    fs::remove_file(s.join("link")).unwrap();
+    std::os::unix::fs::symlink("edit", s.join("link")).unwrap();
+    for f in ["same", "chmod", "link"] {
+        crate::round_trip::set_mtime(&s.join(f), 1_700_000_000, 0);
+    }
+    crate::round_trip::set_mtime(&s.join("touch"), 1_700_000_500, 0);
+    env.create_json("b", &["src"], &[]);
+    let r = env.run(&["diff", "--json-lines", &env.archive("a"), "b"]).ok();
+    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in r.stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let kinds = v["changes"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap().to_string()).collect();
+        got.insert(v["path"].as_str().unwrap().to_string(), kinds);
+    }
+    let want: BTreeMap<String, Vec<String>> = [
+        ("src/edit", vec!["modified", "mtime"]),
+        ("src/gone", vec!["removed"]),
+        ("src/d/new", vec!["added"]),
+        ("src/chmod", vec!["mode"]),
+        ("src/touch", vec!["mtime"]),
+        ("src/big", vec!["modified", "mtime"]),
+        ("src/link", vec!["target"]),
+    ]
+    .into_iter()
+    .map(|(p, k)| (p.to_string(), k.into_iter().map(String::from).collect()))
+    .collect();
+    // directories whose content changed have new mtimes too, but diff does not report dir mtimes
+    assert_eq!(got, want, "{}", r.stdout);
+    // the big file's change is one chunk, not the whole file
+    let line = r.stdout.lines().find(|l| l.contains("src/big")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let added = v["changes"][0]["added"].as_u64().unwrap();
+    assert!(added < 3 << 20, "{line}");
+    // path filter and text output
+    let r = env.run(&["diff", &env.archive("a"), "b", "src/d"]).ok();
+    assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
+    assert!(r.stdout.contains("added") && r.stdout.contains("src/d/new"));
+}
