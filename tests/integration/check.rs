@@ -295,6 +295,30 @@ fn repair_survives_being_killed_and_finishes_on_rerun() {
 }
 
 #[test]
+fn repair_killed_at_random_moments_then_rerun() {
+    for ms in [3u64, 10, 25, 50, 100] {
+        let env = setup();
+        let (pack, offset, _) = victim_location(&env);
+        flip(&env.repo().join(&pack), offset + 500);
+        let mut child = env
+            .cmd()
+            .args(["check", "--repair", "--verify-data", &env.repo_str()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let r = env.run(&["check", "--repair", "--verify-data", &env.repo_str()]);
+        assert!(r.code <= 1, "{ms} ms: {}", r.stderr);
+        env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+        let r = env.extract_to("a1", "out", &[]);
+        assert!(r.code <= 1, "{ms} ms: {}", r.stderr);
+        assert_eq!(fs::read(env.path("out/src/bystander")).unwrap(), fs::read(env.path("src/bystander")).unwrap());
+    }
+}
+
+#[test]
 fn long_paths_and_long_names_round_trip() {
     let env = Env::new();
     env.init("none");
