@@ -4,7 +4,7 @@
 //! repository reconciles this cache with the pack files on every open. A database that fails to
 //! open or has another schema version is deleted and rebuilt.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::Id;
 use crate::pack::PackEntry;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -64,23 +64,35 @@ impl Index {
                     p.push(suffix);
                     let _ = std::fs::remove_file(&p);
                 }
-                let (ix, _) = Self::try_open(path, repo)?
-                    .ok_or_else(|| Error::malformed("index", "cannot create a fresh index"))?;
-                Ok((ix, true))
+                match Self::try_open(path, repo) {
+                    Ok(Some((ix, _))) => Ok((ix, true)),
+                    // A repository on read-only media (an offsite disk mounted ro): keep the
+                    // cache in memory, rebuilt from the pack headers by the caller.
+                    _ => Ok((Self::in_memory(repo)?, true)),
+                }
             }
         }
+    }
+
+    fn in_memory(repo: &Id) -> Result<Index> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])?;
+        conn.execute("INSERT INTO meta VALUES ('repository', ?1)", [repo.hex()])?;
+        Ok(Index { conn })
     }
 
     /// `Ok(None)` when the file exists but belongs to another repository or schema; the flag
     /// says whether the database was created empty just now.
     fn try_open(path: &Path, repo: &Id) -> Result<Option<(Index, bool)>> {
         let conn = Connection::open(path)?;
+        // Wait for a concurrent writer instead of failing (a failure here rebuilds the cache).
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
         // WAL: readers (extract, mount) proceed while a writer commits.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // NORMAL: a power loss may drop the last transaction; harmless for a cache that is
         // reconciled with the pack files on every open.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.execute_batch(SCHEMA)?;
         let quick: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if quick != "ok" {

@@ -102,3 +102,44 @@ fn fsync_failure_injected_by_strace_loses_only_that_pack() {
     env.extract_to("second", "out", &[]).ok();
     assert_same_tree(&env.path("src"), &env.path("out/src"));
 }
+
+/// An offsite copy on read-only media lists, checks and restores (the index cache lives in memory).
+#[test]
+fn repository_on_read_only_media_restores() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIP repository_on_read_only_media_restores: needs root for a read-only bind mount");
+        return;
+    }
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), xorshift(1 << 20, 8)).unwrap();
+    env.create_json("a", &["src"], &[]);
+    // an rsync-style copy without the index cache, mounted read-only
+    let copy = env.path("copy");
+    let o = Command::new("cp").arg("-a").arg(env.repo()).arg(&copy).status().unwrap();
+    assert!(o.success());
+    for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = fs::remove_file(copy.join(f));
+    }
+    let ro = env.path("ro");
+    fs::create_dir(&ro).unwrap();
+    let bound = Command::new("mount").arg("--bind").arg(&copy).arg(&ro).status().is_ok_and(|s| s.success())
+        && Command::new("mount").args(["-o", "remount,ro,bind"]).arg(&ro).status().is_ok_and(|s| s.success());
+    if !bound {
+        let _ = Command::new("umount").arg(&ro).status();
+        eprintln!("SKIP repository_on_read_only_media_restores: cannot make a read-only bind mount here");
+        return;
+    }
+    let _m = LoopMount(ro.clone());
+    let ro_s = ro.display().to_string();
+    let r = env.run(&["list", "--short", &ro_s]).ok();
+    assert_eq!(r.stdout.trim(), "a");
+    env.run(&["check", "--verify-data", &ro_s]).ok();
+    env.run_in(&env.path("out"), &["extract", &format!("{ro_s}::a")]).ok();
+    assert_same_tree(&env.path("src"), &env.path("out/src"));
+    // writing is refused with a clear error, and the media stays untouched
+    let r = env.run(&["create", &format!("{ro_s}::b"), "src"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+}
