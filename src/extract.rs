@@ -225,7 +225,14 @@ struct Extractor<'a> {
     masters: HashMap<Vec<u8>, (Vec<ChunkRef>, u64)>,
     /// Where each hardlink source was actually extracted (target-relative path).
     extracted: HashMap<Vec<u8>, Vec<u8>>,
+    /// Files waiting for their chunks, which are loaded and decrypted in parallel per batch.
+    pending: Vec<(Item, Vec<u8>)>,
+    pending_bytes: u64,
+    prefetched: HashMap<crate::id::Id, Vec<u8>>,
 }
+
+/// Plaintext bytes of file content loaded ahead in one batch (bounds extract's memory).
+const PREFETCH_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Write the content of the selected files, in archive order, to `out` (`extract --stdout`, e.g.
 /// a database dump piped into `psql`). Nothing is written to the filesystem.
@@ -289,11 +296,15 @@ pub fn run(
         dirs: vec![],
         masters: HashMap::new(),
         extracted: HashMap::new(),
+        pending: vec![],
+        pending_bytes: 0,
+        prefetched: HashMap::new(),
     };
     for item in archive.items(repo) {
         let item = item?;
         ex.item(item);
     }
+    ex.flush();
     for (path, it) in std::mem::take(&mut ex.dirs).into_iter().rev() {
         let comps = components(&path).expect("validated when recorded");
         let res = ex.target.dir(&comps, false).and_then(|fd| apply_fd_metadata(fd, &it, &ex.owner));
@@ -327,7 +338,44 @@ impl Extractor<'_> {
         if self.opts.dry_run {
             return;
         }
-        if let Err(e) = self.restore(&it, &rel) {
+        if it.kind == Kind::File && !it.chunks.is_empty() {
+            self.pending_bytes += it.size;
+            self.pending.push((it, rel));
+            if self.pending_bytes >= PREFETCH_BYTES || self.pending.len() >= 1024 {
+                self.flush();
+            }
+            return;
+        }
+        // Anything else may depend on files before it (hardlinks, directories): write them first.
+        self.flush();
+        self.restore_reporting(&it, &rel);
+    }
+
+    /// Load the chunks of the pending files in parallel, then write the files in order.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let mut seen = std::collections::HashSet::new();
+        let ids: Vec<crate::id::Id> =
+            pending.iter().flat_map(|(it, _)| it.chunks.iter().map(|c| c.0)).filter(|id| seen.insert(*id)).collect();
+        // Failures are left out: writing that file then reports the error with its context.
+        for (id, r) in ids.iter().zip(self.repo.load_many(ObjectType::Data, &ids)) {
+            if let Ok(d) = r {
+                self.prefetched.insert(*id, d);
+            }
+        }
+        for (it, rel) in &pending {
+            self.restore_reporting(it, rel);
+        }
+        self.prefetched.clear();
+    }
+
+    fn restore_reporting(&mut self, it: &Item, rel: &[u8]) {
+        let shown = it.path_lossy();
+        if let Err(e) = self.restore(it, rel) {
             let data_error = matches!(e, Error::Integrity { .. } | Error::MissingBlob(_));
             if data_error {
                 self.stats.data_errors += 1;
@@ -460,15 +508,22 @@ impl Extractor<'_> {
         let file = std::fs::File::from(fd);
         let mut offset = 0u64;
         for c in chunks {
-            let data = match self.repo.load_blob(ObjectType::Data, &c.0) {
-                Ok(d) => d,
-                Err(e) => {
-                    // Never leave a file with wrong content behind: remove the partial file.
-                    let _ = rustix::fs::unlinkat(parent, os(name), AtFlags::empty());
-                    return Err(e);
-                }
+            let loaded;
+            let data: &[u8] = match self.prefetched.get(&c.0) {
+                Some(d) => d,
+                None => match self.repo.load_blob(ObjectType::Data, &c.0) {
+                    Ok(d) => {
+                        loaded = d;
+                        &loaded
+                    }
+                    Err(e) => {
+                        // Never leave a file with wrong content behind: remove the partial file.
+                        let _ = rustix::fs::unlinkat(parent, os(name), AtFlags::empty());
+                        return Err(e);
+                    }
+                },
             };
-            write_at(&file, offset, &data, self.opts.sparse).map_err(ioe)?;
+            write_at(&file, offset, data, self.opts.sparse).map_err(ioe)?;
             offset += data.len() as u64;
         }
         if !it.chunks_healthy.is_empty() {

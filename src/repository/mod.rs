@@ -22,7 +22,7 @@ use crate::crypto::{Keys, MasterKey};
 use crate::error::{Error, IoContext, Result};
 use crate::faults;
 use crate::id::{Id, ObjectType};
-use crate::index::Index;
+use crate::index::{self, Index};
 use crate::pack::{self, PackBuilder, PackEntry};
 pub use config::{Config, Encryption, FORMAT_VERSION};
 use lock::Lock;
@@ -327,27 +327,50 @@ impl Repository {
         Ok((pack::decode_header(&self.keys, &env, hstart, name)?, total))
     }
 
+    /// Load and verify many data blobs at once, decrypting and decompressing on all cores
+    /// (extract). Results come back in the order of `ids`.
+    pub fn load_many(&self, kind: ObjectType, ids: &[Id]) -> Vec<Result<Vec<u8>>> {
+        use rayon::prelude::*;
+        let located: Vec<Result<index::Location>> =
+            ids.iter().map(|id| self.index.lookup(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))).collect();
+        let (keys, backend) = (&self.keys, &self.backend);
+        ids.par_iter()
+            .zip(located)
+            .map(|(id, loc)| loc.and_then(|loc| load_located(keys, backend, kind, id, &loc)))
+            .collect()
+    }
+
     /// Load and verify blob `id` of type `kind`.
     pub fn load_blob(&self, kind: ObjectType, id: &Id) -> Result<Vec<u8>> {
         let loc = self.index.lookup(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
-        if loc.kind != kind as u8 {
-            return Err(Error::integrity(
-                format!("blob {}", id.hex()),
-                format!("indexed as type {}, expected {:?}", loc.kind, kind),
-            ));
-        }
-        let env = self
-            .backend
-            .get_range(&Self::pack_key(&loc.pack), loc.offset, loc.length as usize)
-            .map_err(|e| Error::integrity(format!("{kind:?} blob {} in pack {}", id.hex(), loc.pack), e.to_string()))?;
-        blob::open_owned(&self.keys, kind, id, env).map_err(|e| match e {
-            Error::Integrity { what, detail } => {
-                Error::Integrity { what: format!("{what} in pack {}", loc.pack), detail }
-            }
-            other => other,
-        })
+        load_located(&self.keys, &self.backend, kind, id, &loc)
     }
+}
 
+/// Read and open a blob whose location is known.
+fn load_located(
+    keys: &Keys,
+    backend: &LocalBackend,
+    kind: ObjectType,
+    id: &Id,
+    loc: &index::Location,
+) -> Result<Vec<u8>> {
+    if loc.kind != kind as u8 {
+        return Err(Error::integrity(
+            format!("blob {}", id.hex()),
+            format!("indexed as type {}, expected {:?}", loc.kind, kind),
+        ));
+    }
+    let env = backend
+        .get_range(&Repository::pack_key(&loc.pack), loc.offset, loc.length as usize)
+        .map_err(|e| Error::integrity(format!("{kind:?} blob {} in pack {}", id.hex(), loc.pack), e.to_string()))?;
+    blob::open_owned(keys, kind, id, env).map_err(|e| match e {
+        Error::Integrity { what, detail } => Error::Integrity { what: format!("{what} in pack {}", loc.pack), detail },
+        other => other,
+    })
+}
+
+impl Repository {
     /// The dedup set: every indexed blob id with its stored size, loaded once.
     pub fn known_blobs(&mut self) -> Result<&mut HashMap<Id, u32>> {
         if self.known.is_none() {
