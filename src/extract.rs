@@ -233,6 +233,10 @@ struct Extractor<'a> {
 
 /// Plaintext bytes of file content loaded ahead in one batch (bounds extract's memory).
 const PREFETCH_BYTES: u64 = 32 * 1024 * 1024;
+/// Files up to this size are batched across files.
+const SMALL_FILE: u64 = 4 * 1024 * 1024;
+/// Chunks of one large file loaded in parallel at a time (at most 8 x 4 MiB in memory).
+const WINDOW: usize = 8;
 
 /// Write the content of the selected files, in archive order, to `out` (`extract --stdout`, e.g.
 /// a database dump piped into `psql`). Nothing is written to the filesystem.
@@ -338,7 +342,9 @@ impl Extractor<'_> {
         if self.opts.dry_run {
             return;
         }
-        if it.kind == Kind::File && !it.chunks.is_empty() {
+        // Small files are batched so that their chunks load in parallel across files; large
+        // files load their own chunks in parallel windows (write_file).
+        if it.kind == Kind::File && !it.chunks.is_empty() && it.size <= SMALL_FILE {
             self.pending_bytes += it.size;
             self.pending.push((it, rel));
             if self.pending_bytes >= PREFETCH_BYTES || self.pending.len() >= 1024 {
@@ -507,24 +513,31 @@ impl Extractor<'_> {
         .map_err(|e| ioe(e.into()))?;
         let file = std::fs::File::from(fd);
         let mut offset = 0u64;
-        for c in chunks {
-            let loaded;
-            let data: &[u8] = match self.prefetched.get(&c.0) {
-                Some(d) => d,
-                None => match self.repo.load_blob(ObjectType::Data, &c.0) {
-                    Ok(d) => {
-                        loaded = d;
-                        &loaded
-                    }
-                    Err(e) => {
+        for window in chunks.chunks(WINDOW) {
+            let missing: Vec<crate::id::Id> =
+                window.iter().map(|c| c.0).filter(|id| !self.prefetched.contains_key(id)).collect();
+            let mut loaded: HashMap<crate::id::Id, Result<Vec<u8>>> = HashMap::new();
+            if !missing.is_empty() {
+                for (id, r) in missing.iter().zip(self.repo.load_many(ObjectType::Data, &missing)) {
+                    loaded.insert(*id, r);
+                }
+            }
+            for c in window {
+                let data: &[u8] = match (self.prefetched.get(&c.0), loaded.get(&c.0)) {
+                    (Some(d), _) | (None, Some(Ok(d))) => d,
+                    _ => {
+                        let e = match loaded.remove(&c.0) {
+                            Some(Err(e)) => e,
+                            _ => Error::MissingBlob(c.0.hex()),
+                        };
                         // Never leave a file with wrong content behind: remove the partial file.
                         let _ = rustix::fs::unlinkat(parent, os(name), AtFlags::empty());
                         return Err(e);
                     }
-                },
-            };
-            write_at(&file, offset, data, self.opts.sparse).map_err(ioe)?;
-            offset += data.len() as u64;
+                };
+                write_at(&file, offset, data, self.opts.sparse).map_err(ioe)?;
+                offset += data.len() as u64;
+            }
         }
         if !it.chunks_healthy.is_empty() {
             self.reporter.warning(&format!(
