@@ -46,7 +46,8 @@ fn disk_full_mid_create_fails_cleanly_and_recovers() {
         fs::write(env.path(&format!("big/f{i}")), xorshift(8 << 20, 10 + i)).unwrap();
     }
     let r = env.run(&["create", &format!("{repo}::big"), "big"]).code(2);
-    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    // ENOSPC hits a pack write or the index cache, depending on timing
+    assert!(r.stderr.contains("No space left on device") || r.stderr.contains("disk is full"), "{}", r.stderr);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     // still a valid repository with its earlier archive
     let list = env.run(&["list", "--short", &repo]).ok().stdout;
