@@ -88,8 +88,10 @@ impl Index {
         let conn = Connection::open(path)?;
         // Wait for a concurrent writer instead of failing (a failure here rebuilds the cache).
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        // WAL: readers (extract, mount) proceed while a writer commits.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // A rollback journal, not WAL: WAL's -shm file is memory-mapped, and extending it on a full
+        // disk kills the process with SIGBUS (seen in the disk-full test). Readers wait for a
+        // committing writer through the busy timeout instead; commits are short (one per pack).
+        conn.pragma_update(None, "journal_mode", "DELETE")?;
         // NORMAL: a power loss may drop the last transaction; harmless for a cache that is
         // reconciled with the pack files on every open.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
