@@ -10,6 +10,7 @@ use crate::pack::PackEntry;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 
 pub const SCHEMA_VERSION: i64 = 1;
 
@@ -31,7 +32,8 @@ pub struct PackUsage {
 }
 
 pub struct Index {
-    conn: Connection,
+    /// Behind a mutex so a repository can be shared by reader threads (mount).
+    conn: Mutex<Connection>,
 }
 
 const SCHEMA: &str = "
@@ -53,6 +55,12 @@ CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs(pack);
 ";
 
 impl Index {
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the guard cannot leave SQLite inconsistent (it has its own
+        // transactions), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Open (or create) the cache at `path` for repository `repo`; a damaged or foreign file is
     /// replaced by an empty one. Returns the index and whether it was (re)created empty.
     pub fn open(path: &Path, repo: &Id) -> Result<(Index, bool)> {
@@ -79,7 +87,7 @@ impl Index {
         conn.execute_batch(SCHEMA)?;
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])?;
         conn.execute("INSERT INTO meta VALUES ('repository', ?1)", [repo.hex()])?;
-        Ok(Index { conn })
+        Ok(Index { conn: Mutex::new(conn) })
     }
 
     /// `Ok(None)` when the file exists but belongs to another repository or schema; the flag
@@ -112,11 +120,12 @@ impl Index {
             (Some(v), Some(r)) if v == SCHEMA_VERSION.to_string() && r == repo.hex() => false,
             _ => return Ok(None),
         };
-        Ok(Some((Index { conn }, created)))
+        Ok(Some((Index { conn: Mutex::new(conn) }, created)))
     }
 
     pub fn pack_names(&self) -> Result<HashSet<String>> {
-        let mut st = self.conn.prepare("SELECT name FROM packs")?;
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT name FROM packs")?;
         let rows = st.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -128,7 +137,8 @@ impl Index {
     }
 
     pub fn add_pack_with(&mut self, name: &str, size: u64, entries: &[PackEntry], replace: bool) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
         tx.execute("INSERT OR IGNORE INTO packs (name, size) VALUES (?1, ?2)", params![name, size as i64])?;
         let pack: i64 = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get(0))?;
         {
@@ -148,7 +158,8 @@ impl Index {
 
     /// Forget a pack and its blobs (the pack file is gone or about to go).
     pub fn remove_pack(&mut self, name: &str) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
         if let Some(pack) =
             tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get::<_, i64>(0)).optional()?
         {
@@ -161,13 +172,14 @@ impl Index {
 
     /// Forget one blob (found corrupt); its pack stays.
     pub fn remove_blob(&mut self, id: &Id) -> Result<()> {
-        self.conn.execute("DELETE FROM blobs WHERE id = ?1", [&id.0[..]])?;
+        self.conn().execute("DELETE FROM blobs WHERE id = ?1", [&id.0[..]])?;
         Ok(())
     }
 
     /// Forget everything (before a rebuild from the pack files).
     pub fn clear(&mut self) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
         tx.execute("DELETE FROM blobs", [])?;
         tx.execute("DELETE FROM packs", [])?;
         tx.commit()?;
@@ -175,7 +187,8 @@ impl Index {
     }
 
     pub fn lookup(&self, id: &Id) -> Result<Option<Location>> {
-        let mut st = self.conn.prepare_cached(
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
             "SELECT p.name, b.kind, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.pack = b.pack WHERE b.id = ?1",
         )?;
         Ok(st
@@ -193,7 +206,8 @@ impl Index {
 
     /// Every indexed blob with its stored (envelope) length: the in-memory dedup set of create.
     pub fn known_blobs(&self) -> Result<HashMap<Id, u32>> {
-        let mut st = self.conn.prepare("SELECT id, length FROM blobs")?;
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT id, length FROM blobs")?;
         let mut out = HashMap::new();
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
@@ -208,12 +222,14 @@ impl Index {
     /// Every pack with its size and the (id, envelope length) of the blobs indexed in it.
     pub fn pack_usage(&self) -> Result<Vec<(String, PackUsage)>> {
         let mut packs: HashMap<i64, (String, PackUsage)> = HashMap::new();
-        let mut st = self.conn.prepare("SELECT pack, name, size FROM packs")?;
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT pack, name, size FROM packs")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             packs.insert(r.get(0)?, (r.get(1)?, PackUsage { size: r.get::<_, i64>(2)? as u64, blobs: vec![] }));
         }
-        let mut st = self.conn.prepare("SELECT pack, id, length FROM blobs")?;
+        drop(rows);
+        let mut st = conn.prepare("SELECT pack, id, length FROM blobs")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             let id: Vec<u8> = r.get(1)?;
@@ -227,7 +243,7 @@ impl Index {
     }
 
     pub fn blob_count(&self) -> Result<u64> {
-        Ok(self.conn.query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(self.conn().query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))? as u64)
     }
 }
 

@@ -1,7 +1,7 @@
 //! garret: a content-addressed, deduplicating, encrypted backup repository engine.
 //!
 //! Layers, top to bottom (dependencies point down only):
-//! - [`create`], [`extract`]: operations, one job each.
+//! - [`create`], [`extract`], [`mount`]: operations, one job each.
 //! - [`archive`]: items, the item stream, archive objects and the manifest.
 //! - [`repository`]: open/init, config, keys, locks, the commit protocol; the only place that
 //!   combines the storage layers below.
@@ -28,6 +28,7 @@ pub mod extract;
 pub mod faults;
 pub mod id;
 pub mod index;
+pub mod mount;
 pub mod pack;
 pub mod patterns;
 pub mod progress;

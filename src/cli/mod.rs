@@ -11,6 +11,7 @@ mod init;
 mod key;
 mod list;
 mod location;
+mod mount;
 mod prune;
 
 use clap::{Parser, Subcommand};
@@ -61,6 +62,10 @@ pub enum Command {
     Key(key::KeyArgs),
     /// Show what changed between two archives
     Diff(diff::DiffArgs),
+    /// Mount the repository (one directory per archive) or one archive read-only (FUSE)
+    Mount(mount::MountArgs),
+    /// Unmount a mounted repository or archive
+    Umount(mount::UmountArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -115,5 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Check(a) => check::run(g, a),
         Command::Key(a) => key::run(g, a),
         Command::Diff(a) => diff::run(g, a),
+        Command::Mount(a) => mount::run(g, a),
+        Command::Umount(a) => mount::umount(a),
     }
 }

@@ -32,7 +32,9 @@ pub struct Written {
 
 pub struct PackWriter {
     tx: Option<SyncSender<Job>>,
-    rx: Receiver<Result<Written>>,
+    /// In a mutex only so a repository (and a read-only mount holding one) is `Sync`; it is
+    /// reached through `get_mut`, never locked.
+    rx: std::sync::Mutex<Receiver<Result<Written>>>,
     handle: Option<JoinHandle<()>>,
     outstanding: usize,
 }
@@ -63,7 +65,7 @@ impl PackWriter {
                 }
             })
             .expect("spawning the pack writer thread");
-        PackWriter { tx: Some(tx), rx, handle: Some(handle), outstanding: 0 }
+        PackWriter { tx: Some(tx), rx: std::sync::Mutex::new(rx), handle: Some(handle), outstanding: 0 }
     }
 
     /// Hand a pack to the writer thread (blocks while it is busy with the previous one).
@@ -78,7 +80,12 @@ impl PackWriter {
     }
 
     fn next_result(&mut self) -> Result<Written> {
-        let r = self.rx.recv().map_err(|_| Error::malformed("pack writer", "thread ended unexpectedly"))?;
+        let r = self
+            .rx
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .recv()
+            .map_err(|_| Error::malformed("pack writer", "thread ended unexpectedly"))?;
         self.outstanding = self.outstanding.saturating_sub(1);
         if r.is_err() {
             self.tx = None;
@@ -93,7 +100,7 @@ impl PackWriter {
             let r = if wait {
                 self.next_result()?
             } else {
-                match self.rx.try_recv() {
+                match self.rx.get_mut().unwrap_or_else(|e| e.into_inner()).try_recv() {
                     Ok(r) => {
                         self.outstanding -= 1;
                         if r.is_err() {

@@ -9,6 +9,7 @@ mod dedup;
 mod faults;
 mod hostile;
 mod integrity;
+mod mount;
 mod nightly;
 mod restore;
 mod retention;

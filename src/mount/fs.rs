@@ -1,0 +1,357 @@
+//! The read-only FUSE file system over a repository ([`fuser::Filesystem`]).
+//!
+//! Metadata comes from the [`Tree`]; file reads map the requested range to the chunks covering
+//! it and fetch only those (plus a readahead window when a file is read sequentially) through
+//! the shared [`ChunkCache`]. Nothing here writes to the repository.
+
+use super::cache::ChunkCache;
+use super::tree::{ArchiveDir, Node, Tree, ROOT};
+use crate::archive::item::{Item, Kind};
+use crate::archive::Archive;
+use crate::id::{Id, ObjectType};
+use crate::repository::{ArchiveEntry, Repository};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags,
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Archives never change once written, so the kernel may cache attributes and entries for long.
+const TTL: Duration = Duration::from_secs(300);
+/// Bytes of chunks fetched ahead of a sequential reader.
+const READAHEAD: u64 = 16 << 20;
+
+pub struct MountOptions {
+    /// Show stored uid/gid rather than mapping stored user/group names to local ids.
+    pub numeric_ids: bool,
+    /// Bytes of decrypted chunks kept in memory.
+    pub cache_bytes: u64,
+}
+
+pub struct GarretFs {
+    repo: Repository,
+    /// Archives of the mount, by [`ArchiveDir`] index (whole-repository mounts).
+    entries: Vec<ArchiveEntry>,
+    tree: RwLock<Tree>,
+    cache: ChunkCache,
+    /// Per inode: the offset a sequential reader will ask for next.
+    next_read: Mutex<HashMap<u64, u64>>,
+    numeric_ids: bool,
+    /// Messages for the foreground user (damaged archives).
+    pub errors: Mutex<Vec<String>>,
+}
+
+fn rfc3339_nanos(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s).ok().and_then(|t| t.timestamp_nanos_opt()).unwrap_or(0)
+}
+
+fn time(nanos: i64) -> SystemTime {
+    if nanos >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(nanos as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(nanos.unsigned_abs())
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
+        Kind::Socket => FileType::Socket,
+        Kind::File | Kind::Hardlink | Kind::Unknown => FileType::RegularFile,
+    }
+}
+
+fn attr(ino: u64, n: &Node) -> FileAttr {
+    let t = time(n.mtime);
+    FileAttr {
+        ino: INodeNo(ino),
+        size: n.size,
+        blocks: n.size.div_ceil(512),
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind: file_type(n.kind),
+        perm: (n.mode & 0o7777) as u16,
+        nlink: n.nlink,
+        uid: n.uid,
+        gid: n.gid,
+        rdev: n.rdev as u32,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+impl GarretFs {
+    /// A view of every archive of `repo` (one directory each), or of `single` alone.
+    pub fn new(repo: Repository, single: Option<ArchiveEntry>, opts: &MountOptions) -> crate::error::Result<GarretFs> {
+        let mut fs = GarretFs {
+            entries: vec![],
+            tree: RwLock::new(Tree::default()),
+            cache: ChunkCache::new(opts.cache_bytes),
+            next_read: Mutex::default(),
+            numeric_ids: opts.numeric_ids,
+            errors: Mutex::default(),
+            repo,
+        };
+        match single {
+            Some(entry) => {
+                let mut tree = Tree::single(rfc3339_nanos(&entry.time));
+                let items = fs.read_items(&entry)?;
+                tree.load(ROOT, items.into_iter());
+                fs.tree = RwLock::new(tree);
+            }
+            None => {
+                fs.entries = fs.repo.manifest().archives.clone();
+                let dirs = fs
+                    .entries
+                    .iter()
+                    .map(|e| ArchiveDir { name: e.name.clone(), mtime: rfc3339_nanos(&e.time) })
+                    .collect();
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+                fs.tree = RwLock::new(Tree::with_archives(dirs, now));
+            }
+        }
+        Ok(fs)
+    }
+
+    /// Items left out of the view because their paths were not valid.
+    pub fn skipped(&self) -> u64 {
+        self.tree().skipped
+    }
+
+    fn tree(&self) -> RwLockReadGuard<'_, Tree> {
+        self.tree.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_items(&self, entry: &ArchiveEntry) -> crate::error::Result<Vec<Item>> {
+        let ar = Archive::load(&self.repo, entry)?;
+        let mut users: HashMap<String, Option<u32>> = HashMap::new();
+        let mut groups: HashMap<String, Option<u32>> = HashMap::new();
+        let mut items = Vec::new();
+        for it in ar.items(&self.repo) {
+            let mut it = it?;
+            if !self.numeric_ids {
+                if let Some(u) = &it.user {
+                    let local =
+                        *users.entry(u.clone()).or_insert_with(|| uzers::get_user_by_name(u.as_str()).map(|x| x.uid()));
+                    it.uid = local.unwrap_or(it.uid);
+                }
+                if let Some(g) = &it.group {
+                    let local = *groups
+                        .entry(g.clone())
+                        .or_insert_with(|| uzers::get_group_by_name(g.as_str()).map(|x| x.gid()));
+                    it.gid = local.unwrap_or(it.gid);
+                }
+            }
+            items.push(it);
+        }
+        Ok(items)
+    }
+
+    /// Make sure the archive directory `ino` has its items (whole-repository mounts load each
+    /// archive the first time it is entered).
+    fn ensure_loaded(&self, ino: u64) -> Result<(), Errno> {
+        let Some(idx) = self.tree().pending(ino) else { return Ok(()) };
+        let entry = &self.entries[idx];
+        let items = self.read_items(entry).map_err(|e| {
+            let msg = format!("archive {}: {e}", entry.name);
+            eprintln!("garret mount: {msg}");
+            self.errors.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
+            Errno::EIO
+        })?;
+        let mut tree = self.tree.write().unwrap_or_else(|e| e.into_inner());
+        if tree.pending(ino).is_some() {
+            tree.load(ino, items.into_iter());
+        }
+        Ok(())
+    }
+
+    fn read_range(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let content = match self.tree().get(ino) {
+            Some(n) if n.kind == Kind::File => n.content.clone(),
+            Some(_) => return Err(Errno::EISDIR),
+            None => return Err(Errno::ENOENT),
+        };
+        let end = (offset + size as u64).min(content.len());
+        let Some(first) = content.chunk_at(offset) else { return Ok(vec![]) };
+        let last = content.chunk_at(end - 1).unwrap_or(first);
+        let sequential = {
+            let mut next = self.next_read.lock().unwrap_or_else(|e| e.into_inner());
+            let seq = offset == 0 || next.get(&ino) == Some(&offset);
+            next.insert(ino, end);
+            seq
+        };
+        let need: Vec<Id> = content.chunks[first..=last].iter().map(|c| c.0).collect();
+        let mut ahead = Vec::new();
+        if sequential {
+            let mut bytes = 0u64;
+            for c in &content.chunks[last + 1..] {
+                if bytes >= READAHEAD {
+                    break;
+                }
+                bytes += c.1 as u64;
+                ahead.push(c.0);
+            }
+        }
+        let chunks = self.cache.get(&need, &ahead, |ids| self.repo.load_many(ObjectType::Data, ids)).map_err(|e| {
+            eprintln!("garret mount: reading inode {ino}: {e}");
+            Errno::EIO
+        })?;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for (i, chunk) in chunks.iter().enumerate() {
+            let start = content.starts[first + i];
+            let from = offset.saturating_sub(start) as usize;
+            let to = ((end - start) as usize).min(chunk.len());
+            if from < to {
+                out.extend_from_slice(&chunk[from..to]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Filesystem for GarretFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if let Err(e) = self.ensure_loaded(parent.0) {
+            return reply.error(e);
+        }
+        let tree = self.tree();
+        match tree.lookup(parent.0, name.as_bytes()).and_then(|ino| Some((ino, tree.get(ino)?))) {
+            Some((ino, n)) => reply.entry(&TTL, &attr(ino, n), Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.tree().get(ino.0) {
+            Some(n) => reply.attr(&TTL, &attr(ino.0, n)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.tree().get(ino.0) {
+            Some(Node { target: Some(t), .. }) => reply.data(t),
+            Some(_) => reply.error(Errno::EINVAL),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.tree().get(ino.0) {
+            // Content never changes: let the kernel keep its page cache across opens.
+            Some(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.read_range(ino.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: fuser::ReplyEmpty,
+    ) {
+        self.next_read.lock().unwrap_or_else(|e| e.into_inner()).remove(&ino.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if let Err(e) = self.ensure_loaded(ino.0) {
+            return reply.error(e);
+        }
+        match self.tree().get(ino.0) {
+            Some(n) if n.kind == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Some(_) => reply.error(Errno::ENOTDIR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        if let Err(e) = self.ensure_loaded(ino.0) {
+            return reply.error(e);
+        }
+        let tree = self.tree();
+        let Some(n) = tree.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        let total = n.children.len() as u64 + 2;
+        for i in offset..total {
+            let (child, kind, name): (u64, FileType, &[u8]) = match i {
+                0 => (ino.0, FileType::Directory, b"."),
+                1 => (n.parent, FileType::Directory, b".."),
+                _ => {
+                    let (name, c) = &n.children[(i - 2) as usize];
+                    let kind = tree.get(*c).map_or(FileType::RegularFile, |n| file_type(n.kind));
+                    (*c, kind, name)
+                }
+            };
+            if reply.add(INodeNo(child), i + 1, kind, OsStr::from_bytes(name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let tree = self.tree();
+        let Some(n) = tree.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        match n.xattrs.iter().find(|x| x.0 == name.as_bytes()) {
+            None => reply.error(Errno::NO_XATTR),
+            Some(x) if size == 0 => reply.size(x.1.len() as u32),
+            Some(x) if x.1.len() > size as usize => reply.error(Errno::ERANGE),
+            Some(x) => reply.data(&x.1),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let tree = self.tree();
+        let Some(n) = tree.get(ino.0) else { return reply.error(Errno::ENOENT) };
+        let mut names = Vec::new();
+        for x in &n.xattrs {
+            names.extend_from_slice(&x.0);
+            names.push(0);
+        }
+        if size == 0 {
+            reply.size(names.len() as u32)
+        } else if names.len() > size as usize {
+            reply.error(Errno::ERANGE)
+        } else {
+            reply.data(&names)
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! `garret mount` through the kernel's FUSE: every archive browsed with find/stat and compared
+//! with its source, ranged reads of a sparse file, concurrent readers, a writer while mounted,
+//! signals, umount, and the errors a user can run into.
+
+use crate::support::*;
+use std::fs;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// FUSE needs /dev/fuse (and fusermount3 when not root); `.ci/run` installs fuse3.
+fn fuse_usable() -> bool {
+    let ok = Path::new("/dev/fuse").exists()
+        && (rustix::process::geteuid().is_root() || Command::new("fusermount3").arg("-V").output().is_ok());
+    if !ok {
+        eprintln!("SKIP: FUSE is not available here (/dev/fuse or fusermount3 missing: apt-get install fuse3)");
+    }
+    ok
+}
+
+fn mounted(p: &Path) -> bool {
+    garret::mount::is_mounted(p)
+}
+
+/// Unmounts on drop, so a failing test does not leave a mount behind.
+struct Mount<'e> {
+    env: &'e Env,
+    at: PathBuf,
+}
+
+impl Drop for Mount<'_> {
+    fn drop(&mut self) {
+        if mounted(&self.at) {
+            let _ = self.env.run(&["umount", &self.at.display().to_string()]);
+        }
+    }
+}
+
+fn mount<'e>(env: &'e Env, what: &str, at: &str) -> Mount<'e> {
+    let at = env.path(at);
+    fs::create_dir_all(&at).unwrap();
+    env.run(&["mount", what, &at.display().to_string()]).ok();
+    assert!(mounted(&at), "mount returned but {} is not mounted", at.display());
+    Mount { env, at }
+}
+
+fn set_tree_mtimes(root: &Path, secs: i64) {
+    for e in walkdir::WalkDir::new(root).contents_first(true) {
+        let e = e.unwrap();
+        if !e.path_is_symlink() {
+            crate::round_trip::set_mtime(e.path(), secs, 123_456_789);
+        }
+    }
+}
+
+fn sha(p: &Path) -> String {
+    let out = Command::new("sha256sum").arg(p).output().unwrap();
+    assert!(out.status.success(), "sha256sum {}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).split(' ').next().unwrap().to_string()
+}
+
+#[test]
+fn mount_shows_every_archive_exactly_and_survives_readers_and_writers() {
+    if !fuse_usable() {
+        return;
+    }
+    let env = Env::new();
+    env.init("repokey");
+    let s = env.path("src");
+    fs::create_dir_all(s.join("dir/sub")).unwrap();
+    fs::create_dir_all(s.join("private")).unwrap();
+    fs::write(s.join("small"), b"hello\n").unwrap();
+    fs::write(s.join("empty"), b"").unwrap();
+    fs::write(s.join("dir/big"), xorshift(9 << 20, 7)).unwrap();
+    fs::write(s.join("dir/sub/mid"), xorshift(300_000, 8)).unwrap();
+    fs::hard_link(s.join("small"), s.join("dir/hard")).unwrap();
+    std::os::unix::fs::symlink("../small", s.join("dir/link")).unwrap();
+    rustix::fs::setxattr(s.join("small"), "user.note", b"kept", rustix::fs::XattrFlags::empty()).unwrap();
+    fs::set_permissions(s.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(s.join("dir/sub/mid"), fs::Permissions::from_mode(0o640)).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        s.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+
+    // Three nights, the tree changing in between; remember what each night looked like.
+    let mut expected = Vec::new();
+    for (night, name) in ["mon", "tue", "wed"].iter().enumerate() {
+        if night == 1 {
+            let mut big = xorshift(9 << 20, 7);
+            big[5 << 20] ^= 0xff;
+            fs::write(s.join("dir/big"), big).unwrap();
+            fs::write(s.join("dir/new"), b"added on tuesday").unwrap();
+        }
+        if night == 2 {
+            fs::remove_file(s.join("dir/sub/mid")).unwrap();
+            fs::write(s.join("small"), b"changed\n").unwrap();
+        }
+        set_tree_mtimes(&s, 1_700_000_000 + night as i64 * 86_400);
+        env.create_json(name, &["src"], &[]);
+        expected.push((name.to_string(), snapshot(&s)));
+    }
+
+    let m = mount(&env, &env.repo_str(), "mnt");
+    let names: Vec<String> = {
+        let mut v: Vec<String> =
+            fs::read_dir(&m.at).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names, vec!["mon", "tue", "wed"]);
+
+    // find and stat (other processes) see every entry.
+    let out = Command::new("find").arg(&m.at).arg("-printf").arg("%y %m %s %n %P\n").output().unwrap();
+    assert!(out.status.success(), "find: {}", String::from_utf8_lossy(&out.stderr));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for (name, snap) in &expected {
+        for path in snap.keys() {
+            let want = format!("{name}/src/{}", String::from_utf8_lossy(path));
+            assert!(listing.lines().any(|l| l.ends_with(&format!(" {want}"))), "find did not list {want}");
+        }
+    }
+    let st = Command::new("stat").arg("-c").arg("%h %i %U %a").arg(m.at.join("mon/src/small")).output().unwrap();
+    let st2 = Command::new("stat").arg("-c").arg("%h %i %U %a").arg(m.at.join("mon/src/dir/hard")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&st.stdout), String::from_utf8_lossy(&st2.stdout), "hardlinks share an inode");
+    assert!(
+        String::from_utf8_lossy(&st.stdout).starts_with("2 "),
+        "link count 2: {}",
+        String::from_utf8_lossy(&st.stdout)
+    );
+
+    // Every archive matches its source by content, mode, owner, mtime, targets, xattrs, links.
+    for (name, snap) in &expected {
+        let got = snapshot(&m.at.join(name).join("src"));
+        assert_eq!(&got, snap, "archive {name} seen through the mount differs from its source");
+    }
+
+    // Two processes reading the same large file at once get the same, right bytes.
+    let big = m.at.join("tue/src/dir/big");
+    let readers: Vec<_> = (0..2)
+        .map(|_| Command::new("sha256sum").arg(&big).stdout(std::process::Stdio::piped()).spawn().unwrap())
+        .collect();
+    let sums: Vec<String> = readers
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).split(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(sums[0], sums[1]);
+    assert_eq!(sums[0], sha(&s.join("dir/big")), "the tuesday version is the current one");
+
+    // A backup written while mounted neither disturbs the view nor is disturbed by it.
+    fs::write(s.join("during"), b"written while mounted").unwrap();
+    env.create_json("thu", &["src"], &[]);
+    assert_eq!(snapshot(&m.at.join("mon/src")), expected[0].1);
+    env.run(&["check", &env.repo_str()]).ok();
+
+    // A file cannot be opened for writing; nothing can be created.
+    assert!(fs::OpenOptions::new().write(true).open(m.at.join("mon/src/small")).is_err());
+    assert!(fs::write(m.at.join("mon/src/newfile"), b"x").is_err());
+
+    env.run(&["umount", &m.at.display().to_string()]).ok();
+    assert!(!mounted(&m.at));
+    // The mount point is an ordinary empty directory again.
+    assert_eq!(fs::read_dir(&m.at).unwrap().count(), 0);
+}
+
+/// A foreground `mount -f` that is stopped (and so unmounted) if the test fails early.
+struct Foreground(std::process::Child);
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn mount_one_archive_reads_a_range_of_a_huge_sparse_file_and_unmounts_on_sigterm() {
+    if !fuse_usable() {
+        return;
+    }
+    let env = Env::new();
+    env.init("none");
+    let s = env.path("src");
+    fs::create_dir_all(&s).unwrap();
+    let f = fs::File::create(s.join("sparse")).unwrap();
+    f.set_len((3 << 30) + (1 << 20)).unwrap();
+    f.write_all_at(b"needle", 3 << 30).unwrap();
+    drop(f);
+    env.create_json("one", &["src"], &[]);
+
+    let at = env.path("mnt");
+    fs::create_dir_all(&at).unwrap();
+    let mut child = Foreground(
+        env.cmd()
+            .args(["mount", "-f", &env.archive("one"), &at.display().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mounted(&at) {
+        assert!(Instant::now() < deadline, "foreground mount did not come up");
+        assert!(child.try_wait().unwrap().is_none(), "mount -f exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // With REPO::NAME the root is the archive itself.
+    let file = fs::File::open(at.join("src/sparse")).unwrap();
+    assert_eq!(file.metadata().unwrap().len(), (3 << 30) + (1 << 20));
+    let mut buf = [0u8; 1];
+    file.read_exact_at(&mut buf, (3 << 30) + 3).unwrap();
+    assert_eq!(&buf, b"d");
+    let mut buf = [0u8; 10];
+    file.read_exact_at(&mut buf, (3 << 30) - 4).unwrap();
+    assert_eq!(&buf, b"\0\0\0\0needle");
+    drop(file);
+
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "mount -f exits 0 after SIGTERM: {status:?}");
+    assert!(!mounted(&at), "SIGTERM unmounted");
+}
+
+#[test]
+fn mount_and_umount_errors_are_one_clear_line() {
+    if !fuse_usable() {
+        return;
+    }
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"x").unwrap();
+    env.create_json("a", &["src"], &[]);
+    let r = env.run(&["mount", &env.repo_str(), &env.path("nowhere").display().to_string()]).code(2);
+    assert!(r.stderr.contains("nowhere") && r.stderr.contains("mkdir"), "{}", r.stderr);
+    fs::create_dir_all(env.path("mnt")).unwrap();
+    let mnt = env.path("mnt").display().to_string();
+    let r = env.run(&["mount", "-o", "bogus", &env.repo_str(), &mnt]).code(2);
+    assert!(r.stderr.contains("bogus") && r.stderr.lines().count() == 1, "{}", r.stderr);
+    let r = env.run(&["mount", &env.archive("nosuch"), &mnt]).code(2);
+    assert!(r.stderr.contains("nosuch"), "{}", r.stderr);
+    assert!(!mounted(&env.path("mnt")));
+    let r = env.run(&["umount", &mnt]).code(2);
+    assert!(r.stderr.contains("not a mount point"), "{}", r.stderr);
+    // Mounting twice at the same place is refused while the first mount stays intact.
+    let m = mount(&env, &env.repo_str(), "mnt");
+    let r = env.run(&["mount", &env.repo_str(), &mnt]).code(2);
+    assert!(r.stderr.lines().count() == 1, "{}", r.stderr);
+    assert_eq!(fs::read(m.at.join("a/src/f")).unwrap(), b"x");
+}
