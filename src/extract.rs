@@ -58,7 +58,8 @@ pub fn components(path: &[u8]) -> Option<Vec<&[u8]>> {
     Some(comps)
 }
 
-fn selected(path: &[u8], wanted: &[Vec<u8>]) -> bool {
+/// Whether `path` is one of `wanted` or below one (all paths when `wanted` is empty).
+pub fn selected(path: &[u8], wanted: &[Vec<u8>]) -> bool {
     wanted.is_empty()
         || wanted.iter().any(|w| {
             let w = w.strip_suffix(b"/").unwrap_or(w);
@@ -249,9 +250,10 @@ pub fn to_writer(
 ) -> Result<ExtractStats> {
     let mut stats = ExtractStats::default();
     let mut masters: HashMap<Vec<u8>, Vec<ChunkRef>> = HashMap::new();
+    let sources = archive.hardlink_sources(repo)?;
     for item in archive.items(repo) {
         let it = item?;
-        if it.hardlink_master {
+        if crate::archive::is_master(&it, &sources) {
             masters.insert(it.path.clone(), it.chunks.clone());
         }
         if !selected(&it.path, paths) {
@@ -304,8 +306,10 @@ pub fn run(
         pending_bytes: 0,
         prefetched: HashMap::new(),
     };
+    let sources = archive.hardlink_sources(repo)?;
     for item in archive.items(repo) {
-        let item = item?;
+        let mut item = item?;
+        item.hardlink_master = crate::archive::is_master(&item, &sources);
         ex.item(item);
     }
     ex.flush();
@@ -390,20 +394,8 @@ impl Extractor<'_> {
         }
     }
 
-    /// Excluded by a pattern, itself or through an excluded parent directory.
     fn excluded(&self, path: &[u8]) -> bool {
-        if self.opts.excludes.is_empty() {
-            return false;
-        }
-        let mut end = 0;
-        while end <= path.len() {
-            let next = path[end..].iter().position(|&b| b == b'/').map(|i| end + i).unwrap_or(path.len());
-            if self.opts.excludes.is_excluded(&path[..next]) {
-                return true;
-            }
-            end = next + 1;
-        }
-        false
+        self.opts.excludes.excludes_path_or_parent(path)
     }
 
     fn restore(&mut self, it: &Item, rel: &[u8]) -> Result<()> {

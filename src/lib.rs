@@ -1,7 +1,7 @@
 //! garret: a content-addressed, deduplicating, encrypted backup repository engine.
 //!
 //! Layers, top to bottom (dependencies point down only):
-//! - [`create`], [`extract`], [`mount`]: operations, one job each.
+//! - [`create`], [`extract`], [`mount`], [`tarball`]: operations, one job each.
 //! - [`archive`]: items, the item stream, archive objects and the manifest.
 //! - [`repository`]: open/init, config, keys, locks, the commit protocol; the only place that
 //!   combines the storage layers below.
@@ -35,5 +35,6 @@ pub mod progress;
 pub mod prune;
 pub mod repair;
 pub mod repository;
+pub mod tarball;
 
 pub use error::{Error, Result};

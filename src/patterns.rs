@@ -119,6 +119,23 @@ impl Patterns {
     }
 
     /// Whether the archive path is excluded.
+    /// Excluded by a pattern, itself or through an excluded parent directory (extract,
+    /// export-tar: archive paths, no walk that could prune directories).
+    pub fn excludes_path_or_parent(&self, path: &[u8]) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let mut end = 0;
+        while end <= path.len() {
+            let next = path[end..].iter().position(|&b| b == b'/').map(|i| end + i).unwrap_or(path.len());
+            if self.is_excluded(&path[..next]) {
+                return true;
+            }
+            end = next + 1;
+        }
+        false
+    }
+
     pub fn is_excluded(&self, path: &[u8]) -> bool {
         for r in &self.rules {
             let hit = match &r.matcher {

@@ -10,6 +10,9 @@ use crate::repository::{ArchiveEntry, Repository};
 use serde::{Deserialize, Serialize};
 
 pub const ARCHIVE_VERSION: u32 = 1;
+/// The version of archives with `unmarked_masters` (repo-format.md 11.1): readers that do not
+/// know the key refuse them instead of failing on their hardlinks.
+pub const ARCHIVE_VERSION_UNMARKED: u32 = 2;
 
 /// Sizes recorded when the archive was made (`garret info`).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -40,6 +43,10 @@ pub struct Archive {
     pub stats: ArchiveStats,
     #[serde(default)]
     pub comment: String,
+    /// First names of hardlinked files may lack `hardlink_master` (archives imported from tar):
+    /// readers find them with [`Archive::hardlink_sources`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unmarked_masters: bool,
 }
 
 /// Refuse names that cannot round-trip through `REPO::NAME` or a mount point directory.
@@ -79,7 +86,7 @@ impl Archive {
         let buf = repo.load_blob(ObjectType::Archive, &entry.id)?;
         let a: Archive = ciborium::from_reader(&buf[..])
             .map_err(|e| Error::malformed(format!("archive {:?}", entry.name), e.to_string()))?;
-        if a.version > ARCHIVE_VERSION {
+        if a.version > ARCHIVE_VERSION_UNMARKED {
             return Err(Error::malformed(
                 format!("archive {:?}", entry.name),
                 format!("archive version {} is newer than this garret", a.version),
@@ -121,7 +128,7 @@ impl Archive {
         let (ids, _, _) = w.finish(repo)?;
         let now = crate::repository::now_rfc3339();
         let a = Archive {
-            version: ARCHIVE_VERSION,
+            version: ARCHIVE_VERSION_UNMARKED,
             name: name.to_string(),
             hostname: crate::repository::lock::hostname(),
             username: String::new(),
@@ -131,6 +138,7 @@ impl Archive {
             items: ids,
             stats: ArchiveStats { nitems: items.len() as u64, ..Default::default() },
             comment: String::new(),
+            unmarked_masters: true,
         };
         a.commit(repo)
     }
@@ -138,6 +146,27 @@ impl Archive {
     pub fn items<'r>(&self, repo: &'r Repository) -> stream::ItemReader<'r> {
         stream::ItemReader::new(repo, self.items.clone())
     }
+
+    /// For archives with `unmarked_masters`: the paths later hardlink items name as their source
+    /// (one extra pass over the item stream). `None` when `hardlink_master` flags are reliable.
+    pub fn hardlink_sources(&self, repo: &Repository) -> Result<Option<std::collections::HashSet<Vec<u8>>>> {
+        if !self.unmarked_masters {
+            return Ok(None);
+        }
+        let mut set = std::collections::HashSet::new();
+        for it in self.items(repo) {
+            let it = it?;
+            if let (item::Kind::Hardlink, Some(src)) = (it.kind, it.source) {
+                set.insert(src);
+            }
+        }
+        Ok(Some(set))
+    }
+}
+
+/// Whether `it` is the first name of a hardlinked file, given [`Archive::hardlink_sources`].
+pub fn is_master(it: &item::Item, sources: &Option<std::collections::HashSet<Vec<u8>>>) -> bool {
+    it.hardlink_master || (it.kind == item::Kind::File && sources.as_ref().is_some_and(|s| s.contains(&it.path)))
 }
 
 /// Find an archive by name in the current manifest.

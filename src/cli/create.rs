@@ -81,7 +81,7 @@ pub struct CreateArgs {
     pub paths: Vec<OsString>,
 }
 
-fn parse_timestamp(s: &str) -> Result<String> {
+pub(super) fn parse_timestamp(s: &str) -> Result<String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.to_rfc3339());
     }
@@ -186,6 +186,8 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
         cache_dir: common::cache_dir(),
         dry_run: a.dry_run,
         stream,
+        producer: None,
+        unmarked_masters: false,
     };
     let out = create::run(&mut repo, opts, &reporter);
     reporter.finish();

@@ -13,6 +13,7 @@ mod list;
 mod location;
 mod mount;
 mod prune;
+mod tar;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -66,6 +67,10 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Unmount a mounted repository or archive
     Umount(mount::UmountArgs),
+    /// Write an archive as a tar file (PAX: long names, xattrs, hardlinks, nanosecond times)
+    ExportTar(tar::ExportTarArgs),
+    /// Create an archive from a tar file (e.g. from `borg export-tar`)
+    ImportTar(tar::ImportTarArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -122,5 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Diff(a) => diff::run(g, a),
         Command::Mount(a) => mount::run(g, a),
         Command::Umount(a) => mount::umount(a),
+        Command::ExportTar(a) => tar::export_tar(g, a),
+        Command::ImportTar(a) => tar::import_tar(g, a),
     }
 }

@@ -47,6 +47,12 @@ pub struct StreamSource {
     pub finish: Box<dyn FnOnce() -> Result<()> + Send>,
 }
 
+/// Items and content from somewhere other than the file system (import-tar): run on the reader
+/// thread with the sink to send [`Event`]s to, the chunker parameters, the chunker seed and the
+/// reporter for per-item warnings.
+pub type Producer =
+    Box<dyn FnOnce(&mut walk::EventSink, ChunkerParams, u64, &dyn Reporter) -> std::result::Result<(), Hangup> + Send>;
+
 pub struct CreateOptions {
     pub name: String,
     pub paths: Vec<PathBuf>,
@@ -66,6 +72,11 @@ pub struct CreateOptions {
     pub cache_dir: PathBuf,
     pub dry_run: bool,
     pub stream: Option<StreamSource>,
+    /// Replaces the file system walk (`paths` is then empty).
+    pub producer: Option<Producer>,
+    /// The producer stores first names of hardlinked files without `hardlink_master`
+    /// (recorded in the archive as `unmarked_masters`).
+    pub unmarked_masters: bool,
 }
 
 pub struct CreateOutcome {
@@ -295,6 +306,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         progress: Progress::default(),
     };
     let stream = opts.stream.take();
+    let producer = opts.producer.take();
     let mut finish = None;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(CHANNEL_EVENTS);
     let cfg = WalkConfig {
@@ -315,8 +327,14 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         // next send fails and it stops, so the scope can join it (else it would wait forever on
         // a full channel).
         let rx = rx;
-        match stream {
-            Some(s) => {
+        match (stream, producer) {
+            (_, Some(produce)) => {
+                scope.spawn(move || {
+                    let mut sink = walk::EventSink::new(tx);
+                    let _ = produce(&mut sink, params, seed, reporter).and_then(|_| sink.flush());
+                });
+            }
+            (Some(s), None) => {
                 let item = stream_item(&s);
                 finish = Some(s.finish);
                 let mut reader = s.reader;
@@ -333,7 +351,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
                     })();
                 });
             }
-            None => {
+            (None, None) => {
                 let cfg = &cfg;
                 scope.spawn(move || {
                     let _ = walk::walk(cfg, tx);
@@ -369,7 +387,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
     pl.stats.deduplicated_size += tree_added;
     pl.stats.compressed_size += tree_stored;
     let archive = Archive {
-        version: archive::ARCHIVE_VERSION,
+        version: if opts.unmarked_masters { archive::ARCHIVE_VERSION_UNMARKED } else { archive::ARCHIVE_VERSION },
         name: opts.name.clone(),
         hostname: lock::hostname(),
         username: uzers::get_current_username().map(|u| u.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -379,6 +397,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         items: tree_ids,
         stats: pl.stats,
         comment: opts.comment.clone(),
+        unmarked_masters: opts.unmarked_masters,
     };
     if opts.dry_run {
         return Ok(CreateOutcome { archive, id: None, duration: started.elapsed() });

@@ -137,8 +137,10 @@ impl GarretFs {
         let mut users: HashMap<String, Option<u32>> = HashMap::new();
         let mut groups: HashMap<String, Option<u32>> = HashMap::new();
         let mut items = Vec::new();
+        let sources = ar.hardlink_sources(&self.repo)?;
         for it in ar.items(&self.repo) {
             let mut it = it?;
+            it.hardlink_master = crate::archive::is_master(&it, &sources);
             if !self.numeric_ids {
                 if let Some(u) = &it.user {
                     let local =

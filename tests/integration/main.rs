@@ -15,3 +15,4 @@ mod restore;
 mod retention;
 mod round_trip;
 mod secrecy;
+mod tarball;

@@ -1,0 +1,244 @@
+//! `export-tar`: write an archive (or part of it) as a PAX tar stream.
+//!
+//! Each entry gets a ustar header plus, where ustar cannot say it, a PAX extended header:
+//! `path`/`linkpath` longer than 100 bytes, `mtime` with nanoseconds, `uname`/`gname` longer than
+//! 32 bytes, `uid`/`gid`/`size` too large for octal fields, and `SCHILY.xattr.NAME` for every
+//! extended attribute (the keys GNU tar's `--xattrs` reads and writes). Hardlinks become link
+//! entries to the first exported name; a link whose first name is not exported carries the data.
+//! File content is loaded a window of chunks at a time, decrypted on all cores: memory stays
+//! bounded whatever the file sizes.
+
+use crate::archive::item::{ChunkRef, Item, Kind};
+use crate::archive::{self, Archive};
+use crate::error::{Error, Result};
+use crate::extract::{components, selected};
+use crate::id::ObjectType;
+use crate::patterns::Patterns;
+use crate::progress::Reporter;
+use crate::repository::Repository;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use tar::{Builder, EntryType, Header};
+
+pub struct ExportOptions {
+    /// Archive paths to export (with everything below them); empty means all.
+    pub paths: Vec<Vec<u8>>,
+    pub excludes: Patterns,
+    pub strip_components: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ExportStats {
+    pub items: u64,
+    pub bytes: u64,
+}
+
+/// Chunks loaded (in parallel) per window while streaming a file.
+const WINDOW: usize = 16;
+
+/// A file's content as a reader, loading windows of chunks from the repository.
+struct ChunkReader<'r> {
+    repo: &'r Repository,
+    chunks: &'r [ChunkRef],
+    next: usize,
+    window: std::vec::IntoIter<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if let Some(c) = self.window.next() {
+                self.cur = c;
+                self.pos = 0;
+                continue;
+            }
+            if self.next == self.chunks.len() {
+                return Ok(0);
+            }
+            let end = (self.next + WINDOW).min(self.chunks.len());
+            let ids: Vec<_> = self.chunks[self.next..end].iter().map(|c| c.0).collect();
+            let loaded: Result<Vec<Vec<u8>>> = self.repo.load_many(ObjectType::Data, &ids).into_iter().collect();
+            self.window = loaded.map_err(std::io::Error::other)?.into_iter();
+            self.next = end;
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// ustar's octal fields: 7 digits for ids, 11 for sizes and times.
+const MAX_ID: u64 = 0o7777777;
+const MAX_SIZE: u64 = 0o77777777777;
+
+fn pax_record(out: &mut Vec<(String, Vec<u8>)>, key: &str, value: impl Into<Vec<u8>>) {
+    out.push((key.to_string(), value.into()));
+}
+
+/// Build the header and PAX records of one entry (`name` is the exported path).
+fn header_for(it: &Item, name: &[u8], kind: EntryType, size: u64) -> (Header, Vec<(String, Vec<u8>)>) {
+    let mut pax = Vec::new();
+    let mut h = Header::new_ustar();
+    h.set_entry_type(kind);
+    let mut tar_name = name.to_vec();
+    if kind == EntryType::Directory {
+        tar_name.push(b'/');
+    }
+    if tar_name.len() > 100 {
+        pax_record(&mut pax, "path", tar_name.clone());
+    }
+    {
+        let u = h.as_ustar_mut().expect("ustar header");
+        let n = tar_name.len().min(100);
+        u.name[..n].copy_from_slice(&tar_name[..n]);
+    }
+    h.set_mode(it.mode & 0o7777);
+    for (key, v) in [("uid", it.uid as u64), ("gid", it.gid as u64)] {
+        if v > MAX_ID {
+            pax_record(&mut pax, key, v.to_string());
+        }
+    }
+    h.set_uid((it.uid as u64).min(MAX_ID));
+    h.set_gid((it.gid as u64).min(MAX_ID));
+    for (key, v, set) in [
+        ("uname", &it.user, Header::set_username as fn(&mut Header, &str) -> std::io::Result<()>),
+        ("gname", &it.group, Header::set_groupname),
+    ] {
+        if let Some(v) = v {
+            if v.len() > 32 || set(&mut h, v).is_err() {
+                pax_record(&mut pax, key, v.as_bytes());
+            }
+        }
+    }
+    let secs = it.mtime.div_euclid(1_000_000_000);
+    let nanos = it.mtime.rem_euclid(1_000_000_000);
+    h.set_mtime(secs.max(0) as u64);
+    if nanos != 0 || secs < 0 {
+        // PAX times are signed decimals: -1.5 s is "-1.500000000".
+        let v = if secs < 0 && nanos != 0 {
+            let total = it.mtime as i128;
+            format!("-{}.{:09}", (-total) / 1_000_000_000, (-total) % 1_000_000_000)
+        } else {
+            format!("{secs}.{nanos:09}")
+        };
+        pax_record(&mut pax, "mtime", v);
+    }
+    if size > MAX_SIZE {
+        pax_record(&mut pax, "size", size.to_string());
+    }
+    h.set_size(size);
+    for x in &it.xattrs {
+        match std::str::from_utf8(&x.0) {
+            Ok(n) if !n.contains('=') => pax_record(&mut pax, &format!("SCHILY.xattr.{n}"), x.1.clone()),
+            _ => {} // PAX keys are UTF-8 without '=': such names cannot be expressed.
+        }
+    }
+    (h, pax)
+}
+
+fn set_link(h: &mut Header, pax: &mut Vec<(String, Vec<u8>)>, target: &[u8]) {
+    if target.len() > 100 {
+        pax_record(pax, "linkpath", target.to_vec());
+    }
+    let u = h.as_ustar_mut().expect("ustar header");
+    let n = target.len().min(100);
+    u.linkname = [0; 100];
+    u.linkname[..n].copy_from_slice(&target[..n]);
+}
+
+fn io_err(e: std::io::Error) -> Error {
+    Error::io("writing the tar stream", e)
+}
+
+/// Write the selected items of `archive` to `out` as a tar stream.
+pub fn export(
+    repo: &Repository,
+    archive: &Archive,
+    opts: &ExportOptions,
+    out: &mut dyn Write,
+    reporter: &dyn Reporter,
+) -> Result<ExportStats> {
+    let mut stats = ExportStats::default();
+    let sources = archive.hardlink_sources(repo)?;
+    // First names of hardlinked files: their content, and the name they were exported under.
+    let mut masters: HashMap<Vec<u8>, (Vec<ChunkRef>, u64)> = HashMap::new();
+    let mut exported: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut b = Builder::new(out);
+    for it in archive.items(repo) {
+        let it = it?;
+        let master = archive::is_master(&it, &sources);
+        if master {
+            masters.insert(it.path.clone(), (it.chunks.clone(), it.size));
+        }
+        if !selected(&it.path, &opts.paths) || opts.excludes.excludes_path_or_parent(&it.path) {
+            continue;
+        }
+        let Some(comps) = components(&it.path) else {
+            reporter.warning(&format!("{:?}: leaving out an unsafe path", it.path_lossy()));
+            continue;
+        };
+        if comps.len() <= opts.strip_components {
+            continue;
+        }
+        let name = comps[opts.strip_components..].join(&b'/');
+        let content = |chunks: &[ChunkRef]| chunks.iter().map(|c| c.1 as u64).sum::<u64>();
+        let (kind, chunks, link): (EntryType, Option<Vec<ChunkRef>>, Option<Vec<u8>>) = match it.kind {
+            Kind::Dir => (EntryType::Directory, None, None),
+            Kind::File => (EntryType::Regular, Some(it.chunks.clone()), None),
+            Kind::Symlink => (EntryType::Symlink, None, it.target.clone()),
+            Kind::Hardlink => {
+                let src = it.source.clone().unwrap_or_default();
+                if let Some(first) = exported.get(&src) {
+                    (EntryType::Link, None, Some(first.clone()))
+                } else if let Some((chunks, _)) = masters.get(&src) {
+                    // The first name was left out: this name carries the data.
+                    exported.insert(src, name.clone());
+                    (EntryType::Regular, Some(chunks.clone()), None)
+                } else {
+                    reporter.warning(&format!("{}: hardlink source not in the archive", it.path_lossy()));
+                    continue;
+                }
+            }
+            Kind::Fifo => (EntryType::Fifo, None, None),
+            Kind::CharDev => (EntryType::Char, None, None),
+            Kind::BlockDev => (EntryType::Block, None, None),
+            Kind::Socket | Kind::Unknown => continue,
+        };
+        let size = chunks.as_deref().map_or(0, content);
+        let (mut h, mut pax) = header_for(&it, &name, kind, size);
+        if let Some(l) = &link {
+            set_link(&mut h, &mut pax, l);
+        }
+        if matches!(kind, EntryType::Char | EntryType::Block) {
+            let (maj, min) = (libc::major(it.rdev as libc::dev_t), libc::minor(it.rdev as libc::dev_t));
+            h.set_device_major(maj).map_err(io_err)?;
+            h.set_device_minor(min).map_err(io_err)?;
+        }
+        h.set_cksum();
+        if !pax.is_empty() {
+            b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).map_err(io_err)?;
+        }
+        match &chunks {
+            Some(c) => {
+                let reader =
+                    ChunkReader { repo, chunks: c, next: 0, window: Vec::new().into_iter(), cur: vec![], pos: 0 };
+                b.append(&h, reader).map_err(|e| match e.downcast::<Error>() {
+                    Ok(inner) => inner,
+                    Err(e) => io_err(e),
+                })?;
+            }
+            None => b.append(&h, std::io::empty()).map_err(io_err)?,
+        }
+        if master && it.kind == Kind::File {
+            exported.insert(it.path.clone(), name.clone());
+        }
+        reporter.item(' ', &it.path);
+        stats.items += 1;
+        stats.bytes += size;
+    }
+    b.into_inner().map_err(io_err)?.flush().map_err(io_err)?;
+    Ok(stats)
+}
