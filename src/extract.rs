@@ -230,6 +230,7 @@ struct Extractor<'a> {
     pending: Vec<(Item, Vec<u8>)>,
     pending_bytes: u64,
     prefetched: HashMap<crate::id::Id, Vec<u8>>,
+    progress: crate::progress::Progress,
 }
 
 /// Plaintext bytes of file content loaded ahead in one batch (bounds extract's memory).
@@ -305,6 +306,16 @@ pub fn run(
         pending: vec![],
         pending_bytes: 0,
         prefetched: HashMap::new(),
+        progress: crate::progress::Progress {
+            // The whole archive's size is known; a selection's is not (no pre-pass for it).
+            total: if opts.paths.is_empty() && opts.excludes.is_empty() && opts.strip_components == 0 {
+                archive.stats.original_size
+            } else {
+                0
+            },
+            extracting: true,
+            ..Default::default()
+        },
     };
     let sources = archive.hardlink_sources(repo)?;
     for item in archive.items(repo) {
@@ -542,6 +553,11 @@ impl Extractor<'_> {
         }
         file.set_len(offset).map_err(ioe)?;
         self.stats.bytes += offset;
+        self.progress.files += 1;
+        self.progress.bytes_read = self.stats.bytes;
+        self.progress.path.clear();
+        self.progress.path.extend_from_slice(&it.path);
+        self.reporter.progress(&self.progress);
         apply_fd_metadata(file.as_fd(), it, &self.owner).map_err(ioe)?;
         Ok(())
     }

@@ -8,6 +8,10 @@ pub struct Progress {
     pub bytes_stored: u64,
     /// The item most recently finished (raw path bytes).
     pub path: Vec<u8>,
+    /// Bytes expected in all (extract of a whole archive), 0 when unknown.
+    pub total: u64,
+    /// Extract: `bytes_read` counts bytes written, nothing is stored.
+    pub extracting: bool,
 }
 
 /// Receives warnings, per-item events and progress from an operation; the CLI decides what to

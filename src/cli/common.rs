@@ -233,14 +233,20 @@ impl Reporter for StderrReporter {
                 let cut = path.char_indices().map(|(i, _)| i).find(|&i| i >= path.len() - 57).unwrap_or(0);
                 path = format!("...{}", &path[cut..]);
             }
-            b.set_message(format!(
-                "{} files, {} read, {} stored, {}/s {}",
-                p.files,
-                size(p.bytes_read),
-                size(p.bytes_stored),
-                size((p.bytes_read as f64 / secs) as u64),
-                path
-            ));
+            let rate = size((p.bytes_read as f64 / secs) as u64);
+            b.set_message(if p.total > 0 {
+                let pct = (p.bytes_read as f64 * 100.0 / p.total as f64).min(100.0);
+                format!("{pct:5.1}% {} files, {} of {}, {rate}/s {path}", p.files, size(p.bytes_read), size(p.total))
+            } else if p.extracting {
+                format!("{} files, {} written, {rate}/s {path}", p.files, size(p.bytes_read))
+            } else {
+                format!(
+                    "{} files, {} read, {} stored, {rate}/s {path}",
+                    p.files,
+                    size(p.bytes_read),
+                    size(p.bytes_stored)
+                )
+            });
         }
     }
 }

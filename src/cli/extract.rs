@@ -12,6 +12,9 @@ pub struct ExtractArgs {
     /// Print each extracted item
     #[arg(long)]
     pub list: bool,
+    /// Show progress (also without a terminal, as plain lines)
+    #[arg(short = 'p', long)]
+    pub progress: bool,
     /// Do not write anything
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -85,7 +88,10 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
         sparse: !a.no_sparse,
         dry_run: a.dry_run,
     };
-    let stats = extract::run(&repo, &ar, &opts, &reporter)?;
+    let reporter = reporter.with_progress(a.progress);
+    let stats = extract::run(&repo, &ar, &opts, &reporter);
+    reporter.finish();
+    let stats = stats?;
     if stats.data_errors > 0 {
         eprintln!(
             "garret: error: {} item(s) could not be restored because repository data is damaged; run `garret check`",

@@ -65,3 +65,23 @@ fn diff_reports_exactly_the_changes_made() {
     assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
     assert!(r.stdout.contains("added") && r.stdout.contains("src/d/new"));
 }
+
+#[test]
+fn extract_progress_shows_percent_of_the_archive_and_stays_off_by_default() {
+    let env = Env::new();
+    env.init("none");
+    let s = env.path("src");
+    fs::create_dir_all(&s).unwrap();
+    fs::write(s.join("a"), xorshift(2 << 20, 5)).unwrap();
+    fs::write(s.join("b"), xorshift(1 << 20, 6)).unwrap();
+    env.create_json("a", &["src"], &[]);
+    // Without a terminal and without -p, a cron restore prints nothing.
+    let quiet = env.extract_to("a", "quiet", &[]).ok();
+    assert_eq!(quiet.stderr, "");
+    let r = env.extract_to("a", "loud", &["-p"]).ok();
+    let last = r.stderr.lines().last().unwrap_or("");
+    assert!(last.contains("100.0%") && last.contains("2 files"), "{}", r.stderr);
+    assert_same_tree(&s, &env.path("loud/src"));
+    let r = env.extract_to("a", "part", &["-p", "src/b"]).ok();
+    assert!(r.stderr.contains("1 files") && r.stderr.contains("written"), "{}", r.stderr);
+}
