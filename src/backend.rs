@@ -10,21 +10,52 @@
 use crate::error::{Error, IoContext, Result};
 use crate::faults;
 use rustix::fs::RenameFlags;
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub const TMP_DIR: &str = "tmp";
 
 #[derive(Clone, Debug)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// Open read descriptors of recently read objects (shared by clones). Objects are immutable,
+    /// so a cached descriptor always reads the right bytes; deleting an object forgets it.
+    open: Arc<Mutex<HashMap<String, Arc<File>>>>,
 }
+
+/// Read descriptors kept open by one backend.
+const OPEN_FILES: usize = 128;
 
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        LocalBackend { root: root.into(), open: Arc::default() }
+    }
+
+    /// A read descriptor for `key`, from the cache or newly opened.
+    fn reader(&self, key: &str) -> Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(key) {
+            return Ok(f.clone());
+        }
+        let p = self.path(key);
+        let f = Arc::new(File::open(&p).ctx(|| format!("opening {}", p.display()))?);
+        if open.len() >= OPEN_FILES {
+            // Any victim will do: a miss costs one open(2).
+            if let Some(k) = open.keys().next().cloned() {
+                open.remove(&k);
+            }
+        }
+        open.insert(key.to_string(), f.clone());
+        Ok(f)
+    }
+
+    /// Drop a cached descriptor of `key` (it was deleted or moved away).
+    pub fn forget(&self, key: &str) {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 
     pub fn root(&self) -> &Path {
@@ -116,10 +147,10 @@ impl LocalBackend {
 
     /// `len` bytes at `offset`; a short object is an error.
     pub fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let p = self.path(key);
-        let f = File::open(&p).ctx(|| format!("opening {}", p.display()))?;
+        let f = self.reader(key)?;
         let mut buf = vec![0u8; len];
-        f.read_exact_at(&mut buf, offset).ctx(|| format!("reading {len} bytes at {offset} of {}", p.display()))?;
+        f.read_exact_at(&mut buf, offset)
+            .ctx(|| format!("reading {len} bytes at {offset} of {}", self.path(key).display()))?;
         Ok(buf)
     }
 
@@ -175,6 +206,7 @@ impl LocalBackend {
     }
 
     pub fn delete(&self, key: &str) -> Result<()> {
+        self.forget(key);
         let p = self.path(key);
         match fs::remove_file(&p) {
             Ok(()) => Ok(()),

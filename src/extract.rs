@@ -71,10 +71,12 @@ fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
 }
 
-/// The target directory, with a one-entry cache of the last parent directory opened.
+/// The target directory, with the chain of directories last opened beneath it (archives are
+/// in depth-first order, so each directory is opened about once per visit).
 struct Target {
     root: OwnedFd,
-    last: Option<(Vec<u8>, OwnedFd)>,
+    /// `stack[i]` is the directory `comps[..=i]` of the last path resolved.
+    stack: Vec<(Vec<u8>, OwnedFd)>,
 }
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
@@ -83,36 +85,30 @@ impl Target {
     /// Open (creating when `create`) the directory `comps` beneath the root, never following a
     /// symlink.
     fn dir(&mut self, comps: &[&[u8]], create: bool) -> std::io::Result<BorrowedFd<'_>> {
-        let key = comps.join(&b'/');
-        if self.last.as_ref().is_none_or(|(k, _)| *k != key) {
-            let mut fd: Option<OwnedFd> = None;
-            for c in comps {
-                let parent = fd.as_ref().map(|f| f.as_fd()).unwrap_or(self.root.as_fd());
-                let next = match rustix::fs::openat(parent, os(c), DIR_FLAGS, Mode::empty()) {
-                    Ok(f) => f,
-                    Err(rustix::io::Errno::NOENT) if create => {
-                        match rustix::fs::mkdirat(parent, os(c), Mode::from_raw_mode(0o700)) {
-                            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                        rustix::fs::openat(parent, os(c), DIR_FLAGS, Mode::empty())?
+        let keep = self.stack.iter().zip(comps).take_while(|((n, _), c)| n.as_slice() == **c).count();
+        self.stack.truncate(keep);
+        for c in &comps[keep..] {
+            let parent = self.stack.last().map(|(_, f)| f.as_fd()).unwrap_or(self.root.as_fd());
+            let next = match rustix::fs::openat(parent, os(c), DIR_FLAGS, Mode::empty()) {
+                Ok(f) => f,
+                Err(rustix::io::Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(parent, os(c), Mode::from_raw_mode(0o700)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::NOTDIR) => {
-                        return Err(std::io::Error::other(format!(
-                            "refusing to extract through {:?}: it is a symlink or not a directory",
-                            String::from_utf8_lossy(c)
-                        )))
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                fd = Some(next);
-            }
-            match fd {
-                Some(fd) => self.last = Some((key, fd)),
-                None => return Ok(self.root.as_fd()),
-            }
+                    rustix::fs::openat(parent, os(c), DIR_FLAGS, Mode::empty())?
+                }
+                Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::NOTDIR) => {
+                    return Err(std::io::Error::other(format!(
+                        "refusing to extract through {:?}: it is a symlink or not a directory",
+                        String::from_utf8_lossy(c)
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.stack.push((c.to_vec(), next));
         }
-        Ok(self.last.as_ref().expect("set above").1.as_fd())
+        Ok(self.stack.last().map(|(_, f)| f.as_fd()).unwrap_or(self.root.as_fd()))
     }
 }
 
@@ -137,6 +133,8 @@ struct Owner {
     root: bool,
     numeric: bool,
     privileged: bool,
+    /// Local ids of archived user and group names (each lookup reads /etc/passwd or asks NSS).
+    names: std::sync::Mutex<HashMap<(bool, String), Option<u32>>>,
 }
 
 impl Owner {
@@ -147,11 +145,18 @@ impl Owner {
         let mut uid = it.uid;
         let mut gid = it.gid;
         if !self.numeric {
-            if let Some(u) = it.user.as_deref().and_then(uzers::get_user_by_name) {
-                uid = u.uid();
+            let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(u) = &it.user {
+                let local = *names
+                    .entry((true, u.clone()))
+                    .or_insert_with(|| uzers::get_user_by_name(u.as_str()).map(|x| x.uid()));
+                uid = local.unwrap_or(uid);
             }
-            if let Some(g) = it.group.as_deref().and_then(uzers::get_group_by_name) {
-                gid = g.gid();
+            if let Some(g) = &it.group {
+                let local = *names
+                    .entry((false, g.clone()))
+                    .or_insert_with(|| uzers::get_group_by_name(g.as_str()).map(|x| x.gid()));
+                gid = local.unwrap_or(gid);
             }
         }
         Some((rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid)))
@@ -185,11 +190,14 @@ fn apply_fd_metadata(fd: BorrowedFd<'_>, it: &Item, owner: &Owner) -> std::io::R
     Ok(())
 }
 
-/// Write `data` at `offset`, leaving 4 KiB blocks of zeros as holes when `sparse`.
-fn write_at(file: &std::fs::File, offset: u64, data: &[u8], sparse: bool) -> std::io::Result<()> {
+/// Write `data` at `offset`, leaving 4 KiB blocks of zeros as holes when `sparse`. Returns the
+/// end of the last byte range actually written (`offset` when all of it was a hole).
+fn write_at(file: &std::fs::File, offset: u64, data: &[u8], sparse: bool) -> std::io::Result<u64> {
     if !sparse {
-        return file.write_all_at(data, offset);
+        file.write_all_at(data, offset)?;
+        return Ok(offset + data.len() as u64);
     }
+    let mut written_end = offset;
     const BLOCK: usize = 4096;
     let mut i = 0;
     while i < data.len() {
@@ -207,9 +215,10 @@ fn write_at(file: &std::fs::File, offset: u64, data: &[u8], sparse: bool) -> std
             j = e;
         }
         file.write_all_at(&data[i..j], offset + i as u64)?;
+        written_end = offset + j as u64;
         i = j;
     }
-    Ok(())
+    Ok(written_end)
 }
 
 struct Extractor<'a> {
@@ -231,6 +240,32 @@ struct Extractor<'a> {
     pending_bytes: u64,
     prefetched: HashMap<crate::id::Id, Vec<u8>>,
     progress: crate::progress::Progress,
+    /// A target-wide failure (disk full, quota, read-only): extract stops with it.
+    fatal: Option<Error>,
+}
+
+/// The error that stops an extract, naming the item and the way out.
+fn fatal_error(it: &Item, e: Error) -> Error {
+    match e {
+        Error::Io { source, .. } => Error::io(
+            format!(
+                "extracting {}: the target is full or read-only (free space, or extract somewhere else)",
+                it.path_lossy()
+            ),
+            source,
+        ),
+        other => other,
+    }
+}
+
+/// Whether an error means no further item can be restored either.
+fn is_fatal(e: &Error) -> bool {
+    match e {
+        Error::Io { source, .. } => {
+            matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EROFS))
+        }
+        _ => false,
+    }
 }
 
 /// Plaintext bytes of file content loaded ahead in one batch (bounds extract's memory).
@@ -293,11 +328,12 @@ pub fn run(
         repo,
         opts,
         reporter,
-        target: Target { root, last: None },
+        target: Target { root, stack: Vec::new() },
         owner: Owner {
             root: rustix::process::geteuid().is_root(),
             numeric: opts.numeric_ids,
             privileged: opts.privileged,
+            names: Default::default(),
         },
         stats: ExtractStats::default(),
         dirs: vec![],
@@ -316,14 +352,21 @@ pub fn run(
             extracting: true,
             ..Default::default()
         },
+        fatal: None,
     };
     let sources = archive.hardlink_sources(repo)?;
     for item in archive.items(repo) {
         let mut item = item?;
         item.hardlink_master = crate::archive::is_master(&item, &sources);
         ex.item(item);
+        if let Some(e) = ex.fatal.take() {
+            return Err(e);
+        }
     }
     ex.flush();
+    if let Some(e) = ex.fatal.take() {
+        return Err(e);
+    }
     for (path, it) in std::mem::take(&mut ex.dirs).into_iter().rev() {
         let comps = components(&path).expect("validated when recorded");
         let res = ex.target.dir(&comps, false).and_then(|fd| apply_fd_metadata(fd, &it, &ex.owner));
@@ -374,6 +417,9 @@ impl Extractor<'_> {
 
     /// Load the chunks of the pending files in parallel, then write the files in order.
     fn flush(&mut self) {
+        if self.fatal.is_some() {
+            self.pending.clear();
+        }
         if self.pending.is_empty() {
             return;
         }
@@ -388,15 +434,71 @@ impl Extractor<'_> {
                 self.prefetched.insert(*id, d);
             }
         }
-        for (it, rel) in &pending {
+        // Parent directories are resolved in order (the directory chain is sequential state);
+        // the files are then created, written and given their metadata on all cores. A file
+        // whose data did not load, or whose parent failed, takes the sequential path, which
+        // reports the error with its context.
+        let mut jobs: Vec<(usize, OwnedFd)> = Vec::new();
+        let mut sequential: Vec<usize> = Vec::new();
+        for (i, (it, rel)) in pending.iter().enumerate() {
+            let comps = components(rel).expect("validated");
+            let parents = &comps[..comps.len() - 1];
+            let loaded = it.chunks.iter().all(|c| self.prefetched.contains_key(&c.0));
+            match self.target.dir(parents, true).and_then(|d| d.try_clone_to_owned()) {
+                Ok(fd) if loaded => jobs.push((i, fd)),
+                _ => sequential.push(i),
+            }
+        }
+        let (data, owner, reporter, sparse) = (&self.prefetched, &self.owner, self.reporter, self.opts.sparse);
+        let results: Vec<(usize, Result<u64>)> = {
+            use rayon::prelude::*;
+            jobs.par_iter()
+                .map(|(i, dir)| {
+                    let (it, rel) = &pending[*i];
+                    let name = rel.rsplit(|&b| b == b'/').next().expect("non-empty");
+                    (*i, write_small(dir.as_fd(), name, it, data, sparse, owner, reporter))
+                })
+                .collect()
+        };
+        for (i, r) in results {
+            let (it, rel) = &pending[i];
+            match r {
+                Ok(bytes) => {
+                    if it.hardlink_master {
+                        self.extracted.insert(it.path.clone(), rel.clone());
+                    }
+                    self.count_file(it, bytes);
+                }
+                Err(e) if is_fatal(&e) => {
+                    if self.fatal.is_none() {
+                        self.fatal = Some(fatal_error(it, e));
+                    }
+                }
+                Err(e) => {
+                    if matches!(e, Error::Integrity { .. } | Error::MissingBlob(_)) {
+                        self.stats.data_errors += 1;
+                    }
+                    self.reporter.warning(&format!("{}: {e}", it.path_lossy()));
+                }
+            }
+        }
+        for i in sequential {
+            let (it, rel) = &pending[i];
             self.restore_reporting(it, rel);
         }
         self.prefetched.clear();
     }
 
     fn restore_reporting(&mut self, it: &Item, rel: &[u8]) {
+        if self.fatal.is_some() {
+            return;
+        }
         let shown = it.path_lossy();
         if let Err(e) = self.restore(it, rel) {
+            if is_fatal(&e) {
+                self.fatal = Some(fatal_error(it, e));
+                return;
+            }
             let data_error = matches!(e, Error::Integrity { .. } | Error::MissingBlob(_));
             if data_error {
                 self.stats.data_errors += 1;
@@ -506,16 +608,9 @@ impl Extractor<'_> {
     fn write_file(&mut self, parents: &[&[u8]], name: &[u8], it: &Item, chunks: &[ChunkRef], size: u64) -> Result<()> {
         let ioe = |e: std::io::Error| Error::io("extracting", e);
         let parent = self.target.dir(parents, true).map_err(ioe)?;
-        clear_slot(parent, name).map_err(ioe)?;
-        let fd = rustix::fs::openat(
-            parent,
-            os(name),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| ioe(e.into()))?;
-        let file = std::fs::File::from(fd);
+        let file = create_file(parent, name).map_err(ioe)?;
         let mut offset = 0u64;
+        let mut written_end = 0u64;
         for window in chunks.chunks(WINDOW) {
             let missing: Vec<crate::id::Id> =
                 window.iter().map(|c| c.0).filter(|id| !self.prefetched.contains_key(id)).collect();
@@ -538,29 +633,94 @@ impl Extractor<'_> {
                         return Err(e);
                     }
                 };
-                write_at(&file, offset, data, self.opts.sparse).map_err(ioe)?;
+                written_end = write_at(&file, offset, data, self.opts.sparse).map_err(ioe)?.max(written_end);
                 offset += data.len() as u64;
             }
         }
-        if !it.chunks_healthy.is_empty() {
-            self.reporter.warning(&format!(
-                "{}: damaged file: missing data restored as zeros (a later create of the same data and `check --repair` heal it)",
-                it.path_lossy()
-            ));
-        }
-        if offset != size {
-            self.reporter.warning(&format!("{}: content is {offset} bytes, item says {size}", it.path_lossy()));
-        }
-        file.set_len(offset).map_err(ioe)?;
-        self.stats.bytes += offset;
+        finish_file(&file, it, offset, written_end, size, &self.owner, self.reporter)?;
+        self.count_file(it, offset);
+        Ok(())
+    }
+
+    fn count_file(&mut self, it: &Item, bytes: u64) {
+        self.stats.bytes += bytes;
         self.progress.files += 1;
         self.progress.bytes_read = self.stats.bytes;
         self.progress.path.clear();
         self.progress.path.extend_from_slice(&it.path);
         self.reporter.progress(&self.progress);
-        apply_fd_metadata(file.as_fd(), it, &self.owner).map_err(ioe)?;
-        Ok(())
     }
+}
+
+/// Create `name` in `dir` for writing, never following a symlink; whatever non-directory
+/// stands there is removed first.
+fn create_file(dir: BorrowedFd<'_>, name: &[u8]) -> std::io::Result<std::fs::File> {
+    let create = || {
+        rustix::fs::openat(
+            dir,
+            os(name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+    };
+    // Usually the name is free.
+    let fd = match create() {
+        Err(rustix::io::Errno::EXIST) => {
+            clear_slot(dir, name)?;
+            create()
+        }
+        r => r,
+    }?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// Length, warnings and metadata of a file whose content is written.
+fn finish_file(
+    file: &std::fs::File,
+    it: &Item,
+    offset: u64,
+    written_end: u64,
+    size: u64,
+    owner: &Owner,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let ioe = |e: std::io::Error| Error::io("extracting", e);
+    if !it.chunks_healthy.is_empty() {
+        reporter.warning(&format!(
+            "{}: damaged file: missing data restored as zeros (a later create of the same data and `check --repair` heal it)",
+            it.path_lossy()
+        ));
+    }
+    if offset != size {
+        reporter.warning(&format!("{}: content is {offset} bytes, item says {size}", it.path_lossy()));
+    }
+    if written_end < offset {
+        // The file ends in a hole: give it its length (it was created empty).
+        file.set_len(offset).map_err(ioe)?;
+    }
+    apply_fd_metadata(file.as_fd(), it, owner).map_err(ioe)
+}
+
+/// Write a small file whose chunks are all in `data` (the parallel part of [`Extractor::flush`]).
+fn write_small(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    it: &Item,
+    data: &HashMap<crate::id::Id, Vec<u8>>,
+    sparse: bool,
+    owner: &Owner,
+    reporter: &dyn Reporter,
+) -> Result<u64> {
+    let ioe = |e: std::io::Error| Error::io("extracting", e);
+    let file = create_file(dir, name).map_err(ioe)?;
+    let (mut offset, mut written_end) = (0u64, 0u64);
+    for c in &it.chunks {
+        let d = &data[&c.0];
+        written_end = write_at(&file, offset, d, sparse).map_err(ioe)?.max(written_end);
+        offset += d.len() as u64;
+    }
+    finish_file(&file, it, offset, written_end, it.size, owner, reporter)?;
+    Ok(offset)
 }
 
 #[cfg(test)]

@@ -186,6 +186,35 @@ impl Index {
         Ok(())
     }
 
+    /// Look up many ids in one read transaction (one lock and journal check instead of one
+    /// per id).
+    pub fn lookup_many(&self, ids: &[Id]) -> Result<Vec<Option<Location>>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut out = Vec::with_capacity(ids.len());
+        {
+            let mut st = tx.prepare_cached(
+                "SELECT p.name, b.kind, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.pack = b.pack WHERE b.id = ?1",
+            )?;
+            for id in ids {
+                out.push(
+                    st.query_row([&id.0[..]], |r| {
+                        Ok(Location {
+                            pack: r.get(0)?,
+                            kind: r.get(1)?,
+                            offset: r.get::<_, i64>(2)? as u64,
+                            length: r.get(3)?,
+                            raw_length: r.get(4)?,
+                        })
+                    })
+                    .optional()?,
+                );
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     pub fn lookup(&self, id: &Id) -> Result<Option<Location>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(

@@ -331,8 +331,13 @@ impl Repository {
     /// (extract). Results come back in the order of `ids`.
     pub fn load_many(&self, kind: ObjectType, ids: &[Id]) -> Vec<Result<Vec<u8>>> {
         use rayon::prelude::*;
-        let located: Vec<Result<index::Location>> =
-            ids.iter().map(|id| self.index.lookup(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))).collect();
+        let located: Vec<Result<index::Location>> = match self.index.lookup_many(ids) {
+            Ok(locs) => ids.iter().zip(locs).map(|(id, l)| l.ok_or_else(|| Error::MissingBlob(id.hex()))).collect(),
+            Err(e) => {
+                let msg = e.to_string();
+                ids.iter().map(|_| Err(Error::malformed("index", msg.clone()))).collect()
+            }
+        };
         let (keys, backend) = (&self.keys, &self.backend);
         ids.par_iter()
             .zip(located)
@@ -500,6 +505,7 @@ impl Repository {
     /// read or indexed again). Call after [`unindex_pack`](Self::unindex_pack).
     pub fn quarantine_pack(&self, name: &str) -> Result<()> {
         let from = self.path.join(Self::pack_key(name));
+        self.backend.forget(&Self::pack_key(name));
         let dir = self.path.join(QUARANTINE_DIR);
         std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
         match std::fs::rename(&from, dir.join(name)) {

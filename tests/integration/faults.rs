@@ -144,3 +144,27 @@ fn repository_on_read_only_media_restores() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
 }
+
+#[test]
+fn disk_full_during_extract_stops_with_one_error_line() {
+    let env = Env::new();
+    let mnt = env.path("mnt");
+    let Some(_m) = small_disk(&env, &mnt) else { return };
+    env.init("none");
+    let s = env.path("src");
+    fs::create_dir_all(&s).unwrap();
+    // 24 MB of incompressible data and many small files cannot fit a 16 MB disk
+    for i in 0..3 {
+        fs::write(s.join(format!("big{i}")), xorshift(8 << 20, 20 + i)).unwrap();
+    }
+    for i in 0..300 {
+        fs::write(s.join(format!("small{i:03}")), xorshift(20_000, 100 + i)).unwrap();
+    }
+    env.create_json("a", &["src"], &[]);
+    let r = env.run_in(&mnt.join("out"), &["extract", &env.archive("a")]).code(2);
+    assert_eq!(r.stderr.lines().count(), 1, "stops at the first full-disk error: {}", r.stderr);
+    assert!(r.stderr.contains("No space left on device") && r.stderr.contains("free space"), "{}", r.stderr);
+    // The repository is untouched: the same archive restores where there is room.
+    env.extract_to("a", "roomy", &[]).ok();
+    assert_same_tree(&s, &env.path("roomy/src"));
+}
