@@ -609,33 +609,52 @@ impl Extractor<'_> {
         let ioe = |e: std::io::Error| Error::io("extracting", e);
         let parent = self.target.dir(parents, true).map_err(ioe)?;
         let file = create_file(parent, name).map_err(ioe)?;
-        let mut offset = 0u64;
-        let mut written_end = 0u64;
-        for window in chunks.chunks(WINDOW) {
+        let (repo, prefetched, sparse) = (self.repo, &self.prefetched, self.opts.sparse);
+        // Chunks of one window not already prefetched, loaded and decrypted on all cores.
+        let load = |window: &[ChunkRef]| -> HashMap<crate::id::Id, Result<Vec<u8>>> {
             let missing: Vec<crate::id::Id> =
-                window.iter().map(|c| c.0).filter(|id| !self.prefetched.contains_key(id)).collect();
-            let mut loaded: HashMap<crate::id::Id, Result<Vec<u8>>> = HashMap::new();
-            if !missing.is_empty() {
-                for (id, r) in missing.iter().zip(self.repo.load_many(ObjectType::Data, &missing)) {
-                    loaded.insert(*id, r);
-                }
+                window.iter().map(|c| c.0).filter(|id| !prefetched.contains_key(id)).collect();
+            if missing.is_empty() {
+                return HashMap::new();
             }
-            for c in window {
-                let data: &[u8] = match (self.prefetched.get(&c.0), loaded.get(&c.0)) {
-                    (Some(d), _) | (None, Some(Ok(d))) => d,
-                    _ => {
-                        let e = match loaded.remove(&c.0) {
-                            Some(Err(e)) => e,
-                            _ => Error::MissingBlob(c.0.hex()),
-                        };
-                        // Never leave a file with wrong content behind: remove the partial file.
-                        let _ = rustix::fs::unlinkat(parent, os(name), AtFlags::empty());
-                        return Err(e);
+            missing.iter().copied().zip(repo.load_many(ObjectType::Data, &missing)).collect()
+        };
+        let windows: Vec<&[ChunkRef]> = chunks.chunks(WINDOW).collect();
+        let (mut offset, mut written_end) = (0u64, 0u64);
+        let mut current = windows.first().map(|w| load(w)).unwrap_or_default();
+        for k in 0..windows.len() {
+            // The next window loads while this one is written.
+            let (written, next) = std::thread::scope(|scope| {
+                let next = windows.get(k + 1).map(|w| scope.spawn(move || load(w)));
+                let mut written = Ok(());
+                for c in windows[k] {
+                    let data: &[u8] = match (prefetched.get(&c.0), current.get(&c.0)) {
+                        (Some(d), _) | (None, Some(Ok(d))) => d,
+                        _ => {
+                            written = Err(match current.remove(&c.0) {
+                                Some(Err(e)) => e,
+                                _ => Error::MissingBlob(c.0.hex()),
+                            });
+                            break;
+                        }
+                    };
+                    match write_at(&file, offset, data, sparse) {
+                        Ok(end) => written_end = written_end.max(end),
+                        Err(e) => {
+                            written = Err(ioe(e));
+                            break;
+                        }
                     }
-                };
-                written_end = write_at(&file, offset, data, self.opts.sparse).map_err(ioe)?.max(written_end);
-                offset += data.len() as u64;
+                    offset += data.len() as u64;
+                }
+                (written, next.map(|h| h.join().expect("chunk loader panicked")))
+            });
+            if let Err(e) = written {
+                // Never leave a file with wrong content behind: remove the partial file.
+                let _ = rustix::fs::unlinkat(parent, os(name), AtFlags::empty());
+                return Err(e);
             }
+            current = next.unwrap_or_default();
         }
         finish_file(&file, it, offset, written_end, size, &self.owner, self.reporter)?;
         self.count_file(it, offset);
