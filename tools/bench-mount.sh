@@ -27,7 +27,8 @@ export GARRET_PASSPHRASE=bench BORG_PASSPHRASE=bench
 export GARRET_SECURITY_DIR=$out/security GARRET_KEYS_DIR=$out/keys BORG_BASE_DIR=$out/borg-home
 rm -rf "$out"
 mkdir -p "$out/src" "$out/mnt"
-tar -C "$data" -cf - . | head -c $((size << 20)) > "$out/src/big.bin"
+# (tar is cut off by head: its SIGPIPE is expected)
+(set +o pipefail; tar -C "$data" -cf - . 2>/dev/null | head -c $((size << 20)) > "$out/src/big.bin")
 echo "file: $size MiB from $data" >&2
 
 "$garret" init -e repokey "$out/garret-repo" >/dev/null 2>&1

@@ -64,6 +64,33 @@ impl ChunkCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Mark the ids of `ids` that are neither cached nor being loaded as being loaded by the
+    /// caller, who must then [`fill`](Self::fill) them (readahead in the background).
+    pub fn claim(&self, ids: &[Id]) -> Vec<Id> {
+        let mut g = self.lock();
+        let mut mine = Vec::new();
+        for id in ids {
+            if !g.map.contains_key(id) && !g.loading.contains(id) && !mine.contains(id) {
+                g.loading.insert(*id);
+                mine.push(*id);
+            }
+        }
+        mine
+    }
+
+    /// Store the results of loading claimed ids (failures are dropped: a reader that needs the
+    /// chunk loads it again and reports the error).
+    pub fn fill(&self, ids: &[Id], results: Vec<Result<Vec<u8>>>) {
+        let mut g = self.lock();
+        for (id, r) in ids.iter().zip(results) {
+            g.loading.remove(id);
+            if let Ok(data) = r {
+                g.insert(*id, Arc::new(data), self.capacity);
+            }
+        }
+        self.done.notify_all();
+    }
+
     /// The chunks `need`, in order, loading whatever is missing (and the missing ones of
     /// `ahead`, which are only cached) with `load`, which returns one result per id in order.
     pub fn get(&self, need: &[Id], ahead: &[Id], load: impl Fn(&[Id]) -> Vec<Result<Vec<u8>>>) -> Result<Vec<Chunk>> {

@@ -32,14 +32,19 @@ pub struct MountOptions {
     pub cache_bytes: u64,
 }
 
-pub struct GarretFs {
+/// What background readahead tasks share with the file system.
+struct Shared {
     repo: Repository,
+    cache: ChunkCache,
+}
+
+pub struct GarretFs {
+    shared: std::sync::Arc<Shared>,
     /// Archives of the mount, by [`ArchiveDir`] index (whole-repository mounts).
     entries: Vec<ArchiveEntry>,
     tree: RwLock<Tree>,
-    cache: ChunkCache,
-    /// Per inode: the offset a sequential reader will ask for next.
-    next_read: Mutex<HashMap<u64, u64>>,
+    /// Per inode: the index of the last chunk read (readers going forward get readahead).
+    last_chunk: Mutex<HashMap<u64, usize>>,
     numeric_ids: bool,
     /// Messages for the foreground user (damaged archives).
     pub errors: Mutex<Vec<String>>,
@@ -90,17 +95,25 @@ fn attr(ino: u64, n: &Node) -> FileAttr {
     }
 }
 
+/// Index of the chunk holding the last byte before `end`.
+fn last_idx(content: &super::tree::Content, end: u64) -> Option<usize> {
+    end.checked_sub(1).and_then(|e| content.chunk_at(e))
+}
+
+fn last_chunk_read(first: usize, last: Option<usize>) -> usize {
+    last.unwrap_or(first)
+}
+
 impl GarretFs {
     /// A view of every archive of `repo` (one directory each), or of `single` alone.
     pub fn new(repo: Repository, single: Option<ArchiveEntry>, opts: &MountOptions) -> crate::error::Result<GarretFs> {
         let mut fs = GarretFs {
             entries: vec![],
             tree: RwLock::new(Tree::default()),
-            cache: ChunkCache::new(opts.cache_bytes),
-            next_read: Mutex::default(),
+            shared: std::sync::Arc::new(Shared { repo, cache: ChunkCache::new(opts.cache_bytes) }),
+            last_chunk: Mutex::default(),
             numeric_ids: opts.numeric_ids,
             errors: Mutex::default(),
-            repo,
         };
         match single {
             Some(entry) => {
@@ -110,7 +123,7 @@ impl GarretFs {
                 fs.tree = RwLock::new(tree);
             }
             None => {
-                fs.entries = fs.repo.manifest().archives.clone();
+                fs.entries = fs.shared.repo.manifest().archives.clone();
                 let dirs = fs
                     .entries
                     .iter()
@@ -133,12 +146,13 @@ impl GarretFs {
     }
 
     fn read_items(&self, entry: &ArchiveEntry) -> crate::error::Result<Vec<Item>> {
-        let ar = Archive::load(&self.repo, entry)?;
+        let repo = &self.shared.repo;
+        let ar = Archive::load(repo, entry)?;
         let mut users: HashMap<String, Option<u32>> = HashMap::new();
         let mut groups: HashMap<String, Option<u32>> = HashMap::new();
         let mut items = Vec::new();
-        let sources = ar.hardlink_sources(&self.repo)?;
-        for it in ar.items(&self.repo) {
+        let sources = ar.hardlink_sources(repo)?;
+        for it in ar.items(repo) {
             let mut it = it?;
             it.hardlink_master = crate::archive::is_master(&it, &sources);
             if !self.numeric_ids {
@@ -185,16 +199,22 @@ impl GarretFs {
         };
         let end = (offset + size as u64).min(content.len());
         let Some(first) = content.chunk_at(offset) else { return Ok(vec![]) };
-        let last = content.chunk_at(end - 1).unwrap_or(first);
+        let last = last_idx(&content, end).unwrap_or(first);
+        // Forward reads (the kernel's readahead may reorder them a little) get the chunks after
+        // theirs loaded in the background.
         let sequential = {
-            let mut next = self.next_read.lock().unwrap_or_else(|e| e.into_inner());
-            let seq = offset == 0 || next.get(&ino) == Some(&offset);
-            next.insert(ino, end);
-            seq
+            let mut last = self.last_chunk.lock().unwrap_or_else(|e| e.into_inner());
+            let prev = last.insert(ino, last_chunk_read(first, last_idx(&content, end)));
+            first == 0 || prev.is_some_and(|p| first + 1 >= p && first <= p + 8)
         };
         let need: Vec<Id> = content.chunks[first..=last].iter().map(|c| c.0).collect();
-        let mut ahead = Vec::new();
+        let shared = &self.shared;
+        let chunks = shared.cache.get(&need, &[], |ids| shared.repo.load_many(ObjectType::Data, ids)).map_err(|e| {
+            eprintln!("garret mount: reading inode {ino}: {e}");
+            Errno::EIO
+        })?;
         if sequential {
+            let mut ahead = Vec::new();
             let mut bytes = 0u64;
             for c in &content.chunks[last + 1..] {
                 if bytes >= READAHEAD {
@@ -203,11 +223,15 @@ impl GarretFs {
                 bytes += c.1 as u64;
                 ahead.push(c.0);
             }
+            let claimed = shared.cache.claim(&ahead);
+            if !claimed.is_empty() {
+                let shared = shared.clone();
+                rayon::spawn(move || {
+                    let results = shared.repo.load_many(ObjectType::Data, &claimed);
+                    shared.cache.fill(&claimed, results);
+                });
+            }
         }
-        let chunks = self.cache.get(&need, &ahead, |ids| self.repo.load_many(ObjectType::Data, ids)).map_err(|e| {
-            eprintln!("garret mount: reading inode {ino}: {e}");
-            Errno::EIO
-        })?;
         let mut out = Vec::with_capacity((end - offset) as usize);
         for (i, chunk) in chunks.iter().enumerate() {
             let start = content.starts[first + i];
@@ -286,7 +310,7 @@ impl Filesystem for GarretFs {
         _flush: bool,
         reply: fuser::ReplyEmpty,
     ) {
-        self.next_read.lock().unwrap_or_else(|e| e.into_inner()).remove(&ino.0);
+        self.last_chunk.lock().unwrap_or_else(|e| e.into_inner()).remove(&ino.0);
         reply.ok();
     }
 
