@@ -8,10 +8,10 @@
 //! and old pack files are deleted last. A crash at any point leaves every live blob readable.
 
 use crate::archive::Archive;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::faults;
 use crate::id::Id;
-use crate::repository::Repository;
+use crate::repository::{lock, Repository};
 use std::collections::HashSet;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -47,6 +47,13 @@ pub fn live_set(repo: &Repository) -> Result<HashSet<Id>> {
 
 /// Compact with a rewrite threshold in percent of garbage per pack; `dry_run` only computes.
 pub fn run(repo: &mut Repository, threshold_percent: f64, dry_run: bool) -> Result<CompactStats> {
+    let readers = lock::live_readers(repo.path());
+    if !readers.is_empty() && !dry_run {
+        return Err(Error::Usage(format!(
+            "the repository is mounted by {}: unmount it (`garret umount MOUNTPOINT`) before compacting; nothing was changed",
+            readers.join(", ")
+        )));
+    }
     let live = live_set(repo)?;
     let packs = repo.index().pack_usage()?;
     let mut st = CompactStats { packs_before: packs.len() as u64, ..Default::default() };
@@ -89,6 +96,11 @@ pub fn run(repo: &mut Repository, threshold_percent: f64, dry_run: bool) -> Resu
     }
     faults::crash_point("compact-unindexed");
     for name in rewrite.iter().chain(&delete) {
+        // A mount that started meanwhile may still read these packs: leave them (unindexed
+        // garbage, which the next compact deletes).
+        if !lock::live_readers(repo.path()).is_empty() {
+            break;
+        }
         repo.delete_pack(name)?;
         faults::crash_point("compact-deleted");
     }

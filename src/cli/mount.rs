@@ -60,6 +60,8 @@ pub fn run(g: &GlobalArgs, a: &MountArgs) -> Result<Outcome> {
     }
     let loc = location::parse(&a.location)?;
     let repo = common::open(g, &loc.repo, false)?;
+    // While mounted, compact leaves pack files alone (the view may still read them).
+    let _mark = garret::repository::lock::ReaderMark::create(repo.path())?;
     let single = match &loc.archive {
         Some(name) => Some(archive::lookup(&repo, name)?.clone()),
         None => None,

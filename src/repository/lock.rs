@@ -83,3 +83,50 @@ impl Drop for Lock {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// Directory of reader marks: one file per process that reads the repository for long
+/// (`mount`). `compact` does not delete pack files while a live mark exists.
+pub const READERS_DIR: &str = "readers";
+
+/// A reader mark, removed on drop (a mark of a dead process on this host is stale and ignored).
+pub struct ReaderMark {
+    path: PathBuf,
+}
+
+impl ReaderMark {
+    pub fn create(root: &Path) -> Result<ReaderMark> {
+        let dir = root.join(READERS_DIR);
+        std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        let me =
+            Holder { hostname: hostname(), pid: std::process::id() as i32, since: chrono::Local::now().to_rfc3339() };
+        let path = dir.join(format!("{}.{}", me.hostname, me.pid));
+        std::fs::write(&path, serde_json::to_vec(&me).expect("serializing to memory"))
+            .ctx(|| format!("writing reader mark {}", path.display()))?;
+        Ok(ReaderMark { path })
+    }
+}
+
+impl Drop for ReaderMark {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Live readers of the repository at `root`, described for a message; stale marks of dead
+/// processes on this host are removed.
+pub fn live_readers(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root.join(READERS_DIR)) else { return vec![] };
+    let host = hostname();
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let holder: Option<Holder> = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        match holder {
+            Some(h) if h.hostname == host && !pid_alive(h.pid) => {
+                let _ = std::fs::remove_file(e.path());
+            }
+            Some(h) => out.push(format!("process {} on host {} since {}", h.pid, h.hostname, h.since)),
+            None => out.push(format!("an unknown process ({})", e.path().display())),
+        }
+    }
+    out
+}

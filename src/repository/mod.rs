@@ -339,16 +339,39 @@ impl Repository {
             }
         };
         let (keys, backend) = (&self.keys, &self.backend);
-        ids.par_iter()
+        let results: Vec<(Result<Vec<u8>>, Option<index::Location>)> = ids
+            .par_iter()
             .zip(located)
-            .map(|(id, loc)| loc.and_then(|loc| load_located(keys, backend, kind, id, &loc)))
+            .map(|(id, loc)| match loc {
+                Ok(loc) => (load_located(keys, backend, kind, id, &loc), Some(loc)),
+                Err(e) => (Err(e), None),
+            })
+            .collect();
+        ids.iter()
+            .zip(results)
+            .map(|(id, (r, loc))| match (r, loc) {
+                (Err(e), Some(loc)) => self.reload_if_moved(kind, id, &loc, e),
+                (r, _) => r,
+            })
             .collect()
     }
 
     /// Load and verify blob `id` of type `kind`.
     pub fn load_blob(&self, kind: ObjectType, id: &Id) -> Result<Vec<u8>> {
         let loc = self.index.lookup(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
-        load_located(&self.keys, &self.backend, kind, id, &loc)
+        load_located(&self.keys, &self.backend, kind, id, &loc).or_else(|e| self.reload_if_moved(kind, id, &loc, e))
+    }
+
+    /// A load failed because its pack is gone: a compact in another process moved the blob
+    /// (long-running readers such as mount see this). Look it up again and retry once.
+    fn reload_if_moved(&self, kind: ObjectType, id: &Id, loc: &index::Location, err: Error) -> Result<Vec<u8>> {
+        if self.backend.exists(&Self::pack_key(&loc.pack)) {
+            return Err(err);
+        }
+        match self.index.lookup(id) {
+            Ok(Some(now)) if now.pack != loc.pack => load_located(&self.keys, &self.backend, kind, id, &now),
+            _ => Err(err),
+        }
     }
 }
 

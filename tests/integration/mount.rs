@@ -262,3 +262,92 @@ fn mount_and_umount_errors_are_one_clear_line() {
     assert!(r.stderr.lines().count() == 1, "{}", r.stderr);
     assert_eq!(fs::read(m.at.join("a/src/f")).unwrap(), b"x");
 }
+
+#[test]
+fn compact_leaves_a_mounted_repository_alone_and_a_killed_mount_does_not_block_it() {
+    if !fuse_usable() {
+        return;
+    }
+    let env = Env::new();
+    env.init("repokey");
+    let s = env.path("src");
+    fs::create_dir_all(&s).unwrap();
+    fs::write(s.join("old"), xorshift(3 << 20, 41)).unwrap();
+    env.create_json("first", &["src"], &[]);
+    let first = snapshot(&s);
+    fs::remove_file(s.join("old")).unwrap();
+    fs::write(s.join("new"), xorshift(1 << 20, 42)).unwrap();
+    env.create_json("second", &["src"], &[]);
+
+    let m = mount(&env, &env.repo_str(), "mnt");
+    fs::read_dir(m.at.join("first/src")).unwrap().count(); // load the archive into the view
+    env.run(&["delete", &env.archive("first")]).ok();
+    let r = env.run(&["compact", &env.repo_str()]).code(2);
+    assert!(r.stderr.contains("mounted") && r.stderr.contains("umount"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    // The view still reads the deleted archive's data: nothing was removed under it.
+    assert_eq!(snapshot(&m.at.join("first/src")), first);
+    env.run(&["umount", &m.at.display().to_string()]).ok();
+    let r = env.run(&["compact", "--stats", &env.repo_str()]).ok();
+    assert!(!r.stdout.is_empty() || !r.stderr.is_empty());
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+
+    // A mount killed with -9 leaves a stale mark (and a dead mount point): compact goes ahead.
+    let at = env.path("mnt2");
+    fs::create_dir_all(&at).unwrap();
+    let mut child = env
+        .cmd()
+        .args(["mount", "-f", &env.repo_str(), &at.display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mounted(&at) {
+        assert!(Instant::now() < deadline, "mount did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = Command::new("fusermount3").arg("-u").arg(&at).status();
+    if mounted(&at) {
+        env.run(&["umount", &at.display().to_string()]).ok();
+    }
+    assert!(!mounted(&at));
+    env.run(&["compact", &env.repo_str()]).ok();
+    let second = env.path("restore");
+    env.extract_to("second", "restore", &[]).ok();
+    assert_same_tree(&s, &second.join("src"));
+}
+
+/// A long-running reader (what mount is) whose blobs a compact in another process moved finds
+/// them in their new packs.
+#[test]
+fn a_reader_opened_before_a_compact_finds_moved_blobs() {
+    let env = Env::new();
+    env.init("none");
+    let s = env.path("src");
+    fs::create_dir_all(&s).unwrap();
+    fs::write(s.join("garbage-to-be"), xorshift(3 << 20, 51)).unwrap();
+    fs::write(s.join("keep"), xorshift(200_000, 52)).unwrap();
+    env.create_json("both", &["src"], &[]);
+    fs::remove_file(s.join("garbage-to-be")).unwrap();
+    env.create_json("keep", &["src"], &[]);
+    let reader = open_repo(&env);
+    let keep = items(&reader, "keep").into_iter().find(|i| i.path.ends_with(b"/keep")).unwrap();
+    let ids: Vec<_> = keep.chunks.iter().map(|c| c.0).collect();
+    let before: Vec<_> = ids.iter().map(|id| reader.index().lookup(id).unwrap().unwrap().pack).collect();
+    env.run(&["delete", &env.archive("both")]).ok();
+    env.run(&["compact", &env.repo_str()]).ok();
+    for (id, old) in ids.iter().zip(&before) {
+        let now = reader.index().lookup(id).unwrap().unwrap().pack;
+        assert_ne!(&now, old, "compact rewrote the pack holding the kept file");
+    }
+    let data: Vec<u8> = reader
+        .load_many(garret::id::ObjectType::Data, &ids)
+        .into_iter()
+        .flat_map(|r| r.expect("moved blob found again"))
+        .collect();
+    assert_eq!(data, xorshift(200_000, 52));
+    assert!(reader.load_blob(garret::id::ObjectType::Data, &ids[0]).is_ok());
+}
