@@ -41,6 +41,12 @@ impl ChunkerParams {
     }
 }
 
+/// Whether `data` is all zero bytes (checked a 4 KiB block at a time, so it vectorizes and still
+/// stops early on ordinary data).
+pub fn is_zero(data: &[u8]) -> bool {
+    data.chunks(4096).all(|b| b.iter().fold(0u8, |a, &x| a | x) == 0)
+}
+
 /// Splits a reader into chunks.
 pub struct Chunker<R> {
     reader: R,
@@ -50,6 +56,8 @@ pub struct Chunker<R> {
     start: usize,
     end: usize,
     eof: bool,
+    /// The cut of a window of `max` zero bytes, computed once.
+    zero_cut: Option<usize>,
 }
 
 impl<R: Read> Chunker<R> {
@@ -60,7 +68,7 @@ impl<R: Read> Chunker<R> {
             Some(n) => (n as usize).saturating_add(1).min(cap_max).max(4096),
             None => cap_max,
         };
-        Chunker { reader, params, seed, buf: vec![0; cap], start: 0, end: 0, eof: false }
+        Chunker { reader, params, seed, buf: vec![0; cap], start: 0, end: 0, eof: false, zero_cut: None }
     }
 
     fn fill(&mut self) -> io::Result<()> {
@@ -91,6 +99,16 @@ impl<R: Read> Chunker<R> {
         self.fill()?;
         if self.start == self.end {
             return Ok(None);
+        }
+        // A window of zeros (a sparse file's hole, a zeroed disk image) is cut without scanning:
+        // FastCDC's cut depends only on the first `max` bytes, so it is the same for every such
+        // window. The chunk is allocated zeroed rather than copied.
+        let max = self.params.max as usize;
+        if self.end - self.start >= max && is_zero(&self.buf[self.start..self.start + max]) {
+            let (params, seed) = (self.params, self.seed);
+            let n = *self.zero_cut.get_or_insert_with(|| params.first_cut(&vec![0u8; max], seed));
+            self.start += n;
+            return Ok(Some(vec![0u8; n]));
         }
         let n = self.params.first_cut(&self.buf[self.start..self.end], self.seed);
         let chunk = self.buf[self.start..self.start + n].to_vec();
@@ -132,6 +150,29 @@ mod tests {
             self.0 = &self.0[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn zero_runs_cut_exactly_as_the_scan_would() {
+        // Data, a long hole, data, a hole ending the stream, in odd alignments.
+        let mut data = pseudo_random(3_000_001, 1);
+        data.extend(std::iter::repeat_n(0u8, 23_456_789));
+        data.extend(pseudo_random(5_000_003, 2));
+        data.extend(std::iter::repeat_n(0u8, 9_999_999));
+        for seed in [3u64, 99, 12345] {
+            let got = lengths(&mut Chunker::new(&data[..], DATA_PARAMS, seed, None));
+            // Reference: FastCDC over the same bytes, one cut at a time, no fast path.
+            let mut want = vec![];
+            let mut at = 0;
+            while at < data.len() {
+                let end = (at + 2 * DATA_PARAMS.max as usize).min(data.len());
+                let n = DATA_PARAMS.first_cut(&data[at..end], seed);
+                want.push(n);
+                at += n;
+            }
+            assert_eq!(got, want, "seed {seed}");
+        }
+        assert!(is_zero(&[0; 10_000]) && !is_zero(&[0, 0, 1]) && is_zero(&[]));
     }
 
     #[test]

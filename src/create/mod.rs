@@ -106,6 +106,8 @@ struct Pipeline<'a> {
     remembered: Vec<(Vec<u8>, Stamp, Vec<ChunkRef>)>,
     reporter: &'a dyn Reporter,
     progress: Progress,
+    /// Ids of all-zero chunks by length.
+    zero_ids: std::sync::Mutex<std::collections::HashMap<usize, Id>>,
 }
 
 impl Pipeline<'_> {
@@ -147,7 +149,23 @@ impl Pipeline<'_> {
         let owners = std::mem::take(&mut self.chunk_owner);
         self.batch_bytes = 0;
         let keys = repo.keys();
-        let ids: Vec<Id> = data.par_iter().map(|c| keys.blob_id(c)).collect();
+        // All-zero chunks (holes of sparse files) repeat: hash each length once.
+        let zero_ids = &self.zero_ids;
+        let ids: Vec<Id> = data
+            .par_iter()
+            .map(|c| {
+                if crate::chunker::is_zero(c) {
+                    if let Some(id) = zero_ids.lock().unwrap_or_else(|e| e.into_inner()).get(&c.len()) {
+                        return *id;
+                    }
+                    let id = keys.blob_id(c);
+                    zero_ids.lock().unwrap_or_else(|e| e.into_inner()).insert(c.len(), id);
+                    id
+                } else {
+                    keys.blob_id(c)
+                }
+            })
+            .collect();
         let known = repo.known_blobs()?;
         let mut fresh: Vec<usize> = Vec::new();
         let mut seen = HashSet::new();
@@ -304,6 +322,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         remembered: vec![],
         reporter,
         progress: Progress::default(),
+        zero_ids: Default::default(),
     };
     let stream = opts.stream.take();
     let producer = opts.producer.take();
