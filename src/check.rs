@@ -264,51 +264,59 @@ fn check_archives(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport,
         None => repo.manifest().archives.clone(),
     };
     let missing = |id: &Id| !index.contains_key(id) || bad.contains(id);
-    for entry in &entries {
-        rep.archives_checked += 1;
-        let mut dmg = DamagedArchive { name: entry.name.clone(), ..Default::default() };
-        referenced.insert(entry.id);
-        match Archive::load(repo, entry) {
-            Err(e) => dmg.metadata.push(format!("archive object: {e}")),
-            Ok(a) => {
-                for t in &a.items {
-                    referenced.insert(*t);
-                }
-                for item in a.items(repo) {
-                    match item {
-                        Err(e) => {
-                            dmg.metadata.push(format!("item stream: {e}"));
-                            break;
-                        }
-                        Ok(it) => {
-                            let mut damaged = false;
-                            for c in &it.chunks {
-                                referenced.insert(c.0);
-                                if missing(&c.0) {
-                                    damaged = true;
+    // Archives are read a few at a time in parallel (each one's item stream in order); results
+    // merge in order, so memory holds only as many per-archive sets as there are threads.
+    for batch in entries.chunks(rayon::current_num_threads().max(1)) {
+        let per_archive: Vec<(DamagedArchive, HashSet<Id>)> = batch
+            .par_iter()
+            .map(|entry| {
+                let mut referenced: HashSet<Id> = HashSet::new();
+                let mut dmg = DamagedArchive { name: entry.name.clone(), ..Default::default() };
+                referenced.insert(entry.id);
+                match Archive::load(repo, entry) {
+                    Err(e) => dmg.metadata.push(format!("archive object: {e}")),
+                    Ok(a) => {
+                        referenced.extend(a.items.iter().copied());
+                        for item in a.items(repo) {
+                            match item {
+                                Err(e) => {
+                                    dmg.metadata.push(format!("item stream: {e}"));
+                                    break;
                                 }
-                            }
-                            if damaged {
-                                dmg.files.push(it.path_lossy());
+                                Ok(it) => {
+                                    let mut damaged = false;
+                                    for c in &it.chunks {
+                                        referenced.insert(c.0);
+                                        damaged |= missing(&c.0);
+                                    }
+                                    if damaged {
+                                        dmg.files.push(it.path_lossy());
+                                    }
+                                }
                             }
                         }
                     }
                 }
+                (dmg, referenced)
+            })
+            .collect();
+        for (dmg, refs) in per_archive {
+            rep.archives_checked += 1;
+            referenced.extend(refs);
+            if !dmg.files.is_empty() || !dmg.metadata.is_empty() {
+                for m in &dmg.metadata {
+                    rep.errors.push(format!("archive {:?}: {m}", dmg.name));
+                }
+                if !dmg.files.is_empty() {
+                    rep.errors.push(format!(
+                        "archive {:?}: {} file(s) with missing or damaged data: {}",
+                        dmg.name,
+                        dmg.files.len(),
+                        dmg.files.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                rep.damaged_archives.push(dmg);
             }
-        }
-        if !dmg.files.is_empty() || !dmg.metadata.is_empty() {
-            for m in &dmg.metadata {
-                rep.errors.push(format!("archive {:?}: {m}", dmg.name));
-            }
-            if !dmg.files.is_empty() {
-                rep.errors.push(format!(
-                    "archive {:?}: {} file(s) with missing or damaged data: {}",
-                    dmg.name,
-                    dmg.files.len(),
-                    dmg.files.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-                ));
-            }
-            rep.damaged_archives.push(dmg);
         }
     }
     if opts.archive.is_none() {
