@@ -51,7 +51,8 @@ while IFS=$'\t' read -r name start; do
   status=("${PIPESTATUS[@]}")
   set -e
   if [ "${status[0]}" -ne 0 ] || [ "${status[1]}" -gt 1 ]; then
-    # A stream cut short at an entry boundary still looks like a tar: never keep a partial copy.
+    # import-tar refuses a stream without its end-of-archive block; deleting here also covers a
+    # borg that failed after writing a complete-looking tar. Never keep a partial copy.
     "$garret" delete "$garret_repo::$name" >/dev/null 2>&1 || true
     echo "error: migrating $name failed (borg export-tar rc ${status[0]}, garret import-tar rc ${status[1]})" >&2
     exit 2

@@ -6,7 +6,8 @@
 //! component is left out with a warning. PAX `mtime` (with fractions), `uid`/`gid`,
 //! `uname`/`gname` and `SCHILY.xattr.*` records override the ustar fields. Hardlink entries
 //! become `h` items naming the earlier file; since a file's later names are unknown when it is
-//! stored, the archive is marked `unmarked_masters`.
+//! stored, the archive is marked `unmarked_masters`. A stream that ends without the end-of-archive
+//! block was cut short and creates no archive.
 
 use crate::archive::item::{Item, Kind, Xattr};
 use crate::create::walk::{read_content, Event, EventSink, Hangup};
@@ -77,9 +78,41 @@ fn item_for<R: Read>(entry: &mut tar::Entry<'_, R>, path: Vec<u8>, kind: Kind) -
     Ok(it)
 }
 
+/// A reader that remembers the last 512 bytes it returned, to tell a tar stream that ended with its
+/// end-of-archive block from one cut short at an entry boundary (which the tar crate, like GNU tar,
+/// would otherwise accept as complete).
+struct Tail<R> {
+    inner: R,
+    tail: [u8; 512],
+    len: usize,
+}
+
+impl<R: Read> Read for Tail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let new = &buf[..n];
+        if n >= 512 {
+            self.tail.copy_from_slice(&new[n - 512..]);
+            self.len = 512;
+        } else if n > 0 {
+            self.tail.copy_within(n.., 0);
+            self.tail[512 - n..].copy_from_slice(new);
+            self.len = (self.len + n).min(512);
+        }
+        Ok(n)
+    }
+}
+
+impl<R> Tail<R> {
+    fn ended_with_zero_block(&self) -> bool {
+        self.len == 512 && self.tail.iter().all(|&b| b == 0)
+    }
+}
+
 /// A producer that reads a tar stream from `reader`.
 pub fn producer(reader: Box<dyn Read + Send>) -> Producer {
     Box::new(move |sink: &mut EventSink, params, seed, reporter| {
+        let reader = Tail { inner: reader, tail: [0; 512], len: 0 };
         let abort = |sink: &mut EventSink, e: std::io::Error| {
             sink.send(Event::Abort(format!("reading the tar stream: {e} (not a tar file, or cut short?)")))
         };
@@ -164,8 +197,14 @@ pub fn producer(reader: Box<dyn Read + Send>) -> Producer {
             }
             sink.send(Event::Item(item))?;
         }
+        let mut rest = ar.into_inner();
+        if !rest.ended_with_zero_block() {
+            return sink.send(Event::Abort(
+                "the tar stream ends without its end-of-archive block: it was cut short (no archive created)".into(),
+            ));
+        }
         // Read to the end, past the end-of-archive blocks: a filter's failure shows there.
-        if let Err(e) = std::io::copy(&mut ar.into_inner(), &mut std::io::sink()) {
+        if let Err(e) = std::io::copy(&mut rest, &mut std::io::sink()) {
             return abort(sink, e);
         }
         Ok::<(), Hangup>(())

@@ -164,6 +164,20 @@ fn import_tar_refuses_bad_and_truncated_input_without_creating_an_archive() {
     assert!(r.stderr.contains("tar"), "{}", r.stderr);
     let r = env.run(&["import-tar", &env.archive("gone"), &env.path("missing.tar").display().to_string()]).code(2);
     assert!(r.stderr.contains("missing.tar"), "{}", r.stderr);
+    // Cut exactly after a complete entry (header + padded data), before the next header: it still
+    // parses as a tar, but without the end-of-archive block it must not pass for a whole one.
+    let b = env.path("boundary");
+    fs::create_dir_all(&b).unwrap();
+    fs::write(b.join("a"), vec![7u8; 1000]).unwrap();
+    fs::write(b.join("b"), vec![8u8; 1000]).unwrap();
+    gnu_tar(&["--format=ustar", "-cf", "../whole.tar", "a", "b"], &b);
+    let whole = fs::read(env.path("whole.tar")).unwrap();
+    assert_eq!(&whole[..1], b"a", "first entry is a");
+    fs::write(env.path("boundary.tar"), &whole[..512 + 1024]).unwrap();
+    let r = env.run(&["import-tar", &env.archive("boundary"), &env.path("boundary.tar").display().to_string()]).code(2);
+    assert!(r.stderr.contains("cut short") && r.stderr.lines().count() == 1, "{}", r.stderr);
+    env.run(&["import-tar", &env.archive("whole"), &env.path("whole.tar").display().to_string()]).ok();
+    env.run(&["delete", &env.archive("whole")]).ok();
     let list = env.run(&["list", "--short", &env.repo_str()]).ok();
     assert_eq!(list.stdout.trim(), "", "no archive from bad input");
     // A tar with a '..' entry imports the rest and warns (exit 1).
