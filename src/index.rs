@@ -54,6 +54,20 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs(pack);
 ";
 
+const LOOKUP_SQL: &str =
+    "SELECT p.name, b.kind, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.pack = b.pack WHERE b.id = ?1";
+
+/// A [`LOOKUP_SQL`] row.
+fn location_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Location> {
+    Ok(Location {
+        pack: r.get(0)?,
+        kind: r.get(1)?,
+        offset: r.get::<_, i64>(2)? as u64,
+        length: r.get(3)?,
+        raw_length: r.get(4)?,
+    })
+}
+
 impl Index {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the guard cannot leave SQLite inconsistent (it has its own
@@ -193,22 +207,9 @@ impl Index {
         let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(ids.len());
         {
-            let mut st = tx.prepare_cached(
-                "SELECT p.name, b.kind, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.pack = b.pack WHERE b.id = ?1",
-            )?;
+            let mut st = tx.prepare_cached(LOOKUP_SQL)?;
             for id in ids {
-                out.push(
-                    st.query_row([&id.0[..]], |r| {
-                        Ok(Location {
-                            pack: r.get(0)?,
-                            kind: r.get(1)?,
-                            offset: r.get::<_, i64>(2)? as u64,
-                            length: r.get(3)?,
-                            raw_length: r.get(4)?,
-                        })
-                    })
-                    .optional()?,
-                );
+                out.push(st.query_row([&id.0[..]], location_of).optional()?);
             }
         }
         tx.commit()?;
@@ -217,20 +218,8 @@ impl Index {
 
     pub fn lookup(&self, id: &Id) -> Result<Option<Location>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached(
-            "SELECT p.name, b.kind, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.pack = b.pack WHERE b.id = ?1",
-        )?;
-        Ok(st
-            .query_row([&id.0[..]], |r| {
-                Ok(Location {
-                    pack: r.get(0)?,
-                    kind: r.get(1)?,
-                    offset: r.get::<_, i64>(2)? as u64,
-                    length: r.get(3)?,
-                    raw_length: r.get(4)?,
-                })
-            })
-            .optional()?)
+        let mut st = conn.prepare_cached(LOOKUP_SQL)?;
+        Ok(st.query_row([&id.0[..]], location_of).optional()?)
     }
 
     /// Every indexed blob with its stored (envelope) length: the in-memory dedup set of create.

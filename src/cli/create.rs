@@ -189,14 +189,26 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
         producer: None,
         unmarked_masters: false,
     };
-    let out = create::run(&mut repo, opts, &reporter);
+    run_and_report(&mut repo, opts, &reporter, a.json, a.stats)?;
+    Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok })
+}
+
+/// Run a create (or import-tar) and print its summary as `--json` or `--stats` ask.
+pub(super) fn run_and_report(
+    repo: &mut garret::repository::Repository,
+    opts: CreateOptions,
+    reporter: &StderrReporter,
+    json: bool,
+    stats: bool,
+) -> Result<()> {
+    let out = create::run(repo, opts, reporter);
     reporter.finish();
     let out = out?;
     let id = out.id.unwrap_or_default();
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&info::archive_json(&repo, &out.archive, &id))?);
-    } else if a.stats {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info::archive_json(repo, &out.archive, &id))?);
+    } else if stats {
         print!("{}", info::archive_text(&out.archive, &id));
     }
-    Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok })
+    Ok(())
 }

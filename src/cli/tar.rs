@@ -3,11 +3,11 @@
 //! .tar.xz, .tar.zst, .tar.lz4).
 
 use super::common::{self, GlobalArgs, StderrReporter};
-use super::{info, location, Outcome};
+use super::{location, Outcome};
 use anyhow::{bail, Context, Result};
 use garret::archive::{self, Archive};
 use garret::compress::Compression;
-use garret::create::{self, CreateOptions};
+use garret::create::CreateOptions;
 use garret::tarball::{export, import};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -248,15 +248,7 @@ pub fn import_tar(g: &GlobalArgs, a: &ImportTarArgs) -> Result<Outcome> {
         producer: Some(import::producer(Box::new(input))),
         unmarked_masters: true,
     };
-    let out = create::run(&mut repo, opts, &reporter);
-    reporter.finish();
-    let out = out?;
-    let id = out.id.unwrap_or_default();
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&info::archive_json(&repo, &out.archive, &id))?);
-    } else if a.stats {
-        print!("{}", info::archive_text(&out.archive, &id));
-    }
+    super::create::run_and_report(&mut repo, opts, &reporter, a.json, a.stats)?;
     let _ = std::io::stdout().flush();
     Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok })
 }

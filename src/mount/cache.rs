@@ -1,8 +1,9 @@
 //! A bounded, shared cache of decrypted data chunks for the FUSE view.
 //!
-//! Readers ask for the chunks a read needs plus, when reading sequentially, the chunks after
-//! them (readahead); chunks not cached are loaded together in one parallel batch. A chunk being
-//! loaded by one thread is waited for by the others rather than loaded twice. Least recently used
+//! Readers ask for the chunks a read needs ([`ChunkCache::get`]); chunks not cached are loaded
+//! together in one parallel batch. Readahead claims the chunks after them and fills them in from
+//! the background ([`ChunkCache::claim`], [`ChunkCache::fill`]). A chunk being loaded by one thread
+//! is waited for by the others rather than loaded twice. Least recently used
 //! chunks are dropped once the cache holds more than its byte capacity.
 
 use crate::error::{Error, Result};
@@ -91,28 +92,15 @@ impl ChunkCache {
         self.done.notify_all();
     }
 
-    /// The chunks `need`, in order, loading whatever is missing (and the missing ones of
-    /// `ahead`, which are only cached) with `load`, which returns one result per id in order.
-    pub fn get(&self, need: &[Id], ahead: &[Id], load: impl Fn(&[Id]) -> Vec<Result<Vec<u8>>>) -> Result<Vec<Chunk>> {
-        let mut out: Vec<Option<Chunk>> = vec![None; need.len()];
-        let mut mine: Vec<Id> = Vec::new();
-        {
+    /// The chunks `need`, in order, loading whatever is missing with `load`, which returns one
+    /// result per id in order.
+    pub fn get(&self, need: &[Id], load: impl Fn(&[Id]) -> Vec<Result<Vec<u8>>>) -> Result<Vec<Chunk>> {
+        let mut out: Vec<Option<Chunk>> = {
             let mut g = self.lock();
-            for (i, id) in need.iter().enumerate() {
-                out[i] = g.touch(id);
-                if out[i].is_none() && !g.loading.contains(id) && !mine.contains(id) {
-                    mine.push(*id);
-                }
-            }
-            for id in ahead {
-                if !g.map.contains_key(id) && !g.loading.contains(id) && !mine.contains(id) {
-                    mine.push(*id);
-                }
-            }
-            for id in &mine {
-                g.loading.insert(*id);
-            }
-        }
+            need.iter().map(|id| g.touch(id)).collect()
+        };
+        let missing: Vec<Id> = need.iter().zip(&out).filter(|(_, c)| c.is_none()).map(|(id, _)| *id).collect();
+        let mine = self.claim(&missing);
         let mut first_err: Option<Error> = None;
         if !mine.is_empty() {
             let results = load(&mine);
@@ -130,9 +118,7 @@ impl ChunkCache {
                         g.insert(*id, chunk, self.capacity);
                     }
                     Err(e) => {
-                        if need.contains(id) && first_err.is_none() {
-                            first_err = Some(e);
-                        }
+                        first_err.get_or_insert(e);
                     }
                 }
             }
@@ -185,15 +171,22 @@ mod tests {
         };
         let c = ChunkCache::new(250);
         let (a, b, d) = (Id([1; 32]), Id([2; 32]), Id([3; 32]));
-        let got = c.get(&[a], &[b], load).unwrap();
+        let got = c.get(&[a], load).unwrap();
         assert_eq!(got[0][0], 1);
-        assert_eq!(loads.load(Ordering::SeqCst), 2, "readahead loaded with the needed chunk");
-        c.get(&[b, a], &[], load).unwrap();
+        // Readahead: claimed once, filled from elsewhere, then served from the cache.
+        let claimed = c.claim(&[a, b]);
+        assert_eq!(claimed, vec![b], "a cached chunk is not claimed again");
+        assert!(c.claim(&[b]).is_empty(), "a chunk being loaded is not claimed twice");
+        c.fill(&claimed, load(&claimed));
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+        c.get(&[b, a], load).unwrap();
         assert_eq!(loads.load(Ordering::SeqCst), 2, "both served from the cache");
-        c.get(&[d], &[], load).unwrap();
+        c.get(&[d], load).unwrap();
         assert_eq!(c.bytes(), 200, "least recently used chunk evicted at capacity");
-        assert!(c.get(&[Id([9; 32])], &[], load).is_err());
-        // A failing readahead chunk does not fail the read.
-        assert!(c.get(&[a], &[Id([9; 32])], load).is_ok());
+        assert!(c.get(&[Id([9; 32])], load).is_err());
+        // A failing readahead chunk is dropped; a later read loads it again and gets the error.
+        let bad = c.claim(&[Id([9; 32])]);
+        c.fill(&bad, load(&bad));
+        assert!(c.get(&[Id([9; 32])], load).is_err());
     }
 }

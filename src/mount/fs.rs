@@ -209,7 +209,7 @@ impl GarretFs {
         };
         let need: Vec<Id> = content.chunks[first..=last].iter().map(|c| c.0).collect();
         let shared = &self.shared;
-        let chunks = shared.cache.get(&need, &[], |ids| shared.repo.load_many(ObjectType::Data, ids)).map_err(|e| {
+        let chunks = shared.cache.get(&need, |ids| shared.repo.load_many(ObjectType::Data, ids)).map_err(|e| {
             eprintln!("garret mount: reading inode {ino}: {e}");
             Errno::EIO
         })?;

@@ -182,6 +182,26 @@ impl Drop for Foreground {
     }
 }
 
+/// Start `garret mount -f WHAT AT` and wait until it is mounted.
+fn mount_foreground(env: &Env, what: &str, at: &Path) -> Foreground {
+    fs::create_dir_all(at).unwrap();
+    let mut child = Foreground(
+        env.cmd()
+            .args(["mount", "-f", what, &at.display().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mounted(at) {
+        assert!(Instant::now() < deadline, "foreground mount did not come up");
+        assert!(child.0.try_wait().unwrap().is_none(), "mount -f exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 #[test]
 fn mount_one_archive_reads_a_range_of_a_huge_sparse_file_and_unmounts_on_sigterm() {
     if !fuse_usable() {
@@ -198,22 +218,8 @@ fn mount_one_archive_reads_a_range_of_a_huge_sparse_file_and_unmounts_on_sigterm
     env.create_json("one", &["src"], &[]);
 
     let at = env.path("mnt");
-    fs::create_dir_all(&at).unwrap();
-    let mut child = Foreground(
-        env.cmd()
-            .args(["mount", "-f", &env.archive("one"), &at.display().to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = mount_foreground(&env, &env.archive("one"), &at);
     let child = &mut child.0;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !mounted(&at) {
-        assert!(Instant::now() < deadline, "foreground mount did not come up");
-        assert!(child.try_wait().unwrap().is_none(), "mount -f exited early");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     // With REPO::NAME the root is the archive itself.
     let file = fs::File::open(at.join("src/sparse")).unwrap();
     assert_eq!(file.metadata().unwrap().len(), (3 << 30) + (1 << 20));
@@ -294,21 +300,9 @@ fn compact_leaves_a_mounted_repository_alone_and_a_killed_mount_does_not_block_i
 
     // A mount killed with -9 leaves a stale mark (and a dead mount point): compact goes ahead.
     let at = env.path("mnt2");
-    fs::create_dir_all(&at).unwrap();
-    let mut child = env
-        .cmd()
-        .args(["mount", "-f", &env.repo_str(), &at.display().to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !mounted(&at) {
-        assert!(Instant::now() < deadline, "mount did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let mut child = mount_foreground(&env, &env.repo_str(), &at);
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     let _ = Command::new("fusermount3").arg("-u").arg(&at).status();
     if mounted(&at) {
         env.run(&["umount", &at.display().to_string()]).ok();
