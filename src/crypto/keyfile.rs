@@ -227,6 +227,15 @@ mod tests {
         assert!(matches!(back.unwrap(&repo, Some(b"wrong"), p), Err(Error::WrongPassphrase(_))));
     }
 
+    /// The KDF output for fixed inputs never changes (it would lock users out of their keys),
+    /// whichever argon2 implementation or thread count computes it.
+    #[test]
+    fn kdf_vector() {
+        let p = KdfParams { algorithm: KdfAlgorithm::Argon2id, memory_kib: 64 * 1024, iterations: 3, parallelism: 4 };
+        let k = kek(b"correct horse battery staple", b"garret-kdf-salt!", &p).unwrap();
+        assert_eq!(hex::encode(k), "94c14e408fc6842df74f68adbd2289b4a77b1c6d64dbb1a520865beaf1745ce9");
+    }
+
     #[test]
     fn hostile_kdf_params_refused_before_allocation() {
         let mk = MasterKey::generate();
