@@ -5,8 +5,38 @@ use std::fmt;
 
 /// A 32-byte identifier: a keyed BLAKE3 blob id, a pack name (plain BLAKE3 of the file) or a
 /// repository id. Serialized as a CBOR byte string.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Id(pub [u8; 32]);
+
+/// Ids are uniformly distributed hash outputs that an attacker cannot steer (blob ids are keyed),
+/// so their first 8 bytes are as good a hash as any; equality still compares all 32.
+impl std::hash::Hash for Id {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes")));
+    }
+}
+
+/// A hasher that passes an [`Id`]'s 8 hash bytes through instead of hashing them again.
+#[derive(Default, Clone, Copy)]
+pub struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    /// Not reached for `Id` keys; mixes bytes so that other keys still hash reasonably.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+}
+
+/// A map keyed by ids (the dedup set holds one entry per blob of the repository).
+pub type IdMap<V> = std::collections::HashMap<Id, V, std::hash::BuildHasherDefault<PassThrough>>;
 
 impl Id {
     pub fn hex(&self) -> String {

@@ -5,7 +5,7 @@
 //! open or has another schema version is deleted and rebuilt.
 
 use crate::error::Result;
-use crate::id::Id;
+use crate::id::{Id, IdMap};
 use crate::pack::PackEntry;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
@@ -223,14 +223,13 @@ impl Index {
     }
 
     /// Every indexed blob with its stored (envelope) length: the in-memory dedup set of create.
-    pub fn known_blobs(&self) -> Result<HashMap<Id, u32>> {
+    pub fn known_blobs(&self) -> Result<IdMap<u32>> {
         let conn = self.conn();
         let mut st = conn.prepare("SELECT id, length FROM blobs")?;
-        let mut out = HashMap::new();
+        let mut out = IdMap::default();
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
-            let id: Vec<u8> = r.get(0)?;
-            if let Some(id) = Id::from_slice(&id) {
+            if let Some(id) = Id::from_slice(r.get_ref(0)?.as_blob().unwrap_or_default()) {
                 out.insert(id, r.get(1)?);
             }
         }

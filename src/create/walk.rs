@@ -2,16 +2,17 @@
 //! stream), decides what is excluded, consults the files cache, reads and chunks file content,
 //! and sends everything in archive order to the pipeline as [`Event`]s over a bounded channel.
 
-use super::files_cache::{FilesCache, Stamp};
+use super::files_cache::{FilesCache, Lookup, Stamp};
 use super::source::{self, Names};
 use crate::archive::item::{Item, Kind};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::patterns::Patterns;
 use crate::progress::Reporter;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
@@ -125,8 +126,35 @@ pub fn open_source(p: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(p)
 }
 
-fn absolute(p: &Path) -> Vec<u8> {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).as_os_str().as_bytes().to_vec()
+/// Entries prepared in parallel at a time.
+const BATCH_ENTRIES: usize = 256;
+
+/// A walked path waiting to be archived, in walk order.
+enum Job {
+    /// Filesystem path and archive path.
+    Entry(PathBuf, Vec<u8>),
+    /// Excluded by a pattern or an exclusion tag (reported as `x`).
+    Excluded(Vec<u8>),
+    /// The walk could not read it: warning and archive path.
+    Failed(String, Vec<u8>),
+}
+
+/// What [`Walker::prepare`] found out about an entry.
+struct Entry {
+    fs_path: PathBuf,
+    ap: Vec<u8>,
+    md: std::fs::Metadata,
+    xattrs: std::io::Result<Vec<crate::archive::item::Xattr>>,
+    /// Symlinks only.
+    target: Option<std::io::Result<PathBuf>>,
+    /// Regular files outside a dry run: the files-cache key and verdict.
+    cache: Option<(CacheKey, Lookup)>,
+}
+
+enum Prepared {
+    Entry(Entry),
+    Excluded(Vec<u8>),
+    Failed(String, Vec<u8>),
 }
 
 struct Walker<'a, 'c> {
@@ -134,10 +162,18 @@ struct Walker<'a, 'c> {
     tx: EventSink,
     names: Names,
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
+    /// The current root and its absolute form (files-cache keys are absolute paths).
+    root: (PathBuf, PathBuf),
 }
 
 pub fn walk(cfg: &WalkConfig<'_>, tx: SyncSender<Vec<Event>>) -> Result<(), Hangup> {
-    let mut w = Walker { cfg, tx: EventSink::new(tx), names: Names::default(), hardlinks: HashMap::new() };
+    let mut w = Walker {
+        cfg,
+        tx: EventSink::new(tx),
+        names: Names::default(),
+        hardlinks: HashMap::new(),
+        root: Default::default(),
+    };
     for root in cfg.roots {
         w.root(root)?;
     }
@@ -172,13 +208,26 @@ impl Walker<'_, '_> {
         tags
     }
 
+    /// The absolute form of `p`, a path below the current root (resolved once per root, not
+    /// with a getcwd per file).
+    fn absolute(&self, p: &Path) -> Vec<u8> {
+        let (root, abs) = &self.root;
+        match p.strip_prefix(root) {
+            Ok(rest) if rest.as_os_str().is_empty() => abs.as_os_str().as_bytes().to_vec(),
+            Ok(rest) => abs.join(rest).into_os_string().into_vec(),
+            Err(_) => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).into_os_string().into_vec(),
+        }
+    }
+
     fn root(&mut self, root: &Path) -> Result<(), Hangup> {
         let prefix = source::archive_root(root);
+        self.root = (root.to_path_buf(), std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()));
         let mut it = walkdir::WalkDir::new(root)
             .follow_links(false)
             .same_file_system(self.cfg.one_file_system)
             .sort_by_file_name()
             .into_iter();
+        let mut batch: Vec<Job> = Vec::with_capacity(BATCH_ENTRIES);
         while let Some(entry) = it.next() {
             let entry = match entry {
                 Ok(e) => e,
@@ -186,8 +235,7 @@ impl Walker<'_, '_> {
                     let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
                     let why = e.io_error().map(|e| e.to_string()).unwrap_or_else(|| e.to_string());
                     // A directory or file that vanished during the walk is not an error of ours.
-                    self.warn(format!("{path}: {why}"));
-                    self.cfg.reporter.item('E', path.as_bytes());
+                    batch.push(Job::Failed(format!("{path}: {why}"), path.into_bytes()));
                     continue;
                 }
             };
@@ -198,51 +246,89 @@ impl Walker<'_, '_> {
             }
             let is_dir = entry.file_type().is_dir();
             if self.cfg.patterns.is_excluded(&ap) {
-                self.status('x', &ap);
+                batch.push(Job::Excluded(ap));
                 if is_dir {
                     it.skip_current_dir();
                 }
                 continue;
             }
-            let md = match entry.metadata() {
-                Ok(m) => m,
-                Err(e) => {
-                    self.warn(format!("{}: {e}", fs_path.display()));
-                    self.status('E', &ap);
-                    continue;
-                }
-            };
             if is_dir {
                 let tags = self.exclusion_tags(fs_path);
                 if !tags.is_empty() {
                     it.skip_current_dir();
-                    self.status('x', &ap);
+                    batch.push(Job::Excluded(ap.clone()));
                     if self.cfg.keep_exclude_tags {
-                        self.entry(fs_path, ap.clone(), &md)?;
+                        batch.push(Job::Entry(fs_path.to_path_buf(), ap.clone()));
                         for t in tags {
-                            let p = fs_path.join(&t);
-                            if let Ok(tmd) = std::fs::symlink_metadata(&p) {
-                                let mut tap = ap.clone();
-                                tap.push(b'/');
-                                tap.extend_from_slice(t.as_bytes());
-                                self.entry(&p, tap, &tmd)?;
-                            }
+                            let mut tap = ap.clone();
+                            tap.push(b'/');
+                            tap.extend_from_slice(t.as_bytes());
+                            batch.push(Job::Entry(fs_path.join(&t), tap));
                         }
                     }
                     continue;
                 }
             }
-            self.entry(fs_path, ap, &md)?;
+            batch.push(Job::Entry(entry.into_path(), ap));
+            if batch.len() >= BATCH_ENTRIES {
+                self.run_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        self.run_batch(batch)
+    }
+
+    /// Stat the batch's entries, read their extended attributes and consult the files cache on
+    /// all cores (system calls dominate a walk over unchanged files), then archive them in walk
+    /// order on this thread.
+    fn run_batch(&mut self, batch: Vec<Job>) -> Result<(), Hangup> {
+        let prepared: Vec<Prepared> = batch.into_par_iter().map(|j| self.prepare(j)).collect();
+        for p in prepared {
+            match p {
+                Prepared::Excluded(ap) => self.status('x', &ap),
+                Prepared::Failed(msg, ap) => {
+                    self.warn(msg);
+                    self.status('E', &ap);
+                }
+                Prepared::Entry(e) => self.entry(e)?,
+            }
         }
         Ok(())
     }
 
-    /// Archive one filesystem entry.
-    fn entry(&mut self, fs_path: &Path, ap: Vec<u8>, md: &std::fs::Metadata) -> Result<(), Hangup> {
-        let Some(mut item) = source::item_from_metadata(ap.clone(), md, &mut self.names) else {
+    /// The part of archiving an entry that needs no walker state: its metadata, extended
+    /// attributes, symlink target and files-cache verdict.
+    fn prepare(&self, job: Job) -> Prepared {
+        let (fs_path, ap) = match job {
+            Job::Entry(p, ap) => (p, ap),
+            Job::Excluded(ap) => return Prepared::Excluded(ap),
+            Job::Failed(m, ap) => return Prepared::Failed(m, ap),
+        };
+        let md = match std::fs::symlink_metadata(&fs_path) {
+            Ok(m) => m,
+            Err(e) => return Prepared::Failed(format!("{}: {e}", fs_path.display()), ap),
+        };
+        let ft = md.file_type();
+        let xattrs = source::read_xattrs(&fs_path);
+        let target = ft.is_symlink().then(|| std::fs::read_link(&fs_path));
+        let mut cache = None;
+        if ft.is_file() && !self.cfg.dry_run {
+            let key = CacheKey { path: self.absolute(&fs_path), stamp: Stamp::of(&md) };
+            let verdict = match self.cfg.cache {
+                Some(c) => c.lookup(&key.path, &key.stamp),
+                None => Lookup::Absent,
+            };
+            cache = Some((key, verdict));
+        }
+        Prepared::Entry(Entry { fs_path, ap, md, xattrs, target, cache })
+    }
+
+    /// Archive one prepared filesystem entry.
+    fn entry(&mut self, e: Entry) -> Result<(), Hangup> {
+        let Entry { fs_path, ap, md, xattrs, target, cache } = e;
+        let Some(mut item) = source::item_from_metadata(ap.clone(), &md, &mut self.names) else {
             return Ok(()); // sockets are not archived
         };
-        match source::read_xattrs(fs_path) {
+        match xattrs {
             Ok(x) => item.xattrs = x,
             Err(e) => self.warn(format!("{}: reading extended attributes: {e}", fs_path.display())),
         }
@@ -259,15 +345,16 @@ impl Walker<'_, '_> {
             item.hardlink_master = true;
         }
         match item.kind {
-            Kind::Symlink => match std::fs::read_link(fs_path) {
-                Ok(t) => item.target = Some(t.as_os_str().as_bytes().to_vec()),
-                Err(e) => {
+            Kind::Symlink => match target {
+                Some(Ok(t)) => item.target = Some(t.into_os_string().into_vec()),
+                Some(Err(e)) => {
                     self.warn(format!("{}: reading symlink: {e}", fs_path.display()));
                     self.status('E', &ap);
                     return Ok(());
                 }
+                None => unreachable!("prepare reads the target of every symlink"),
             },
-            Kind::File => return self.file(fs_path, item, md),
+            Kind::File => return self.file(fs_path, item, &md, cache),
             _ => {}
         }
         let letter = match item.kind {
@@ -282,24 +369,30 @@ impl Walker<'_, '_> {
         self.tx.send(Event::Item(item))
     }
 
-    fn file(&mut self, fs_path: &Path, mut item: Item, md: &std::fs::Metadata) -> Result<(), Hangup> {
-        let stamp = Stamp::of(md);
-        if self.cfg.dry_run {
+    fn file(
+        &mut self,
+        fs_path: PathBuf,
+        mut item: Item,
+        md: &std::fs::Metadata,
+        cache: Option<(CacheKey, Lookup)>,
+    ) -> Result<(), Hangup> {
+        let Some((key, verdict)) = cache else {
+            // A dry run: nothing is read.
             item.size = md.size();
             self.status('-', &item.path);
             return self.tx.send(Event::Item(item));
-        }
-        let key = CacheKey { path: absolute(fs_path), stamp };
-        let mut known = false;
-        if let Some(cache) = self.cfg.cache {
-            if let Some(chunks) = cache.lookup(&key.path, &stamp) {
-                item.chunks = chunks.to_vec();
+        };
+        let stamp = key.stamp;
+        let known = match verdict {
+            Lookup::Hit(chunks) => {
+                item.chunks = chunks;
                 item.size = stamp.size;
-                return self.tx.send(Event::Cached { item, key, fs_path: fs_path.to_path_buf() });
+                return self.tx.send(Event::Cached { item, key, fs_path });
             }
-            known = cache.lookup_any(&key.path);
-        }
-        let file = match open_source(fs_path) {
+            Lookup::Changed => true,
+            Lookup::Absent => false,
+        };
+        let file = match open_source(&fs_path) {
             Ok(f) => f,
             Err(e) => {
                 self.warn(format!("{}: {e}", fs_path.display()));

@@ -99,8 +99,49 @@ fn kek(passphrase: &[u8], salt: &[u8], p: &KdfParams) -> Result<[u8; 32]> {
         .map_err(|e| Error::Key(format!("argon2 parameters: {e}")))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = [0u8; 32];
-    a.hash_password_into(passphrase, salt, &mut out).map_err(|e| Error::Key(format!("argon2: {e}")))?;
+    let r = match KdfMemory::map(a.params().block_count()) {
+        Some(mut m) => a.hash_password_into_with_memory(passphrase, salt, &mut out, m.blocks()),
+        None => a.hash_password_into(passphrase, salt, &mut out),
+    };
+    r.map_err(|e| Error::Key(format!("argon2: {e}")))?;
     Ok(out)
+}
+
+/// Argon2's working memory, mapped from the kernel (already zero, no memset) and backed by huge
+/// pages where the kernel allows: argon2 reads it at random, and 4 KiB pages cost a TLB miss and,
+/// first, a page fault each (about a third of the KDF's time at 96 MiB).
+struct KdfMemory {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+    blocks: usize,
+}
+
+impl KdfMemory {
+    fn map(blocks: usize) -> Option<KdfMemory> {
+        use rustix::mm::{madvise, mmap_anonymous, Advice, MapFlags, ProtFlags};
+        let len = blocks.checked_mul(std::mem::size_of::<argon2::Block>())?;
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+        let ptr = unsafe {
+            mmap_anonymous(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE).ok()?
+        };
+        // SAFETY: advice on the mapping just made; failure (no THP) only costs speed.
+        let _ = unsafe { madvise(ptr, len, Advice::LinuxHugepage) };
+        Some(KdfMemory { ptr, len, blocks })
+    }
+
+    fn blocks(&mut self) -> &mut [argon2::Block] {
+        // SAFETY: the mapping is page-aligned (more than Block's 64-byte alignment), `blocks`
+        // blocks long, zero-filled (a valid Block is any bit pattern: 128 u64 words), and
+        // borrowed mutably from self, which owns it until drop.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.cast::<argon2::Block>(), self.blocks) }
+    }
+}
+
+impl Drop for KdfMemory {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; no borrow of it outlives self.
+        let _ = unsafe { rustix::mm::munmap(self.ptr, self.len) };
+    }
 }
 
 fn wrap_aad(repo: &Id, p: &KdfParams) -> Vec<u8> {

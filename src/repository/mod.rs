@@ -21,14 +21,13 @@ use crate::crypto::keyfile::{KdfParams, KeyFile};
 use crate::crypto::{Keys, MasterKey};
 use crate::error::{Error, IoContext, Result};
 use crate::faults;
-use crate::id::{Id, ObjectType};
+use crate::id::{Id, IdMap, ObjectType};
 use crate::index::{self, Index};
 use crate::pack::{self, PackBuilder, PackEntry};
 pub use config::{Config, Encryption, FORMAT_VERSION};
 use lock::Lock;
 pub use manifest::{ArchiveEntry, Manifest};
 use state::ClientState;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -75,7 +74,7 @@ pub struct Repository {
     pub warnings: Vec<String>,
     /// Packs being filled, one per [`Slot`].
     pending: [PackBuilder; 3],
-    known: Option<HashMap<Id, u32>>,
+    known: Option<IdMap<u32>>,
     writer: Option<pack_writer::PackWriter>,
     written: WriteStats,
     // Declared last: dropped after the writer thread has finished.
@@ -400,7 +399,7 @@ fn load_located(
 
 impl Repository {
     /// The dedup set: every indexed blob id with its stored size, loaded once.
-    pub fn known_blobs(&mut self) -> Result<&mut HashMap<Id, u32>> {
+    pub fn known_blobs(&mut self) -> Result<&mut IdMap<u32>> {
         if self.known.is_none() {
             self.known = Some(self.index.known_blobs()?);
         }
