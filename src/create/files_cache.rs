@@ -98,15 +98,24 @@ impl Stamp {
     }
 }
 
-/// The cache key of a path: 16 bytes of its BLAKE3 hash (hashed once more by nothing: the map
-/// uses the first 8 bytes as they are).
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct PathKey([u8; 16]);
+/// The cache key of a file's absolute path: 16 bytes of its BLAKE3 hash (the map uses the first
+/// 8 bytes as they are).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathKey([u8; 16]);
 
 impl PathKey {
-    fn of(path: &[u8]) -> PathKey {
+    pub fn of(path: &[u8]) -> PathKey {
+        Self::of_parts(&[path])
+    }
+
+    /// The key of the concatenation of `parts`, without building it.
+    pub fn of_parts(parts: &[&[u8]]) -> PathKey {
+        let mut h = blake3::Hasher::new();
+        for p in parts {
+            h.update(p);
+        }
         let mut k = [0u8; 16];
-        k.copy_from_slice(&blake3::hash(path).as_bytes()[..16]);
+        k.copy_from_slice(&h.finalize().as_bytes()[..16]);
         PathKey(k)
     }
 }
@@ -242,8 +251,8 @@ impl FilesCache {
     }
 
     /// Whether `path` looks unchanged (and then its chunk list), changed, or is unknown.
-    pub fn lookup(&self, path: &[u8], stamp: &Stamp) -> Lookup {
-        match self.entries.get(&PathKey::of(path)) {
+    pub fn lookup(&self, key: &PathKey, stamp: &Stamp) -> Lookup {
+        match self.entries.get(key) {
             None => Lookup::Absent,
             Some(e) if e.stamp.matches(stamp, self.mode) => Lookup::Hit(decode_chunks(&self.buf[e.chunks.clone()])),
             Some(_) => Lookup::Changed,
@@ -251,8 +260,7 @@ impl FilesCache {
     }
 
     /// Record what was archived for `path` in this run.
-    pub fn remember(&mut self, path: &[u8], stamp: Stamp, chunks: Vec<ChunkRef>) {
-        let key = PathKey::of(path);
+    pub fn remember(&mut self, key: PathKey, stamp: Stamp, chunks: Vec<ChunkRef>) {
         if stamp.ctime >= self.not_after_ns || stamp.mtime >= self.not_after_ns {
             self.seen.remove(&key);
             return;
@@ -260,8 +268,9 @@ impl FilesCache {
         self.seen.insert(key, (stamp, chunks));
     }
 
-    /// Write the cache: this run's entries plus older ones not yet too old. Not synced: a file
-    /// torn by a crash fails its hash and is ignored next time.
+    /// Write the cache: this run's entries plus older ones not yet too old (unless that is what
+    /// the file holds already). Not synced: a file torn by a crash fails its hash and is ignored
+    /// next time.
     pub fn save(self) -> Result<()> {
         let mut out = Vec::with_capacity(self.buf.len().max(HEADER_LEN + self.seen.len() * (ENTRY_FIXED + CHUNK_LEN)));
         out.extend_from_slice(MAGIC);
@@ -288,6 +297,9 @@ impl FilesCache {
         out[12..20].copy_from_slice(&count.to_le_bytes());
         let hash = blake3::hash(&out);
         out.extend_from_slice(hash.as_bytes());
+        if out == self.buf {
+            return Ok(()); // nothing changed (a nightly run over an unchanged tree)
+        }
         let dir = self.file.parent().expect("has parent");
         std::fs::create_dir_all(dir).ctx(|| format!("creating cache directory {}", dir.display()))?;
         let tmp = self.file.with_extension("tmp");
@@ -322,15 +334,18 @@ mod tests {
         let s = Stamp { size: 5, mtime: 1_000, ctime: 2_000, inode: 7 };
         let recent = Stamp { ctime: i64::MAX - 1, ..s };
         let chunks = vec![ChunkRef(Id([1; 32]), 3), ChunkRef(Id([2; 32]), 2)];
-        c.remember(b"/a", s, chunks.clone());
-        c.remember(b"/b", recent, vec![]);
+        c.remember(PathKey::of(b"/a"), s, chunks.clone());
+        c.remember(PathKey::of(b"/b"), recent, vec![]);
         c.save().unwrap();
         let c = FilesCache::load(d.path(), "r", Mode::DEFAULT);
-        assert_eq!(hit(c.lookup(b"/a", &s)), Some(chunks));
-        assert!(matches!(c.lookup(b"/a", &Stamp { inode: 8, ..s }), Lookup::Changed));
-        assert!(hit(c.lookup(b"/a", &Stamp { mtime: 9, ..s })).is_some(), "mtime is not part of the default mode");
-        assert!(matches!(c.lookup(b"/b", &recent), Lookup::Absent), "too recent to trust");
-        assert!(matches!(c.lookup(b"/c", &s), Lookup::Absent));
+        assert_eq!(hit(c.lookup(&PathKey::of(b"/a"), &s)), Some(chunks));
+        assert!(matches!(c.lookup(&PathKey::of(b"/a"), &Stamp { inode: 8, ..s }), Lookup::Changed));
+        assert!(
+            hit(c.lookup(&PathKey::of(b"/a"), &Stamp { mtime: 9, ..s })).is_some(),
+            "mtime is not part of the default mode"
+        );
+        assert!(matches!(c.lookup(&PathKey::of(b"/b"), &recent), Lookup::Absent), "too recent to trust");
+        assert!(matches!(c.lookup(&PathKey::of(b"/c"), &s), Lookup::Absent));
     }
 
     #[test]
@@ -338,19 +353,19 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Stamp { size: 1, mtime: 1, ctime: 1, inode: 1 };
         let mut c = FilesCache::load(d.path(), "r", Mode::DEFAULT);
-        c.remember(b"/old", s, vec![ChunkRef(Id([7; 32]), 1)]);
-        c.remember(b"/kept", s, vec![]);
+        c.remember(PathKey::of(b"/old"), s, vec![ChunkRef(Id([7; 32]), 1)]);
+        c.remember(PathKey::of(b"/kept"), s, vec![]);
         c.save().unwrap();
         // Like borg's BORG_FILES_CACHE_TTL: dropped by the save of the MAX_AGE+1-th run without it.
         for run in 1..=MAX_AGE as usize + 2 {
             let mut c = FilesCache::load(d.path(), "r", Mode::DEFAULT);
-            assert_eq!(hit(c.lookup(b"/old", &s)).is_some(), run <= MAX_AGE as usize + 1, "run {run}");
-            c.remember(b"/kept", s, vec![]);
+            assert_eq!(hit(c.lookup(&PathKey::of(b"/old"), &s)).is_some(), run <= MAX_AGE as usize + 1, "run {run}");
+            c.remember(PathKey::of(b"/kept"), s, vec![]);
             c.save().unwrap();
         }
         let c = FilesCache::load(d.path(), "r", Mode::DEFAULT);
         assert_eq!(c.len(), 1);
-        assert!(hit(c.lookup(b"/kept", &s)).is_some());
+        assert!(hit(c.lookup(&PathKey::of(b"/kept"), &s)).is_some());
     }
 
     #[test]
@@ -358,7 +373,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Stamp { size: 1, mtime: 1, ctime: 1, inode: 1 };
         let mut c = FilesCache::load(d.path(), "r", Mode::DEFAULT);
-        c.remember(b"/a", s, vec![ChunkRef(Id([7; 32]), 1)]);
+        c.remember(PathKey::of(b"/a"), s, vec![ChunkRef(Id([7; 32]), 1)]);
         c.save().unwrap();
         let f = d.path().join("r").join("files");
         let good = std::fs::read(&f).unwrap();

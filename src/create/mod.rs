@@ -103,7 +103,7 @@ struct Pipeline<'a> {
     queue_base: usize,
     stream: ItemStreamWriter,
     stats: ArchiveStats,
-    remembered: Vec<(Vec<u8>, Stamp, Vec<ChunkRef>)>,
+    remembered: Vec<(files_cache::PathKey, Stamp, Vec<ChunkRef>)>,
     reporter: &'a dyn Reporter,
     progress: Progress,
     /// Ids of all-zero chunks by length.
@@ -424,7 +424,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
     let id = archive.commit(repo)?;
     if let Some(mut c) = cache.take() {
         for (p, s, ch) in pl.remembered {
-            c.remember(&p, s, ch);
+            c.remember(p, s, ch);
         }
         // The archive is committed; a cache that cannot be written only costs time next run.
         if let Err(e) = c.save() {

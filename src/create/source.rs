@@ -93,14 +93,27 @@ pub fn item_from_metadata(path: Vec<u8>, md: &Metadata, names: &mut Names) -> Op
 /// Extended attributes of `fs_path` (not following symlinks); an unsupported filesystem yields
 /// none.
 pub fn read_xattrs(fs_path: &Path) -> std::io::Result<Vec<Xattr>> {
-    let mut names = vec![0u8; 4096];
-    let n = loop {
-        match rustix::fs::llistxattr(fs_path, &mut names[..]) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
-            Err(rustix::io::Errno::NOTSUP) => return Ok(vec![]),
-            Err(e) => return Err(e.into()),
+    // Most files have none: ask with a small stack buffer first, allocate only for a long list.
+    let mut small = [0u8; 1024];
+    let mut names: Vec<u8> = Vec::new();
+    let n = match rustix::fs::llistxattr(fs_path, &mut small[..]) {
+        Ok(0) => return Ok(vec![]),
+        Ok(n) => {
+            names.extend_from_slice(&small[..n]);
+            n
         }
+        Err(rustix::io::Errno::NOTSUP) => return Ok(vec![]),
+        Err(rustix::io::Errno::RANGE) => {
+            names.resize(16 * 1024, 0);
+            loop {
+                match rustix::fs::llistxattr(fs_path, &mut names[..]) {
+                    Ok(n) => break n,
+                    Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Err(e) => return Err(e.into()),
     };
     let mut out = vec![];
     for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
@@ -131,5 +144,29 @@ mod tests {
         assert_eq!(archive_root(Path::new("/store/projects")), b"store/projects");
         assert_eq!(archive_root(Path::new("./a/../b")), b"a/b");
         assert_eq!(archive_root(Path::new("/")), b"");
+    }
+
+    #[test]
+    fn xattr_lists_longer_than_the_first_buffer() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, b"x").unwrap();
+        let mut want = vec![];
+        for i in 0..30 {
+            let name = format!("user.{i:02}-{}", "n".repeat(50));
+            let value = vec![i as u8; 3];
+            match rustix::fs::setxattr(&f, name.as_str(), &value, rustix::fs::XattrFlags::empty()) {
+                Ok(()) => want.push(Xattr(name.into_bytes(), value)),
+                Err(rustix::io::Errno::NOTSUP) => return, // no user xattrs on this filesystem
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let names_len: usize = want.iter().map(|x| x.0.len() + 1).sum();
+        assert!(names_len > 1024, "the list must not fit the first buffer");
+        assert_eq!(read_xattrs(&f).unwrap(), want);
+        assert_eq!(read_xattrs(&d.path().join("f")).unwrap().len(), 30);
+        let plain = d.path().join("plain");
+        std::fs::write(&plain, b"y").unwrap();
+        assert!(read_xattrs(&plain).unwrap().is_empty());
     }
 }

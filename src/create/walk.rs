@@ -2,7 +2,7 @@
 //! stream), decides what is excluded, consults the files cache, reads and chunks file content,
 //! and sends everything in archive order to the pipeline as [`Event`]s over a bounded channel.
 
-use super::files_cache::{FilesCache, Lookup, Stamp};
+use super::files_cache::{FilesCache, Lookup, PathKey, Stamp};
 use super::source::{self, Names};
 use crate::archive::item::{Item, Kind};
 use crate::chunker::{Chunker, ChunkerParams};
@@ -17,10 +17,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 
-/// The files-cache key of a file: its absolute path and what it looked like.
+/// The files-cache key of a file: (the hash of) its absolute path and what it looked like.
 #[derive(Clone, Debug)]
 pub struct CacheKey {
-    pub path: Vec<u8>,
+    pub path: PathKey,
     pub stamp: Stamp,
 }
 
@@ -208,14 +208,16 @@ impl Walker<'_, '_> {
         tags
     }
 
-    /// The absolute form of `p`, a path below the current root (resolved once per root, not
-    /// with a getcwd per file).
-    fn absolute(&self, p: &Path) -> Vec<u8> {
+    /// The files-cache key of `p`, a path below the current root: the hash of its absolute form
+    /// (the root is made absolute once, not with a getcwd per file).
+    fn cache_key(&self, p: &Path) -> PathKey {
         let (root, abs) = &self.root;
+        let abs = abs.as_os_str().as_bytes();
         match p.strip_prefix(root) {
-            Ok(rest) if rest.as_os_str().is_empty() => abs.as_os_str().as_bytes().to_vec(),
-            Ok(rest) => abs.join(rest).into_os_string().into_vec(),
-            Err(_) => std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).into_os_string().into_vec(),
+            Ok(rest) if rest.as_os_str().is_empty() => PathKey::of(abs),
+            Ok(rest) if abs.ends_with(b"/") => PathKey::of_parts(&[abs, rest.as_os_str().as_bytes()]),
+            Ok(rest) => PathKey::of_parts(&[abs, b"/", rest.as_os_str().as_bytes()]),
+            Err(_) => PathKey::of(std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).as_os_str().as_bytes()),
         }
     }
 
@@ -312,7 +314,7 @@ impl Walker<'_, '_> {
         let target = ft.is_symlink().then(|| std::fs::read_link(&fs_path));
         let mut cache = None;
         if ft.is_file() && !self.cfg.dry_run {
-            let key = CacheKey { path: self.absolute(&fs_path), stamp: Stamp::of(&md) };
+            let key = CacheKey { path: self.cache_key(&fs_path), stamp: Stamp::of(&md) };
             let verdict = match self.cfg.cache {
                 Some(c) => c.lookup(&key.path, &key.stamp),
                 None => Lookup::Absent,
