@@ -39,7 +39,7 @@ pub enum Error {
     ArchiveExists(String),
     #[error("invalid archive name {0:?}: {1}")]
     InvalidArchiveName(String, String),
-    #[error("repository is locked by {holder}; wait for it to finish or, if it is dead, remove {path}")]
+    #[error("repository is locked by {holder} ({path}); wait for it to finish or, if that process is dead, run `garret break-lock REPO`")]
     Locked { holder: String, path: PathBuf },
     #[error("manifest rollback detected for repository {repo}: it holds manifest #{found}, but this client has seen #{seen}; if you restored the repository from a copy on purpose, run `garret adopt REPO`")]
     Rollback { repo: String, found: u64, seen: u64 },

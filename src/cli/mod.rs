@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, environment, terminal, output formatting and exit
 //! codes. The only place that prints or uses `anyhow`. One file per subcommand.
 
+mod break_lock;
 mod check;
 mod common;
 mod create;
@@ -49,6 +50,8 @@ pub enum Command {
     Extract(extract::ExtractArgs),
     /// Trust the repository's current manifest and key (after restoring it from a copy)
     Adopt(init::AdoptArgs),
+    /// Remove the repository's lock and reader marks (left by a process that died on another host)
+    BreakLock(break_lock::BreakLockArgs),
     /// Delete archives according to retention rules (borg semantics)
     Prune(prune::PruneArgs),
     /// Delete archives by name or glob
@@ -118,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Info(a) => info::run(g, a),
         Command::Extract(a) => extract::run(g, a),
         Command::Adopt(a) => init::adopt(g, a),
+        Command::BreakLock(a) => break_lock::run(g, a),
         Command::Prune(a) => prune::run(g, a),
         Command::Delete(a) => prune::delete(g, a),
         Command::Rename(a) => prune::rename(g, a),

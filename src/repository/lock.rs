@@ -1,7 +1,9 @@
-//! The exclusive writer lock: a `lock` file created with O_EXCL naming its holder.
+//! The exclusive writer lock: a `lock` file created with O_EXCL naming its holder, and reader
+//! marks of long-running readers.
 //!
 //! A lock whose holder is a dead process on this host is broken (with a warning); any other
-//! holder makes the caller wait up to the given time and then fail naming the holder.
+//! holder makes the caller wait up to the given time and then fail naming the holder. A holder on
+//! another host that died is only known dead to the user: [`break_locks`] (`garret break-lock`).
 
 use crate::error::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
@@ -129,4 +131,45 @@ pub fn live_readers(root: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+fn describe(file: &Path) -> String {
+    match std::fs::read(file).ok().and_then(|b| serde_json::from_slice::<Holder>(&b).ok()) {
+        Some(h) => format!("process {} on host {} since {}", h.pid, h.hostname, h.since),
+        None => format!("an unknown process ({})", file.display()),
+    }
+}
+
+/// Remove the writer lock and every reader mark of the repository at `root`, whoever holds them
+/// (`garret break-lock`: for holders that died on another host). Returns what was removed.
+pub fn break_locks(root: &Path) -> Result<Vec<String>> {
+    if !root.join(super::CONFIG_FILE).is_file() {
+        return Err(Error::NotARepository(root.to_path_buf()));
+    }
+    let mut removed = Vec::new();
+    let lock = root.join(LOCK_FILE);
+    if lock.exists() {
+        let who = describe(&lock);
+        match std::fs::remove_file(&lock) {
+            Ok(()) => removed.push(format!("writer lock of {who}")),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", lock.display()), e)),
+        }
+    }
+    let dir = root.join(READERS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+    };
+    for e in entries {
+        let e = e.ctx(|| format!("listing {}", dir.display()))?;
+        let who = describe(&e.path());
+        match std::fs::remove_file(e.path()) {
+            Ok(()) => removed.push(format!("reader mark of {who}")),
+            Err(err) if err.kind() == ErrorKind::NotFound => {}
+            Err(err) => return Err(Error::io(format!("removing {}", e.path().display()), err)),
+        }
+    }
+    Ok(removed)
 }

@@ -189,6 +189,46 @@ fn held_lock_fails_naming_the_holder_and_stale_lock_is_broken() {
 }
 
 #[test]
+fn break_lock_removes_a_lock_and_marks_held_on_another_host() {
+    let env = setup();
+    let other = "{\"hostname\":\"crashed-host\",\"pid\":4242,\"since\":\"2026-11-24T03:00:00+00:00\"}";
+    fs::write(env.repo().join("lock"), other).unwrap();
+    fs::create_dir_all(env.repo().join("readers")).unwrap();
+    fs::write(env.repo().join("readers/crashed-host.4343"), other.replace("4242", "4343")).unwrap();
+    // Another host's holder may be alive: garret waits, then fails naming the way out.
+    let r = env.run(&["create", "--lock-wait", "0.2", &env.archive("x"), "src"]);
+    one_line_error(&r, "garret break-lock");
+    assert!(r.stderr.contains("process 4242 on host crashed-host"), "{}", r.stderr);
+    // compact refuses while the reader mark is there
+    let r = env.run(&["compact", &env.repo_str()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    // break-lock needs no passphrase and says what it removed
+    let mut cmd = env.cmd();
+    cmd.env_remove("GARRET_PASSPHRASE").args(["break-lock", "--json", &env.repo_str()]);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let removed: Vec<String> =
+        v["removed"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect();
+    assert_eq!(
+        removed,
+        [
+            "writer lock of process 4242 on host crashed-host since 2026-11-24T03:00:00+00:00",
+            "reader mark of process 4343 on host crashed-host since 2026-11-24T03:00:00+00:00"
+        ]
+    );
+    assert!(!env.repo().join("lock").exists());
+    env.run(&["create", &env.archive("x"), "src"]).ok();
+    env.run(&["compact", &env.repo_str()]).ok();
+    let r = env.run(&["break-lock", &env.repo_str()]).ok();
+    assert!(r.stderr.contains("holds no lock"), "{}", r.stderr);
+    // not a repository: one line, exit 2, nothing created
+    let r = env.run(&["break-lock", env.path("src").to_str().unwrap()]);
+    one_line_error(&r, "not a garret repository");
+    assert!(!env.path("src/lock").exists());
+}
+
+#[test]
 fn failed_fsync_loses_the_pack_and_nothing_else() {
     let env = setup();
     fs::write(env.path("src/more"), xorshift(3 << 20, 9)).unwrap();
