@@ -145,6 +145,15 @@ impl LocalBackend {
         fs::read(&p).ctx(|| format!("reading {}", p.display()))
     }
 
+    /// The whole object into `buf` (cleared first; its capacity is reused).
+    pub fn get_into(&self, key: &str, buf: &mut Vec<u8>) -> Result<()> {
+        use std::io::Read;
+        let p = self.path(key);
+        buf.clear();
+        fs::File::open(&p).and_then(|mut f| f.read_to_end(buf)).ctx(|| format!("reading {}", p.display()))?;
+        Ok(())
+    }
+
     /// `len` bytes at `offset`; a short object is an error.
     pub fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let f = self.reader(key)?;

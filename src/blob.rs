@@ -52,21 +52,44 @@ pub fn open(keys: &Keys, kind: ObjectType, id: &Id, envelope: &[u8]) -> Result<V
 pub fn open_owned(keys: &Keys, kind: ObjectType, id: &Id, envelope: Vec<u8>) -> Result<Vec<u8>> {
     let what = || format!("{kind:?} blob {}", id.hex());
     let (buf, range) = keys.open_in_place(kind, id, envelope, &what)?;
-    let pt = &buf[range];
+    let mut data = Vec::new();
+    decode(keys, id, &buf[range], &mut data, &what)?;
+    Ok(data)
+}
+
+/// Verify an envelope without keeping its plaintext (`check --verify-data`): it is decrypted
+/// where it lies (the caller's copy of the pack is changed), decompressed into `scratch` and
+/// re-hashed. Returns the plaintext length.
+pub fn verify_in_place(
+    keys: &Keys,
+    kind: ObjectType,
+    id: &Id,
+    envelope: &mut [u8],
+    scratch: &mut Vec<u8>,
+) -> Result<usize> {
+    let what = || format!("{kind:?} blob {}", id.hex());
+    let range = keys.open_slice_in_place(kind, id, envelope, &what)?;
+    decode(keys, id, &envelope[range], scratch, &what)?;
+    Ok(scratch.len())
+}
+
+/// Decode an authenticated plaintext (frame header, payload, padding) into `out` and check that
+/// the content hashes to `id`.
+fn decode(keys: &Keys, id: &Id, pt: &[u8], out: &mut Vec<u8>, what: &dyn Fn() -> String) -> Result<()> {
     if pt.len() < FRAME_HEADER {
         return Err(Error::integrity(what(), "plaintext shorter than its frame header"));
     }
     let marker = pt[0];
     let n = u32::from_le_bytes(pt[1..5].try_into().expect("4 bytes")) as usize;
     let payload = pt
-        .get(FRAME_HEADER..FRAME_HEADER + n)
+        .get(FRAME_HEADER..FRAME_HEADER.saturating_add(n))
         .ok_or_else(|| Error::integrity(what(), "payload length exceeds blob"))?;
-    let data =
-        compress::decompress(marker, payload, MAX_BLOB_SIZE).map_err(|e| Error::integrity(what(), e.to_string()))?;
-    if keys.blob_id(&data) != *id {
+    compress::decompress_into(marker, payload, MAX_BLOB_SIZE, out)
+        .map_err(|e| Error::integrity(what(), e.to_string()))?;
+    if keys.blob_id(out) != *id {
         return Err(Error::integrity(what(), "content does not hash to its id"));
     }
-    Ok(data)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -82,5 +105,13 @@ mod tests {
         let b = seal(&keys, ObjectType::Data, id, &data, Compression::Zstd(3));
         assert_eq!(open(&keys, ObjectType::Data, &id, &b.envelope).unwrap(), data);
         assert!(open(&keys, ObjectType::Tree, &id, &b.envelope).is_err());
+        let mut scratch = vec![7u8; 3];
+        let mut env = b.envelope.clone();
+        assert_eq!(verify_in_place(&keys, ObjectType::Data, &id, &mut env, &mut scratch).unwrap(), data.len());
+        assert_eq!(scratch, data);
+        let mut flipped = b.envelope.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 1;
+        assert!(verify_in_place(&keys, ObjectType::Data, &id, &mut flipped, &mut scratch).is_err());
     }
 }

@@ -237,22 +237,32 @@ fn verify_data(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, ba
     Ok(())
 }
 
+thread_local! {
+    /// A pack and a plaintext buffer per verifying thread, reused from pack to pack: fresh 8 MiB
+    /// buffers cost a page fault and a page clear per 4 KiB, about a tenth of verify-data's time.
+    static VERIFY_BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// Verify one pack: (blobs verified, bytes, failures).
 fn verify_pack(keys: &Keys, backend: &LocalBackend, name: &str) -> Result<PackVerdict> {
-    let bytes = backend.get(&Repository::pack_key(name))?;
-    let name_ok = blake3::hash(&bytes).to_hex().as_str() == name;
-    let entries = pack::parse_pack(keys, &bytes, name)?;
-    let mut failures = vec![];
-    for e in &entries {
-        let env = &bytes[e.offset as usize..(e.offset + e.length as u64) as usize];
-        let kind = ObjectType::from_u8(e.kind).unwrap_or(ObjectType::Data);
-        match blob::open(keys, kind, &e.id, env) {
-            Ok(d) if d.len() as u32 == e.raw_length => {}
-            Ok(_) => failures.push((e.id, "plaintext length differs from the pack header".into())),
-            Err(err) => failures.push((e.id, err.to_string())),
+    VERIFY_BUFFERS.with(|cell| {
+        let (bytes, scratch) = &mut *cell.borrow_mut();
+        backend.get_into(&Repository::pack_key(name), bytes)?;
+        let name_ok = blake3::hash(bytes).to_hex().as_str() == name;
+        let entries = pack::parse_pack(keys, bytes, name)?;
+        let mut failures = vec![];
+        for e in &entries {
+            // parse_pack checked that every entry lies within the pack.
+            let env = &mut bytes[e.offset as usize..(e.offset + e.length as u64) as usize];
+            let kind = ObjectType::from_u8(e.kind).unwrap_or(ObjectType::Data);
+            match blob::verify_in_place(keys, kind, &e.id, env, scratch) {
+                Ok(n) if n as u32 == e.raw_length => {}
+                Ok(_) => failures.push((e.id, "plaintext length differs from the pack header".into())),
+                Err(err) => failures.push((e.id, err.to_string())),
+            }
         }
-    }
-    Ok(PackVerdict { blobs: entries.len() as u64, bytes: bytes.len() as u64, failures, name_ok })
+        Ok(PackVerdict { blobs: entries.len() as u64, bytes: bytes.len() as u64, failures, name_ok })
+    })
 }
 
 /// Every archive decodes, and every chunk it references is indexed (and not known bad).

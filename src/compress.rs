@@ -105,16 +105,27 @@ pub fn compress_if_smaller(c: Compression, data: &[u8]) -> Option<Vec<u8>> {
 
 /// Decompress a payload, refusing output larger than `limit` (a zstd bomb stays bounded).
 pub fn decompress(marker: u8, payload: &[u8], limit: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decompress_into(marker, payload, limit, &mut out)?;
+    Ok(out)
+}
+
+/// [`decompress`] into `out` (cleared first; its capacity is reused).
+pub fn decompress_into(marker: u8, payload: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
     match marker {
-        MARKER_NONE => Ok(payload.to_vec()),
+        MARKER_NONE => {
+            out.extend_from_slice(payload);
+            Ok(())
+        }
         MARKER_ZSTD => {
             let size = zstd::zstd_safe::get_frame_content_size(payload)
                 .map_err(|_| Error::malformed("blob", "zstd frame header unreadable"))?;
-            match size {
-                Some(n) if n as usize <= limit => {}
+            let n = match size {
+                Some(n) if n as usize <= limit => n as usize,
                 Some(n) => return Err(Error::malformed("blob", format!("zstd frame claims {n} bytes, limit {limit}"))),
                 None => return Err(Error::malformed("blob", "zstd frame without content size")),
-            }
+            };
             DCTX.with(|cell| {
                 let mut slot = cell.borrow_mut();
                 if slot.is_none() {
@@ -123,14 +134,12 @@ pub fn decompress(marker: u8, payload: &[u8], limit: usize) -> Result<Vec<u8>> {
                     );
                 }
                 let d = slot.as_mut().expect("just set");
-                let n = size.unwrap_or(0) as usize;
-                let mut out = Vec::with_capacity(n);
-                d.decompress_to_buffer(payload, &mut out)
-                    .map_err(|e| Error::malformed("blob", format!("zstd: {e}")))?;
+                out.reserve(n);
+                d.decompress_to_buffer(payload, out).map_err(|e| Error::malformed("blob", format!("zstd: {e}")))?;
                 if out.len() != n {
                     return Err(Error::malformed("blob", "zstd frame shorter than its declared size"));
                 }
-                Ok(out)
+                Ok(())
             })
         }
         m => Err(Error::malformed("blob", format!("unknown compression marker {m}"))),

@@ -169,6 +169,19 @@ impl Keys {
         mut buf: Vec<u8>,
         what: &dyn Fn() -> String,
     ) -> Result<(Vec<u8>, std::ops::Range<usize>)> {
+        let range = self.open_slice_in_place(t, id, &mut buf, what)?;
+        Ok((buf, range))
+    }
+
+    /// [`open_in_place`](Self::open_in_place) on a borrowed buffer (an envelope inside a pack
+    /// read whole); returns where the plaintext is.
+    pub fn open_slice_in_place(
+        &self,
+        t: ObjectType,
+        id: &Id,
+        buf: &mut [u8],
+        what: &dyn Fn() -> String,
+    ) -> Result<std::ops::Range<usize>> {
         if buf.len() < ENVELOPE_OVERHEAD {
             return Err(Error::integrity(what(), "object shorter than nonce and tag"));
         }
@@ -181,7 +194,7 @@ impl Keys {
             .map_err(|_| {
                 Error::integrity(what(), "authentication failed (corrupt, tampered, or not this type of object)")
             })?;
-        Ok((buf, NONCE_LEN..end))
+        Ok(NONCE_LEN..end)
     }
 
     /// Authenticate and decrypt an envelope; `what` names the object in the error.
