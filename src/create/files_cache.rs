@@ -80,13 +80,13 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    pub fn of(md: &std::fs::Metadata) -> Stamp {
-        use std::os::unix::fs::MetadataExt;
+    pub fn of(st: &rustix::fs::Stat) -> Stamp {
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
         Stamp {
-            size: md.size(),
-            mtime: md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
-            ctime: md.ctime().saturating_mul(1_000_000_000).saturating_add(md.ctime_nsec()),
-            inode: md.ino(),
+            size: st.st_size as u64,
+            mtime: ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
+            inode: st.st_ino as u64,
         }
     }
 

@@ -28,7 +28,7 @@ use files_cache::{FilesCache, Stamp};
 use rayon::prelude::*;
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 use walk::{CacheKey, Event, Hangup, WalkConfig};
 
@@ -227,7 +227,7 @@ impl Pipeline<'_> {
         repo: &mut Repository,
         mut item: Item,
         key: CacheKey,
-        fs_path: &Path,
+        loc: &source::Loc,
         params: ChunkerParams,
         seed: u64,
     ) -> Result<()> {
@@ -245,10 +245,10 @@ impl Pipeline<'_> {
         item.chunks.clear();
         item.size = 0;
         let shown = item.path.clone();
-        let file = match walk::open_source(fs_path) {
+        let file = match loc.open() {
             Ok(f) => f,
             Err(e) => {
-                self.reporter.warning(&format!("{}: {e}", fs_path.display()));
+                self.reporter.warning(&format!("{}: {e}", loc.path.display()));
                 self.reporter.item('E', &shown);
                 return Ok(());
             }
@@ -268,7 +268,7 @@ impl Pipeline<'_> {
         let changed = match read {
             Ok(Ok(_)) => false,
             Ok(Err(e)) => {
-                self.reporter.warning(&format!("{}: read error: {e}", fs_path.display()));
+                self.reporter.warning(&format!("{}: read error: {e}", loc.path.display()));
                 true
             }
             Err(Hangup) => unreachable!("failure handled above"),
@@ -389,7 +389,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
                     pl.add_chunk(repo, current, c)?;
                 }
                 Event::FileEnd { changed } => pl.finish_file(repo, current, changed)?,
-                Event::Cached { item, key, fs_path } => pl.cached(repo, item, key, &fs_path, params, seed)?,
+                Event::Cached { item, key, loc } => pl.cached(repo, item, key, &loc, params, seed)?,
                 Event::Abort(msg) => return Err(Error::Command(msg)),
             }
         }

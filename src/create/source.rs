@@ -1,13 +1,107 @@
-//! What create reads from the filesystem: archive paths for walked entries and the metadata of
-//! one entry as an [`Item`].
+//! What create reads from the filesystem: archive paths for walked entries, where an entry is
+//! ([`Loc`]: its directory's descriptor and its name, so that no path length limit applies), and
+//! the metadata of one entry as an [`Item`].
 
 use crate::archive::item::{Item, Kind, Xattr};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs::Metadata;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+/// Paths at least this long are not handed to the kernel whole (PATH_MAX is 4096 with its NUL).
+const LONG_PATH: usize = 4000;
+
+/// Where a walked entry is. Entries below a root are reached through their directory's open
+/// descriptor, one name at a time, so that trees deeper than PATH_MAX are archived and a
+/// directory swapped for a symlink during the walk is not followed. `path` is for messages and
+/// for the few calls without an `*at` form (when it is short enough).
+#[derive(Clone, Debug)]
+pub struct Loc {
+    /// `None` for a root given on the command line: `name` is then its path, followed if it is
+    /// a symlink (as `borg create` and `tar` treat a root).
+    dir: Option<Arc<OwnedFd>>,
+    name: OsString,
+    pub path: PathBuf,
+}
+
+impl Loc {
+    pub fn root(path: &Path) -> Loc {
+        Loc { dir: None, name: path.as_os_str().to_owned(), path: path.to_path_buf() }
+    }
+
+    pub fn child(dir: &Arc<OwnedFd>, parent: &Path, name: OsString) -> Loc {
+        let path = parent.join(&name);
+        Loc { dir: Some(dir.clone()), name, path }
+    }
+
+    pub fn stat(&self) -> std::io::Result<Stat> {
+        Ok(match &self.dir {
+            Some(d) => rustix::fs::statat(d, self.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)?,
+            None => rustix::fs::stat(self.name.as_os_str())?,
+        })
+    }
+
+    pub fn read_link(&self) -> std::io::Result<Vec<u8>> {
+        let target = match &self.dir {
+            Some(d) => rustix::fs::readlinkat(d, self.name.as_os_str(), Vec::new())?,
+            None => rustix::fs::readlink(self.name.as_os_str(), Vec::new())?,
+        };
+        Ok(target.into_bytes())
+    }
+
+    /// Open a regular file for reading, without following a symlink that replaced it.
+    pub fn open(&self) -> std::io::Result<std::fs::File> {
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = match &self.dir {
+            Some(d) => rustix::fs::openat(d, self.name.as_os_str(), flags | OFlags::NOFOLLOW, Mode::empty())?,
+            None => rustix::fs::open(self.name.as_os_str(), flags, Mode::empty())?,
+        };
+        Ok(fd.into())
+    }
+
+    /// Open a directory to read its entries.
+    pub fn open_dir(&self) -> std::io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        Ok(match &self.dir {
+            Some(d) => rustix::fs::openat(d, self.name.as_os_str(), flags | OFlags::NOFOLLOW, Mode::empty())?,
+            None => rustix::fs::open(self.name.as_os_str(), flags, Mode::empty())?,
+        })
+    }
+
+    /// Extended attributes (of the entry itself, not of a symlink's target below a root).
+    pub fn xattrs(&self) -> std::io::Result<Vec<Xattr>> {
+        match &self.dir {
+            None => read_xattrs(&self.path, true),
+            Some(_) if self.path.as_os_str().len() < LONG_PATH => read_xattrs(&self.path, false),
+            // No *at form of listxattr before Linux 6.13: name the entry through the directory's
+            // descriptor link instead of its (too long) path.
+            Some(d) => {
+                let mut p = PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd()));
+                p.push(&self.name);
+                read_xattrs(&p, false)
+            }
+        }
+    }
+}
+
+/// The names in directory `dir` (without `.` and `..`) with their type as the directory reports
+/// it (possibly `Unknown`), sorted bytewise.
+pub fn read_dir_sorted(dir: &OwnedFd) -> std::io::Result<Vec<(OsString, FileType)>> {
+    let mut out = Vec::new();
+    for e in rustix::fs::Dir::read_from(dir)? {
+        let e = e?;
+        let name = e.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        out.push((OsStr::from_bytes(name).to_owned(), e.file_type()));
+    }
+    out.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(out)
+}
 
 /// The archive path of a source path given on the command line: as given, without leading '/',
 /// `.` or `..` components (as borg stores it).
@@ -60,43 +154,50 @@ impl Names {
 }
 
 /// The item for an entry, without content; `None` for sockets (not archived, as in borg).
-pub fn item_from_metadata(path: Vec<u8>, md: &Metadata, names: &mut Names) -> Option<Item> {
-    let ft = md.file_type();
-    let kind = if ft.is_file() {
-        Kind::File
-    } else if ft.is_dir() {
-        Kind::Dir
-    } else if ft.is_symlink() {
-        Kind::Symlink
-    } else if ft.is_fifo() {
-        Kind::Fifo
-    } else if ft.is_char_device() {
-        Kind::CharDev
-    } else if ft.is_block_device() {
-        Kind::BlockDev
-    } else {
-        return None;
+pub fn item_from_metadata(path: Vec<u8>, st: &Stat, names: &mut Names) -> Option<Item> {
+    let kind = match FileType::from_raw_mode(st.st_mode as _) {
+        FileType::RegularFile => Kind::File,
+        FileType::Directory => Kind::Dir,
+        FileType::Symlink => Kind::Symlink,
+        FileType::Fifo => Kind::Fifo,
+        FileType::CharacterDevice => Kind::CharDev,
+        FileType::BlockDevice => Kind::BlockDev,
+        _ => return None,
     };
     let mut it = Item::new(path, kind);
-    it.mode = md.mode() & 0o7777;
-    it.uid = md.uid();
-    it.gid = md.gid();
-    it.user = names.user(md.uid());
-    it.group = names.group(md.gid());
-    it.mtime = md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec());
+    it.mode = st.st_mode as u32 & 0o7777;
+    it.uid = st.st_uid;
+    it.gid = st.st_gid;
+    it.user = names.user(st.st_uid);
+    it.group = names.group(st.st_gid);
+    it.mtime = (st.st_mtime as i64).saturating_mul(1_000_000_000).saturating_add(st.st_mtime_nsec as i64);
     if matches!(kind, Kind::CharDev | Kind::BlockDev) {
-        it.rdev = md.rdev();
+        it.rdev = st.st_rdev as u64;
     }
     Some(it)
 }
 
-/// Extended attributes of `fs_path` (not following symlinks); an unsupported filesystem yields
-/// none.
-pub fn read_xattrs(fs_path: &Path) -> std::io::Result<Vec<Xattr>> {
+/// Extended attributes of `fs_path` (of a symlink itself unless `follow`); an unsupported
+/// filesystem yields none.
+pub fn read_xattrs(fs_path: &Path, follow: bool) -> std::io::Result<Vec<Xattr>> {
+    let list = |p: &Path, buf: &mut [u8]| {
+        if follow {
+            rustix::fs::listxattr(p, buf)
+        } else {
+            rustix::fs::llistxattr(p, buf)
+        }
+    };
+    let get = |p: &Path, name: &OsStr, buf: &mut [u8]| {
+        if follow {
+            rustix::fs::getxattr(p, name, buf)
+        } else {
+            rustix::fs::lgetxattr(p, name, buf)
+        }
+    };
     // Most files have none: ask with a small stack buffer first, allocate only for a long list.
     let mut small = [0u8; 1024];
     let mut names: Vec<u8> = Vec::new();
-    let n = match rustix::fs::llistxattr(fs_path, &mut small[..]) {
+    let n = match list(fs_path, &mut small[..]) {
         Ok(0) => return Ok(vec![]),
         Ok(n) => {
             names.extend_from_slice(&small[..n]);
@@ -106,7 +207,7 @@ pub fn read_xattrs(fs_path: &Path) -> std::io::Result<Vec<Xattr>> {
         Err(rustix::io::Errno::RANGE) => {
             names.resize(16 * 1024, 0);
             loop {
-                match rustix::fs::llistxattr(fs_path, &mut names[..]) {
+                match list(fs_path, &mut names[..]) {
                     Ok(n) => break n,
                     Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
                     Err(e) => return Err(e.into()),
@@ -119,7 +220,7 @@ pub fn read_xattrs(fs_path: &Path) -> std::io::Result<Vec<Xattr>> {
     for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
         let mut val = vec![0u8; 4096];
         loop {
-            match rustix::fs::lgetxattr(fs_path, OsStr::from_bytes(name), &mut val[..]) {
+            match get(fs_path, OsStr::from_bytes(name), &mut val[..]) {
                 Ok(len) => {
                     val.truncate(len);
                     out.push(Xattr(name.to_vec(), val));
@@ -163,10 +264,10 @@ mod tests {
         }
         let names_len: usize = want.iter().map(|x| x.0.len() + 1).sum();
         assert!(names_len > 1024, "the list must not fit the first buffer");
-        assert_eq!(read_xattrs(&f).unwrap(), want);
-        assert_eq!(read_xattrs(&d.path().join("f")).unwrap().len(), 30);
+        assert_eq!(read_xattrs(&f, false).unwrap(), want);
+        assert_eq!(read_xattrs(&d.path().join("f"), true).unwrap().len(), 30);
         let plain = d.path().join("plain");
         std::fs::write(&plain, b"y").unwrap();
-        assert!(read_xattrs(&plain).unwrap().is_empty());
+        assert!(read_xattrs(&plain, false).unwrap().is_empty());
     }
 }

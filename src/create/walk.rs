@@ -3,19 +3,22 @@
 //! and sends everything in archive order to the pipeline as [`Event`]s over a bounded channel.
 
 use super::files_cache::{FilesCache, Lookup, PathKey, Stamp};
-use super::source::{self, Names};
+use super::source::{self, Loc, Names};
 use crate::archive::item::{Item, Kind};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::patterns::Patterns;
 use crate::progress::Reporter;
 use rayon::prelude::*;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 
 /// The files-cache key of a file: (the hash of) its absolute path and what it looked like.
 #[derive(Clone, Debug)]
@@ -37,11 +40,11 @@ pub enum Event {
         changed: bool,
     },
     /// A file the files cache says is unchanged; `item.chunks` comes from the cache. The pipeline
-    /// reads `fs_path` itself if any of those chunks is missing from the repository.
+    /// reads the file at `loc` itself if any of those chunks is missing from the repository.
     Cached {
         item: Item,
         key: CacheKey,
-        fs_path: PathBuf,
+        loc: Loc,
     },
     /// Abort the create (a dump stream failed to read).
     Abort(String),
@@ -121,18 +124,13 @@ pub fn read_content<R: Read>(
     }
 }
 
-/// Open a regular file for reading without following a symlink that replaced it.
-pub fn open_source(p: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(p)
-}
-
 /// Entries prepared in parallel at a time.
 const BATCH_ENTRIES: usize = 256;
 
 /// A walked path waiting to be archived, in walk order.
 enum Job {
-    /// Filesystem path and archive path.
-    Entry(PathBuf, Vec<u8>),
+    /// Where it is and its archive path.
+    Entry(Loc, Vec<u8>),
     /// Excluded by a pattern or an exclusion tag (reported as `x`).
     Excluded(Vec<u8>),
     /// The walk could not read it: warning and archive path.
@@ -141,12 +139,12 @@ enum Job {
 
 /// What [`Walker::prepare`] found out about an entry.
 struct Entry {
-    fs_path: PathBuf,
+    loc: Loc,
     ap: Vec<u8>,
-    md: std::fs::Metadata,
+    st: Stat,
     xattrs: std::io::Result<Vec<crate::archive::item::Xattr>>,
     /// Symlinks only.
-    target: Option<std::io::Result<PathBuf>>,
+    target: Option<std::io::Result<Vec<u8>>>,
     /// Regular files outside a dry run: the files-cache key and verdict.
     cache: Option<(CacheKey, Lookup)>,
 }
@@ -155,6 +153,14 @@ enum Prepared {
     Entry(Entry),
     Excluded(Vec<u8>),
     Failed(String, Vec<u8>),
+}
+
+/// A directory being walked: its descriptor and its remaining entries.
+struct Frame {
+    fd: Arc<OwnedFd>,
+    path: PathBuf,
+    ap: Vec<u8>,
+    entries: std::vec::IntoIter<(OsString, FileType)>,
 }
 
 struct Walker<'a, 'c> {
@@ -166,7 +172,20 @@ struct Walker<'a, 'c> {
     root: (PathBuf, PathBuf),
 }
 
+/// Every open directory of the walk's current branch holds a descriptor: let deep trees have
+/// as many as the hard limit allows.
+fn raise_fd_limit() {
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if lim.current < lim.maximum {
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit { current: lim.maximum, maximum: lim.maximum },
+        );
+    }
+}
+
 pub fn walk(cfg: &WalkConfig<'_>, tx: SyncSender<Vec<Event>>) -> Result<(), Hangup> {
+    raise_fd_limit();
     let mut w = Walker {
         cfg,
         tx: EventSink::new(tx),
@@ -189,19 +208,20 @@ impl Walker<'_, '_> {
         self.cfg.reporter.warning(&msg);
     }
 
-    /// Tag files that exclude the directory `dir`, if any.
-    fn exclusion_tags(&self, dir: &Path) -> Vec<String> {
+    /// Tag files that exclude the directory open as `dir`, if any.
+    fn exclusion_tags(&self, dir: &OwnedFd) -> Vec<String> {
         let mut tags = vec![];
         if self.cfg.exclude_caches {
             let mut head = [0u8; 43];
-            if let Ok(mut f) = File::open(dir.join(CACHEDIR_TAG)) {
-                if f.read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE {
+            let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+            if let Ok(fd) = rustix::fs::openat(dir, CACHEDIR_TAG, flags, Mode::empty()) {
+                if File::from(fd).read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE {
                     tags.push(CACHEDIR_TAG.to_string());
                 }
             }
         }
         for name in self.cfg.exclude_if_present {
-            if std::fs::symlink_metadata(dir.join(name)).is_ok() {
+            if rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
                 tags.push(name.clone());
             }
         }
@@ -221,62 +241,104 @@ impl Walker<'_, '_> {
         }
     }
 
+    /// Walk one root depth first, entries of a directory in bytewise name order, a directory
+    /// before its contents; archive in batches.
     fn root(&mut self, root: &Path) -> Result<(), Hangup> {
         let prefix = source::archive_root(root);
         self.root = (root.to_path_buf(), std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()));
-        let mut it = walkdir::WalkDir::new(root)
-            .follow_links(false)
-            .same_file_system(self.cfg.one_file_system)
-            .sort_by_file_name()
-            .into_iter();
         let mut batch: Vec<Job> = Vec::with_capacity(BATCH_ENTRIES);
-        while let Some(entry) = it.next() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
-                    let why = e.io_error().map(|e| e.to_string()).unwrap_or_else(|| e.to_string());
-                    // A directory or file that vanished during the walk is not an error of ours.
-                    batch.push(Job::Failed(format!("{path}: {why}"), path.into_bytes()));
-                    continue;
-                }
+        let mut stack: Vec<Frame> = Vec::new();
+        let top = Loc::root(root);
+        let (root_dev, root_is_dir) = match top.stat() {
+            Ok(st) => (st.st_dev as u64, FileType::from_raw_mode(st.st_mode as _) == FileType::Directory),
+            Err(_) => (0, false), // reported when the root entry is prepared
+        };
+        // `create REPO::A /`: the root itself has no archive path and is not stored.
+        if !prefix.is_empty() && self.cfg.patterns.is_excluded(&prefix) {
+            batch.push(Job::Excluded(prefix));
+            return self.run_batch(batch);
+        }
+        if root_is_dir {
+            self.enter(top, prefix, root_dev, &mut batch, &mut stack);
+        } else if !prefix.is_empty() {
+            batch.push(Job::Entry(top, prefix));
+        }
+        while let Some(frame) = stack.last_mut() {
+            let Some((name, ft)) = frame.entries.next() else {
+                stack.pop();
+                continue;
             };
-            let fs_path = entry.path();
-            let ap = source::join(&prefix, fs_path.strip_prefix(root).unwrap_or(fs_path));
-            if ap.is_empty() {
-                continue; // the root of `create REPO::A /` itself
+            let mut ap = frame.ap.clone();
+            if !ap.is_empty() {
+                ap.push(b'/');
             }
-            let is_dir = entry.file_type().is_dir();
+            ap.extend_from_slice(name.as_bytes());
+            let loc = Loc::child(&frame.fd, &frame.path, name);
+            let is_dir = match ft {
+                FileType::Unknown => {
+                    loc.stat().is_ok_and(|st| FileType::from_raw_mode(st.st_mode as _) == FileType::Directory)
+                }
+                t => t == FileType::Directory,
+            };
             if self.cfg.patterns.is_excluded(&ap) {
                 batch.push(Job::Excluded(ap));
-                if is_dir {
-                    it.skip_current_dir();
-                }
-                continue;
+            } else if is_dir {
+                self.enter(loc, ap, root_dev, &mut batch, &mut stack);
+            } else {
+                batch.push(Job::Entry(loc, ap));
             }
-            if is_dir {
-                let tags = self.exclusion_tags(fs_path);
-                if !tags.is_empty() {
-                    it.skip_current_dir();
-                    batch.push(Job::Excluded(ap.clone()));
-                    if self.cfg.keep_exclude_tags {
-                        batch.push(Job::Entry(fs_path.to_path_buf(), ap.clone()));
-                        for t in tags {
-                            let mut tap = ap.clone();
-                            tap.push(b'/');
-                            tap.extend_from_slice(t.as_bytes());
-                            batch.push(Job::Entry(fs_path.join(&t), tap));
-                        }
-                    }
-                    continue;
-                }
-            }
-            batch.push(Job::Entry(entry.into_path(), ap));
             if batch.len() >= BATCH_ENTRIES {
                 self.run_batch(std::mem::take(&mut batch))?;
             }
         }
         self.run_batch(batch)
+    }
+
+    /// Queue directory `loc` and, unless an exclusion tag or `--one-file-system` says no, open
+    /// it and push its entries to walk next.
+    fn enter(&self, loc: Loc, ap: Vec<u8>, root_dev: u64, batch: &mut Vec<Job>, stack: &mut Vec<Frame>) {
+        let fd = match loc.open_dir() {
+            Ok(fd) => fd,
+            Err(e) => {
+                let vanished = e.kind() == std::io::ErrorKind::NotFound;
+                let msg = format!("{}: {e}", loc.path.display());
+                let shown = loc.path.as_os_str().as_bytes().to_vec();
+                if !ap.is_empty() {
+                    batch.push(Job::Entry(loc, ap)); // its own metadata may still be readable
+                }
+                if !vanished {
+                    batch.push(Job::Failed(msg, shown));
+                }
+                return;
+            }
+        };
+        let tags = self.exclusion_tags(&fd);
+        if !tags.is_empty() {
+            batch.push(Job::Excluded(ap.clone()));
+            if self.cfg.keep_exclude_tags {
+                let fd = Arc::new(fd);
+                let path = loc.path.clone();
+                batch.push(Job::Entry(loc, ap.clone()));
+                for t in tags {
+                    let mut tap = ap.clone();
+                    tap.push(b'/');
+                    tap.extend_from_slice(t.as_bytes());
+                    batch.push(Job::Entry(Loc::child(&fd, &path, OsString::from(t)), tap));
+                }
+            }
+            return;
+        }
+        // Like borg: a mount point below the root is archived, its contents are not.
+        let crosses = self.cfg.one_file_system && rustix::fs::fstat(&fd).is_ok_and(|st| st.st_dev as u64 != root_dev);
+        let entries = if crosses { Ok(Vec::new()) } else { source::read_dir_sorted(&fd) };
+        let path = loc.path.clone();
+        if !ap.is_empty() {
+            batch.push(Job::Entry(loc, ap.clone()));
+        }
+        match entries {
+            Ok(entries) => stack.push(Frame { fd: Arc::new(fd), path, ap, entries: entries.into_iter() }),
+            Err(e) => batch.push(Job::Failed(format!("{}: {e}", path.display()), path.into_os_string().into_vec())),
+        }
     }
 
     /// Stat the batch's entries, read their extended attributes and consult the files cache on
@@ -300,46 +362,46 @@ impl Walker<'_, '_> {
     /// The part of archiving an entry that needs no walker state: its metadata, extended
     /// attributes, symlink target and files-cache verdict.
     fn prepare(&self, job: Job) -> Prepared {
-        let (fs_path, ap) = match job {
-            Job::Entry(p, ap) => (p, ap),
+        let (loc, ap) = match job {
+            Job::Entry(l, ap) => (l, ap),
             Job::Excluded(ap) => return Prepared::Excluded(ap),
             Job::Failed(m, ap) => return Prepared::Failed(m, ap),
         };
-        let md = match std::fs::symlink_metadata(&fs_path) {
-            Ok(m) => m,
-            Err(e) => return Prepared::Failed(format!("{}: {e}", fs_path.display()), ap),
+        let st = match loc.stat() {
+            Ok(st) => st,
+            Err(e) => return Prepared::Failed(format!("{}: {e}", loc.path.display()), ap),
         };
-        let ft = md.file_type();
-        let xattrs = source::read_xattrs(&fs_path);
-        let target = ft.is_symlink().then(|| std::fs::read_link(&fs_path));
+        let ft = FileType::from_raw_mode(st.st_mode as _);
+        let xattrs = loc.xattrs();
+        let target = (ft == FileType::Symlink).then(|| loc.read_link());
         let mut cache = None;
-        if ft.is_file() && !self.cfg.dry_run {
-            let key = CacheKey { path: self.cache_key(&fs_path), stamp: Stamp::of(&md) };
+        if ft == FileType::RegularFile && !self.cfg.dry_run {
+            let key = CacheKey { path: self.cache_key(&loc.path), stamp: Stamp::of(&st) };
             let verdict = match self.cfg.cache {
                 Some(c) => c.lookup(&key.path, &key.stamp),
                 None => Lookup::Absent,
             };
             cache = Some((key, verdict));
         }
-        Prepared::Entry(Entry { fs_path, ap, md, xattrs, target, cache })
+        Prepared::Entry(Entry { loc, ap, st, xattrs, target, cache })
     }
 
     /// Archive one prepared filesystem entry.
     fn entry(&mut self, e: Entry) -> Result<(), Hangup> {
-        let Entry { fs_path, ap, md, xattrs, target, cache } = e;
-        let Some(mut item) = source::item_from_metadata(ap.clone(), &md, &mut self.names) else {
+        let Entry { loc, ap, st, xattrs, target, cache } = e;
+        let Some(mut item) = source::item_from_metadata(ap.clone(), &st, &mut self.names) else {
             return Ok(()); // sockets are not archived
         };
         match xattrs {
             Ok(x) => item.xattrs = x,
-            Err(e) => self.warn(format!("{}: reading extended attributes: {e}", fs_path.display())),
+            Err(e) => self.warn(format!("{}: reading extended attributes: {e}", loc.path.display())),
         }
-        if item.kind != Kind::Dir && md.nlink() > 1 {
-            let key = (md.dev(), md.ino());
+        if item.kind != Kind::Dir && st.st_nlink > 1 {
+            let key = (st.st_dev as u64, st.st_ino as u64);
             if let Some(first) = self.hardlinks.get(&key) {
                 item.kind = Kind::Hardlink;
                 item.source = Some(first.clone());
-                item.size = md.size();
+                item.size = st.st_size as u64;
                 self.status('h', &ap);
                 return self.tx.send(Event::Item(item));
             }
@@ -348,15 +410,15 @@ impl Walker<'_, '_> {
         }
         match item.kind {
             Kind::Symlink => match target {
-                Some(Ok(t)) => item.target = Some(t.into_os_string().into_vec()),
+                Some(Ok(t)) => item.target = Some(t),
                 Some(Err(e)) => {
-                    self.warn(format!("{}: reading symlink: {e}", fs_path.display()));
+                    self.warn(format!("{}: reading symlink: {e}", loc.path.display()));
                     self.status('E', &ap);
                     return Ok(());
                 }
                 None => unreachable!("prepare reads the target of every symlink"),
             },
-            Kind::File => return self.file(fs_path, item, &md, cache),
+            Kind::File => return self.file(loc, item, &st, cache),
             _ => {}
         }
         let letter = match item.kind {
@@ -371,16 +433,10 @@ impl Walker<'_, '_> {
         self.tx.send(Event::Item(item))
     }
 
-    fn file(
-        &mut self,
-        fs_path: PathBuf,
-        mut item: Item,
-        md: &std::fs::Metadata,
-        cache: Option<(CacheKey, Lookup)>,
-    ) -> Result<(), Hangup> {
+    fn file(&mut self, loc: Loc, mut item: Item, st: &Stat, cache: Option<(CacheKey, Lookup)>) -> Result<(), Hangup> {
         let Some((key, verdict)) = cache else {
             // A dry run: nothing is read.
-            item.size = md.size();
+            item.size = st.st_size as u64;
             self.status('-', &item.path);
             return self.tx.send(Event::Item(item));
         };
@@ -389,15 +445,15 @@ impl Walker<'_, '_> {
             Lookup::Hit(chunks) => {
                 item.chunks = chunks;
                 item.size = stamp.size;
-                return self.tx.send(Event::Cached { item, key, fs_path });
+                return self.tx.send(Event::Cached { item, key, loc });
             }
             Lookup::Changed => true,
             Lookup::Absent => false,
         };
-        let file = match open_source(&fs_path) {
+        let file = match loc.open() {
             Ok(f) => f,
             Err(e) => {
-                self.warn(format!("{}: {e}", fs_path.display()));
+                self.warn(format!("{}: {e}", loc.path.display()));
                 self.status('E', &item.path);
                 return Ok(());
             }
@@ -406,15 +462,15 @@ impl Walker<'_, '_> {
         self.tx.send(Event::FileStart { item, key: Some(key) })?;
         let (params, seed) = (self.cfg.params, self.cfg.seed);
         let tx = &mut self.tx;
-        let read = read_content(&file, Some(md.size()), params, seed, &mut |c| tx.send(Event::Chunk(c)))?;
+        let read = read_content(&file, Some(stamp.size), params, seed, &mut |c| tx.send(Event::Chunk(c)))?;
         let mut changed = false;
         if let Err(e) = read {
-            self.warn(format!("{}: read error, archived the bytes before it: {e}", fs_path.display()));
+            self.warn(format!("{}: read error, archived the bytes before it: {e}", loc.path.display()));
             changed = true;
         }
-        let now = file.metadata().map(|m| Stamp::of(&m)).ok();
+        let now = rustix::fs::fstat(&file).map(|st| Stamp::of(&st)).ok();
         if now.is_none_or(|n| n.size != stamp.size || n.mtime != stamp.mtime || n.ctime != stamp.ctime) {
-            self.warn(format!("{}: file changed while we read it", fs_path.display()));
+            self.warn(format!("{}: file changed while we read it", loc.path.display()));
             changed = true;
         }
         self.status(

@@ -336,3 +336,65 @@ fn long_paths_and_long_names_round_trip() {
     env.extract_to("a", "out", &[]).ok();
     assert_same_tree(&env.path("src"), &env.path("out/src"));
 }
+
+/// Open `names` one after another below `root` (each lookup is one name, so the whole can be
+/// longer than PATH_MAX).
+fn open_deep(root: &std::path::Path, names: &[String]) -> std::os::fd::OwnedFd {
+    use rustix::fs::{Mode, OFlags};
+    let mut fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    for n in names {
+        fd = rustix::fs::openat(&fd, n.as_str(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    }
+    fd
+}
+
+#[test]
+fn trees_deeper_than_path_max_round_trip() {
+    use rustix::fs::{Mode, OFlags};
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src")).unwrap();
+    // 40 levels of 250-byte names: paths of about 10,000 bytes, well past PATH_MAX (4096)
+    let names: Vec<String> = (0..40).map(|i| format!("{i:02}{}", "x".repeat(248))).collect();
+    let mut fd = rustix::fs::open(env.path("src"), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    for n in &names {
+        rustix::fs::mkdirat(&fd, n.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        fd = rustix::fs::openat(&fd, n.as_str(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    }
+    let wr = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
+    let f = rustix::fs::openat(&fd, "deep-file", wr, Mode::from_raw_mode(0o640)).unwrap();
+    rustix::io::write(&f, b"at the bottom of a very deep tree").unwrap();
+    let xattr = rustix::fs::fsetxattr(&f, "user.origin", b"deep", rustix::fs::XattrFlags::empty()).is_ok();
+    drop(f);
+    rustix::fs::symlinkat("deep-file", &fd, "deep-link").unwrap();
+    rustix::fs::linkat(&fd, "deep-file", &fd, "deep-hardlink", rustix::fs::AtFlags::empty()).unwrap();
+
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // old enough for the files cache
+    let r = env.run(&["create", &env.archive("a"), "src"]).ok();
+    assert!(r.stderr.is_empty(), "no warnings expected: {}", r.stderr);
+    let listed = env.run(&["list", "--short", &env.archive("a")]).ok().stdout;
+    let deepest = format!("src/{}/deep-file", names.join("/"));
+    assert!(listed.lines().any(|l| l == deepest), "the deep file is listed under its full path");
+    env.extract_to("a", "out", &[]).ok();
+
+    let got = open_deep(&env.path("out/src"), &names);
+    let mut buf = vec![0u8; 100];
+    let fr = rustix::fs::openat(&got, "deep-file", OFlags::RDONLY, Mode::empty()).unwrap();
+    let n = rustix::io::read(&fr, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"at the bottom of a very deep tree");
+    let st = rustix::fs::fstat(&fr).unwrap();
+    assert_eq!(st.st_mode & 0o7777, 0o640);
+    assert_eq!(st.st_nlink, 2, "the hardlink is restored as a hardlink");
+    if xattr {
+        let mut v = [0u8; 16];
+        let n = rustix::fs::fgetxattr(&fr, "user.origin", &mut v).unwrap();
+        assert_eq!(&v[..n], b"deep");
+    }
+    let target = rustix::fs::readlinkat(&got, "deep-link", Vec::new()).unwrap();
+    assert_eq!(target.to_bytes(), b"deep-file");
+
+    // An unchanged re-run takes the deep file from the files cache (status U: not read again).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = env.run(&["create", "--list", &env.archive("b"), "src"]).ok();
+    assert!(r.stderr.lines().any(|l| l == format!("U {deepest}")), "{}", r.stderr);
+}

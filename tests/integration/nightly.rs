@@ -300,3 +300,34 @@ fn progress_flag_shows_totals() {
     let r = env.run(&["create", &env.archive("q"), "src"]).ok();
     assert!(r.stderr.is_empty(), "quiet without a terminal: {}", r.stderr);
 }
+
+#[test]
+fn one_file_system_keeps_the_mount_point_but_not_what_is_mounted_there() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src/mnt")).unwrap();
+    fs::write(env.path("src/here"), b"on the root's filesystem").unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "garret-test", env.path("src/mnt").to_str().unwrap()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIP one_file_system: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(env.path("src/mnt"));
+    fs::write(env.path("src/mnt/elsewhere"), b"on another filesystem").unwrap();
+    env.run(&["create", "--one-file-system", &env.archive("one"), "src"]).ok();
+    env.run(&["create", &env.archive("all"), "src"]).ok();
+    let one = env.run(&["list", "--short", &env.archive("one")]).ok().stdout;
+    let all = env.run(&["list", "--short", &env.archive("all")]).ok().stdout;
+    assert_eq!(one.lines().collect::<Vec<_>>(), ["src", "src/here", "src/mnt"]);
+    assert_eq!(all.lines().collect::<Vec<_>>(), ["src", "src/here", "src/mnt", "src/mnt/elsewhere"]);
+}
