@@ -87,6 +87,71 @@ impl Loc {
     }
 }
 
+/// A regular file read front to back with its holes skipped: where the filesystem reports a
+/// hole (`SEEK_HOLE`), zeros are produced without a read (the kernel zero-fills holes at a few
+/// hundred MB/s here; a 100 GiB sparse disk image would otherwise take minutes). Filesystems
+/// without hole reporting say "all data", and the file is read as usual.
+pub struct SparseReader {
+    file: std::fs::File,
+    pos: u64,
+    /// `pos..hole_end` is a hole; `hole_end..data_end` is data.
+    hole_end: u64,
+    data_end: u64,
+}
+
+impl SparseReader {
+    pub fn new(file: std::fs::File) -> SparseReader {
+        SparseReader { file, pos: 0, hole_end: 0, data_end: 0 }
+    }
+
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    /// Find the region at `pos`. Past the last data region (or when the filesystem cannot
+    /// tell) everything is treated as data, so a file that grows is still read.
+    fn locate(&mut self) {
+        use rustix::fs::SeekFrom;
+        let data = match rustix::fs::seek(&self.file, SeekFrom::Data(self.pos)) {
+            Ok(d) => d,
+            // No data after pos: a hole to the end of the file as it is now.
+            Err(rustix::io::Errno::NXIO) => {
+                let size = rustix::fs::fstat(&self.file).map(|st| st.st_size as u64).unwrap_or(self.pos);
+                (self.hole_end, self.data_end) = (size.max(self.pos), u64::MAX);
+                return;
+            }
+            Err(_) => {
+                (self.hole_end, self.data_end) = (self.pos, u64::MAX);
+                return;
+            }
+        };
+        let hole = rustix::fs::seek(&self.file, SeekFrom::Hole(data)).unwrap_or(u64::MAX);
+        (self.hole_end, self.data_end) = (data, hole.max(data + 1));
+    }
+}
+
+impl std::io::Read for SparseReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pos >= self.data_end {
+            self.locate();
+        }
+        let n = if self.pos < self.hole_end {
+            let n = buf.len().min((self.hole_end - self.pos).try_into().unwrap_or(usize::MAX));
+            buf[..n].fill(0);
+            n
+        } else {
+            let n = buf.len().min((self.data_end - self.pos).try_into().unwrap_or(usize::MAX));
+            self.file.read_at(&mut buf[..n], self.pos)?
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// The names in directory `dir` (without `.` and `..`) with their type as the directory reports
 /// it (possibly `Unknown`), sorted bytewise.
 pub fn read_dir_sorted(dir: &OwnedFd) -> std::io::Result<Vec<(OsString, FileType)>> {
@@ -245,6 +310,43 @@ mod tests {
         assert_eq!(archive_root(Path::new("/store/projects")), b"store/projects");
         assert_eq!(archive_root(Path::new("./a/../b")), b"a/b");
         assert_eq!(archive_root(Path::new("/")), b"");
+    }
+
+    #[test]
+    fn sparse_reader_yields_the_same_bytes_as_a_plain_read() {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sparse");
+        let mut f = std::fs::File::create(&p).unwrap();
+        // data, a 5 MiB hole, data at an odd offset, a trailing hole
+        f.write_all(&[1u8; 70_000]).unwrap();
+        f.seek(SeekFrom::Start(5 << 20)).unwrap();
+        f.write_all(b"middle").unwrap();
+        f.seek(SeekFrom::Start((9 << 20) + 12_345)).unwrap();
+        f.write_all(&[7u8; 100_000]).unwrap();
+        f.set_len(16 << 20).unwrap();
+        drop(f);
+        let plain = std::fs::read(&p).unwrap();
+        for chunk in [4093usize, 65_536, 1 << 20] {
+            let mut r = SparseReader::new(std::fs::File::open(&p).unwrap());
+            let mut got = Vec::new();
+            let mut buf = vec![0xAAu8; chunk];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got.len(), plain.len(), "buffer {chunk}");
+            assert!(got == plain, "buffer {chunk}");
+        }
+        // a file that grows after the walk saw it is read to its new end
+        let mut r = SparseReader::new(std::fs::File::open(&p).unwrap());
+        let mut got = Vec::new();
+        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"tail").unwrap();
+        r.read_to_end(&mut got).unwrap();
+        assert!(got.ends_with(b"tail") && got.len() == plain.len() + 4);
     }
 
     #[test]

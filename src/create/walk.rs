@@ -462,13 +462,15 @@ impl Walker<'_, '_> {
         self.tx.send(Event::FileStart { item, key: Some(key) })?;
         let (params, seed) = (self.cfg.params, self.cfg.seed);
         let tx = &mut self.tx;
-        let read = read_content(&file, Some(stamp.size), params, seed, &mut |c| tx.send(Event::Chunk(c)))?;
+        let mut reader = source::SparseReader::new(file);
+        let read = read_content(&mut reader, Some(stamp.size), params, seed, &mut |c| tx.send(Event::Chunk(c)))?;
+        let file = reader.file();
         let mut changed = false;
         if let Err(e) = read {
             self.warn(format!("{}: read error, archived the bytes before it: {e}", loc.path.display()));
             changed = true;
         }
-        let now = rustix::fs::fstat(&file).map(|st| Stamp::of(&st)).ok();
+        let now = rustix::fs::fstat(file).map(|st| Stamp::of(&st)).ok();
         if now.is_none_or(|n| n.size != stamp.size || n.mtime != stamp.mtime || n.ctime != stamp.ctime) {
             self.warn(format!("{}: file changed while we read it", loc.path.display()));
             changed = true;
