@@ -398,3 +398,48 @@ fn trees_deeper_than_path_max_round_trip() {
     let r = env.run(&["create", "--list", &env.archive("b"), "src"]).ok();
     assert!(r.stderr.lines().any(|l| l == format!("U {deepest}")), "{}", r.stderr);
 }
+
+/// A repair crashed after each of its durable writes (every synced object, pack and index
+/// update, and around the manifest), then run again, leaves a repository that checks clean.
+#[test]
+fn repair_crashed_after_each_write_then_rerun_checks_clean() {
+    let mut sites = vec![];
+    for n in 1..12 {
+        sites.push(format!("object-synced:{n}"));
+    }
+    for n in 1..4 {
+        sites.push(format!("pack-written:{n}"));
+        sites.push(format!("pack-indexed:{n}"));
+    }
+    sites.push("before-manifest".into());
+    sites.push("manifest-written".into());
+    let mut report = String::new();
+    let mut crashed = 0;
+    for site in &sites {
+        let env = setup();
+        let (pack, offset, _) = victim_location(&env);
+        flip(&env.repo().join(&pack), offset + 500);
+        let r0 = env
+            .cmd()
+            .env("GARRET_CRASH_AT", site)
+            .args(["check", "--repair", "--verify-data", &env.repo_str()])
+            .output()
+            .unwrap();
+        crashed += r0.status.code().is_none() as usize;
+        let r1 = env.run(&["check", "--repair", "--verify-data", &env.repo_str()]);
+        let r = env.run(&["check", "--verify-data", &env.repo_str()]);
+        if r.code != 0 || r1.code > 1 {
+            report.push_str(&format!(
+                "{site}: crashed {:?}; repair rc {} stderr {}\ncheck rc {} stderr {}\n\n",
+                r0.status.code(),
+                r1.code,
+                r1.stderr,
+                r.code,
+                r.stderr
+            ));
+        }
+    }
+    assert!(report.is_empty(), "{report}");
+    assert!(crashed >= 10, "only {crashed} of {} sites were reached", sites.len());
+    eprintln!("repair crashed at {crashed} of {} sites", sites.len());
+}
