@@ -24,7 +24,7 @@ use crate::id::{Id, ObjectType};
 use crate::patterns::Patterns;
 use crate::progress::{Progress, Reporter};
 use crate::repository::{lock, now_rfc3339, Repository};
-use files_cache::{FilesCache, Stamp};
+use files_cache::{FilesCache, Seen};
 use rayon::prelude::*;
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;
@@ -103,7 +103,8 @@ struct Pipeline<'a> {
     queue_base: usize,
     stream: ItemStreamWriter,
     stats: ArchiveStats,
-    remembered: Vec<(files_cache::PathKey, Stamp, Vec<ChunkRef>)>,
+    /// Files archived in this run, for the files cache.
+    seen: Seen,
     reporter: &'a dyn Reporter,
     progress: Progress,
     /// Ids of all-zero chunks by length.
@@ -209,7 +210,7 @@ impl Pipeline<'_> {
                 self.stats.nfiles += 1;
                 self.progress.files += 1;
                 if let Some(k) = p.key {
-                    self.remembered.push((k.path, k.stamp, p.item.chunks.clone()));
+                    self.seen.remember(k.path, k.stamp, &p.item.chunks);
                 }
             }
             self.stream.push(repo, &p.item)?;
@@ -319,7 +320,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         queue_base: 0,
         stream: ItemStreamWriter::new(repo),
         stats: ArchiveStats::default(),
-        remembered: vec![],
+        seen: Seen::new(),
         reporter,
         progress: Progress::default(),
         zero_ids: Default::default(),
@@ -422,12 +423,9 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         return Ok(CreateOutcome { archive, id: None, duration: started.elapsed() });
     }
     let id = archive.commit(repo)?;
-    if let Some(mut c) = cache.take() {
-        for (p, s, ch) in pl.remembered {
-            c.remember(p, s, ch);
-        }
+    if let Some(c) = cache.take() {
         // The archive is committed; a cache that cannot be written only costs time next run.
-        if let Err(e) = c.save() {
+        if let Err(e) = c.save(pl.seen) {
             reporter.warning(&format!("files cache not saved: {e}"));
         }
     }

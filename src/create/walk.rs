@@ -155,12 +155,13 @@ enum Prepared {
     Failed(String, Vec<u8>),
 }
 
-/// A directory being walked: its descriptor and its remaining entries.
+/// A directory being walked: its descriptor and its entries, `next` the first not yet walked.
 struct Frame {
     fd: Arc<OwnedFd>,
     path: PathBuf,
     ap: Vec<u8>,
-    entries: std::vec::IntoIter<(OsString, FileType)>,
+    entries: source::Listing,
+    next: usize,
 }
 
 struct Walker<'a, 'c> {
@@ -264,10 +265,13 @@ impl Walker<'_, '_> {
             batch.push(Job::Entry(top, prefix));
         }
         while let Some(frame) = stack.last_mut() {
-            let Some((name, ft)) = frame.entries.next() else {
+            if frame.next == frame.entries.len() {
                 stack.pop();
                 continue;
-            };
+            }
+            let (name, ft) = frame.entries.get(frame.next);
+            let name = name.to_owned();
+            frame.next += 1;
             let mut ap = frame.ap.clone();
             if !ap.is_empty() {
                 ap.push(b'/');
@@ -330,13 +334,14 @@ impl Walker<'_, '_> {
         }
         // Like borg: a mount point below the root is archived, its contents are not.
         let crosses = self.cfg.one_file_system && rustix::fs::fstat(&fd).is_ok_and(|st| st.st_dev as u64 != root_dev);
-        let entries = if crosses { Ok(Vec::new()) } else { source::read_dir_sorted(&fd) };
+        let entries = if crosses { Ok(None) } else { source::Listing::read(&fd).map(Some) };
         let path = loc.path.clone();
         if !ap.is_empty() {
             batch.push(Job::Entry(loc, ap.clone()));
         }
         match entries {
-            Ok(entries) => stack.push(Frame { fd: Arc::new(fd), path, ap, entries: entries.into_iter() }),
+            Ok(Some(entries)) => stack.push(Frame { fd: Arc::new(fd), path, ap, entries, next: 0 }),
+            Ok(None) => {}
             Err(e) => batch.push(Job::Failed(format!("{}: {e}", path.display()), path.into_os_string().into_vec())),
         }
     }
