@@ -107,21 +107,24 @@ fn check_packs(repo: &Repository, rep: &mut CheckReport, bad: &mut HashSet<Id>) 
         .iter()
         .filter_map(|k| k.rsplit('/').next().map(String::from))
         .collect();
-    for (name, u) in &usage {
+    // Headers are read and decrypted on all cores; findings are reported in index order.
+    let headers: Vec<Option<Result<(Vec<pack::PackEntry>, u64)>>> =
+        usage.par_iter().map(|(name, _)| on_disk.contains(name).then(|| repo.read_pack_header(name))).collect();
+    for ((name, u), header) in usage.iter().zip(headers) {
         rep.packs_checked += 1;
-        if !on_disk.contains(name) {
-            rep.errors.push(format!("pack {name} is indexed but missing from data/"));
-            bad.extend(u.blobs.iter().map(|b| b.0));
-            continue;
-        }
-        let entries = match repo.read_pack_header(name) {
-            Ok((entries, size)) => {
+        let entries = match header {
+            None => {
+                rep.errors.push(format!("pack {name} is indexed but missing from data/"));
+                bad.extend(u.blobs.iter().map(|b| b.0));
+                continue;
+            }
+            Some(Ok((entries, size))) => {
                 if size != u.size {
                     rep.errors.push(format!("pack {name} is {size} bytes, the index says {}", u.size));
                 }
                 entries
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 rep.errors.push(format!("pack {name}: {e}"));
                 bad.extend(u.blobs.iter().map(|b| b.0));
                 rep.damaged_packs.entry(name.clone()).or_default();
@@ -148,11 +151,12 @@ fn check_packs(repo: &Repository, rep: &mut CheckReport, bad: &mut HashSet<Id>) 
             }
         }
     }
-    for name in &on_disk {
-        if !usage.iter().any(|(n, _)| n == name) {
-            rep.warnings
-                .push(format!("pack {name} is not indexed (unreadable header?); `check --repair` rebuilds the index"));
-        }
+    let indexed: HashSet<&str> = usage.iter().map(|(n, _)| n.as_str()).collect();
+    let mut unindexed: Vec<&String> = on_disk.iter().filter(|n| !indexed.contains(n.as_str())).collect();
+    unindexed.sort();
+    for name in unindexed {
+        rep.warnings
+            .push(format!("pack {name} is not indexed (unreadable header?); `check --repair` rebuilds the index"));
     }
     Ok(())
 }
