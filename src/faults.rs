@@ -2,8 +2,11 @@
 //!
 //! `GARRET_CRASH_AT=site[:n]` aborts the process (like kill -9: no destructors, no cleanup) the
 //! n-th time (default 1st) execution reaches `site`. `GARRET_FAIL_AT=site[:n]` makes the n-th
-//! [`io_point`] named `site` return an I/O error. The variables are read once; when neither is
-//! set a hook costs one atomic load. They can only make garret fail, never do something else.
+//! [`io_point`] named `site` return an I/O error. `GARRET_PAUSE_AT=site[:n]` with
+//! `GARRET_PAUSE_FILE=PATH` makes the n-th [`pause_point`] create PATH and wait (up to a minute)
+//! until a test removes it, so that the test can run another process at exactly that moment.
+//! The variables are read once; when none is set a hook costs one atomic load. They can only make
+//! garret fail or wait, never do something else.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -35,6 +38,22 @@ fn hit(var: &'static str, cell: &'static OnceLock<Option<Spec>>, site: &str) -> 
 
 static CRASH: OnceLock<Option<Spec>> = OnceLock::new();
 static FAIL: OnceLock<Option<Spec>> = OnceLock::new();
+static PAUSE: OnceLock<Option<Spec>> = OnceLock::new();
+
+/// Wait here, once, if `GARRET_PAUSE_AT` names this site (see the module documentation).
+pub fn pause_point(site: &str) {
+    if !hit("GARRET_PAUSE_AT", &PAUSE, site) {
+        return;
+    }
+    let Some(flag) = std::env::var_os("GARRET_PAUSE_FILE") else { return };
+    if std::fs::write(&flag, site).is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::path::Path::new(&flag).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
 
 /// Abort here if `GARRET_CRASH_AT` names this site.
 #[inline]

@@ -337,6 +337,7 @@ impl Repository {
                 ids.iter().map(|_| Err(Error::malformed("index", msg.clone()))).collect()
             }
         };
+        crate::faults::pause_point("blobs-located");
         let (keys, backend) = (&self.keys, &self.backend);
         let results: Vec<(Result<Vec<u8>>, Option<index::Location>)> = ids
             .par_iter()

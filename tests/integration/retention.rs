@@ -365,3 +365,68 @@ fn crashes_during_prune_and_compact_never_lose_a_kept_archive() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["stats"]["packs_deleted"], 0, "{v}");
 }
+
+/// Pack files under data/ (relative keys).
+fn data_packs(env: &Env) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for d in fs::read_dir(env.repo().join("data")).unwrap() {
+        for f in fs::read_dir(d.unwrap().path()).unwrap() {
+            out.insert(f.unwrap().file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+/// A reader that located its blobs just before a compact in another process moved them and
+/// deleted their pack reads them from their new pack (the look-up-again path), at exactly that
+/// moment: the reader (export-tar) is paused by a test hook between locating and reading. Without
+/// the look-up-again path this test fails with "No such file or directory" (checked).
+#[test]
+fn a_read_located_before_a_compact_moved_its_blobs_still_succeeds() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    let big = xorshift(3 << 20, 31);
+    fs::write(env.path("src/big"), &big).unwrap();
+    fs::write(env.path("src/gone"), xorshift(2 << 20, 32)).unwrap();
+    env.create_json("a0", &["src"], &[]);
+    fs::remove_file(env.path("src/gone")).unwrap();
+    env.create_json("a1", &["src"], &[]);
+    env.run(&["delete", &env.archive("a0")]).ok();
+    let before = data_packs(&env);
+
+    let flag = env.path("paused");
+    let child = env
+        .cmd()
+        .env("GARRET_PAUSE_AT", "blobs-located")
+        .env("GARRET_PAUSE_FILE", &flag)
+        .args(["export-tar", &env.archive("a1"), "out.tar"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !flag.exists() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "the reader never reached the pause");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The reader has located its blobs; now a compact moves them and deletes their old pack.
+    env.run(&["compact", &env.repo_str()]).ok();
+    let after = data_packs(&env);
+    assert!(before.difference(&after).count() > 0, "compact deleted no pack: the test proves nothing");
+    fs::remove_file(&flag).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut tar = tar::Archive::new(fs::File::open(env.path("out.tar")).unwrap());
+    let mut got = None;
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().as_os_str() == "src/big" {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+            got = Some(b);
+        }
+    }
+    assert!(got.as_deref() == Some(&big[..]), "src/big is missing from the export or differs");
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+}
