@@ -335,6 +335,7 @@ impl Walker<'_, '_> {
         // Like borg: a mount point below the root is archived, its contents are not.
         let crosses = self.cfg.one_file_system && rustix::fs::fstat(&fd).is_ok_and(|st| st.st_dev as u64 != root_dev);
         let entries = if crosses { Ok(None) } else { source::Listing::read(&fd).map(Some) };
+        crate::faults::pause_point("dir-listed");
         let path = loc.path.clone();
         if !ap.is_empty() {
             batch.push(Job::Entry(loc, ap.clone()));

@@ -200,3 +200,42 @@ fn excluded_directories_are_not_descended() {
     assert!(list.stdout.contains("src/db/dump.sql"));
     fs::set_permissions(env.path("src/db/pgdata/locked"), fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// A directory swapped for a symlink after its parent was listed (a user planting a link to
+/// somewhere they cannot read, while root's nightly backup runs) is archived as the symlink it now
+/// is; nothing behind the link is read.
+#[test]
+fn a_directory_swapped_for_a_symlink_during_the_walk_is_not_followed() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src/sub")).unwrap();
+    fs::write(env.path("src/sub/mine"), b"mine").unwrap();
+    fs::create_dir_all(env.path("secret")).unwrap();
+    fs::write(env.path("secret/key"), b"not yours").unwrap();
+    let flag = env.path("paused");
+    let child = env
+        .cmd()
+        .env("GARRET_PAUSE_AT", "dir-listed:1")
+        .env("GARRET_PAUSE_FILE", &flag)
+        .args(["create", &env.archive("a"), "src"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !flag.exists() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "create never reached the pause");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // src is listed (sub is a directory in that listing); now sub becomes a link to secret.
+    fs::rename(env.path("src/sub"), env.path("sub.moved")).unwrap();
+    std::os::unix::fs::symlink(env.path("secret"), env.path("src/sub")).unwrap();
+    fs::remove_file(&flag).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code().unwrap_or(2) <= 1, "{stderr}");
+    let listed = env.run(&["list", "--short", &env.archive("a")]).ok().stdout;
+    assert!(!listed.contains("key"), "a file behind the planted link was archived:\n{listed}");
+    env.extract_to("a", "out", &[]).ok();
+    let sub = fs::symlink_metadata(env.path("out/src/sub")).unwrap();
+    assert!(sub.file_type().is_symlink(), "src/sub is archived as what it is now: a symlink");
+}
