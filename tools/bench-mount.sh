@@ -22,7 +22,7 @@ while getopts "r:s:d:o:" opt; do
     *) exit 2 ;;
   esac
 done
-garret=${GARRET:-garret}
+garret=${GARRET:-$(cd "$(dirname "$0")/.." && pwd)/target/release/garret}
 export GARRET_PASSPHRASE=bench BORG_PASSPHRASE=bench
 export GARRET_SECURITY_DIR=$out/security GARRET_KEYS_DIR=$out/keys BORG_BASE_DIR=$out/borg-home
 rm -rf "$out"
