@@ -108,7 +108,8 @@ fn check_packs(repo: &Repository, rep: &mut CheckReport, bad: &mut HashSet<Id>) 
         .filter_map(|k| k.rsplit('/').next().map(String::from))
         .collect();
     // Headers are read and decrypted on all cores; findings are reported in index order.
-    let headers: Vec<Option<Result<(Vec<pack::PackEntry>, u64)>>> =
+    type Header = Result<(Vec<pack::PackEntry>, u64)>;
+    let headers: Vec<Option<Header>> =
         usage.par_iter().map(|(name, _)| on_disk.contains(name).then(|| repo.read_pack_header(name))).collect();
     for ((name, u), header) in usage.iter().zip(headers) {
         rep.packs_checked += 1;

@@ -16,6 +16,10 @@
 //! map's worth of allocations; it is written streaming, by merging this run's sorted entries
 //! with the older ones.
 
+// `struct stat` field types differ between architectures: casts that are no-ops on x86_64 are not
+// no-ops everywhere.
+#![allow(clippy::unnecessary_cast)]
+
 use crate::archive::item::ChunkRef;
 use crate::error::{IoContext, Result};
 use crate::id::Id;
@@ -282,7 +286,7 @@ impl FilesCache {
     /// the file holds already). Not synced: a file torn by a crash fails its hash and is ignored
     /// next time.
     pub fn save(self, mut seen: Seen) -> Result<()> {
-        seen.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        seen.entries.sort_unstable_by_key(|e| e.0);
         seen.entries.dedup_by(|later, earlier| later.0 == earlier.0);
         // Same content as the file holds already (a nightly run over an unchanged tree)?
         let mut same = Compare { old: &self.loaded.buf, at: 0, same: true };

@@ -2,6 +2,10 @@
 //! ([`Loc`]: its directory's descriptor and its name, so that no path length limit applies), and
 //! the metadata of one entry as an [`Item`].
 
+// `struct stat` field types differ between architectures: casts that are no-ops on x86_64 are not
+// no-ops everywhere.
+#![allow(clippy::unnecessary_cast)]
+
 use crate::archive::item::{Item, Kind, Xattr};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use std::collections::HashMap;

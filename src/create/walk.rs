@@ -2,6 +2,10 @@
 //! stream), decides what is excluded, consults the files cache, reads and chunks file content,
 //! and sends everything in archive order to the pipeline as [`Event`]s over a bounded channel.
 
+// `struct stat` field types differ between architectures: casts that are no-ops on x86_64 are not
+// no-ops everywhere.
+#![allow(clippy::unnecessary_cast)]
+
 use super::files_cache::{FilesCache, Lookup, PathKey, Stamp};
 use super::source::{self, Loc, Names};
 use crate::archive::item::{Item, Kind};
@@ -149,6 +153,9 @@ struct Entry {
     cache: Option<(CacheKey, Lookup)>,
 }
 
+// An Entry is large (it holds a `struct stat`), but batches are short-lived and hold at most
+// BATCH_ENTRIES of them: boxing would only add an allocation per file.
+#[allow(clippy::large_enum_variant)]
 enum Prepared {
     Entry(Entry),
     Excluded(Vec<u8>),
