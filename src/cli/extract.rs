@@ -33,6 +33,9 @@ pub struct ExtractArgs {
     /// Write the selected files' content to standard output instead (e.g. a dump into psql)
     #[arg(long)]
     pub stdout: bool,
+    /// Print a JSON summary on stdout: {"archive", "items", "bytes", "data_errors", "warnings", "duration"}
+    #[arg(long, conflicts_with = "stdout")]
+    pub json: bool,
     /// Leave out paths matching PATTERN (fm: style, as create); repeatable
     #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
     pub exclude: Vec<String>,
@@ -89,9 +92,21 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
         dry_run: a.dry_run,
     };
     let reporter = reporter.with_progress(a.progress);
+    let started = std::time::Instant::now();
     let stats = extract::run(&repo, &ar, &opts, &reporter);
     reporter.finish();
     let stats = stats?;
+    if a.json {
+        let summary = serde_json::json!({
+            "archive": name,
+            "items": stats.items,
+            "bytes": stats.bytes,
+            "data_errors": stats.data_errors,
+            "warnings": reporter.warned(),
+            "duration": started.elapsed().as_secs_f64(),
+        });
+        println!("{summary}");
+    }
     if stats.data_errors > 0 {
         eprintln!(
             "garret: error: {} item(s) could not be restored because repository data is damaged; run `garret check`",

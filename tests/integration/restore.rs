@@ -85,3 +85,37 @@ fn extract_progress_shows_percent_of_the_archive_and_stays_off_by_default() {
     let r = env.extract_to("a", "part", &["-p", "src/b"]).ok();
     assert!(r.stderr.contains("1 files") && r.stderr.contains("written"), "{}", r.stderr);
 }
+
+#[test]
+fn extract_json_summarizes_the_restore_and_its_damage() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src/d")).unwrap();
+    fs::write(env.path("src/a"), b"hello").unwrap();
+    let big = xorshift(300_000, 7);
+    fs::write(env.path("src/b"), &big).unwrap();
+    env.create_json("x", &["src"], &[]);
+    let r = env.extract_to("x", "out", &["--json"]).ok();
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert_eq!(j["archive"], "x");
+    assert_eq!(j["bytes"], 300_005);
+    assert_eq!(j["data_errors"], 0);
+    assert_eq!(j["warnings"], false);
+    assert!(j["items"].as_u64().unwrap() >= 3, "{j}");
+    assert_eq!(fs::read(env.path("out/src/b")).unwrap(), big);
+    // --json and --stdout both want standard output
+    let r = env.run(&["extract", "--json", "--stdout", &env.archive("x")]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    // the pack holding src/b's data is lost: exit 2, and the summary says so
+    let pack = {
+        let repo = open_repo(&env);
+        let it = items(&repo, "x").into_iter().find(|i| i.path == b"src/b").unwrap();
+        let loc = repo.index().lookup(&it.chunks[0].0).unwrap().unwrap();
+        garret::repository::Repository::pack_key(&loc.pack)
+    };
+    fs::remove_file(env.repo().join(pack)).unwrap();
+    let r = env.extract_to("x", "out2", &["--json"]).code(2);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert!(j["data_errors"].as_u64().unwrap() >= 1, "{j}");
+    assert!(r.stderr.contains("could not be restored"), "{}", r.stderr);
+}
