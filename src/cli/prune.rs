@@ -167,6 +167,9 @@ pub struct DeleteArgs {
     /// Print a summary
     #[arg(short = 's', long)]
     pub stats: bool,
+    /// JSON on stdout: {"deleted": [{"name", "id", "time"}], "dry_run"}
+    #[arg(long)]
+    pub json: bool,
     /// Delete archives whose names start with this prefix
     #[arg(short = 'P', long)]
     pub prefix: Option<String>,
@@ -207,6 +210,11 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
     if a.stats {
         eprintln!("Deleted archives: {} (space is freed by `garret compact`)", entries.len());
     }
+    if a.json {
+        let deleted: Vec<_> =
+            entries.iter().map(|e| serde_json::json!({ "name": e.name, "id": e.id.hex(), "time": e.time })).collect();
+        println!("{}", serde_json::json!({ "deleted": deleted, "dry_run": a.dry_run }));
+    }
     Ok(Outcome::Ok)
 }
 
@@ -216,6 +224,9 @@ pub struct RenameArgs {
     pub archive: String,
     /// The new name
     pub new_name: String,
+    /// JSON on stdout: {"old", "new"}
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn rename(g: &GlobalArgs, a: &RenameArgs) -> Result<Outcome> {
@@ -224,6 +235,9 @@ pub fn rename(g: &GlobalArgs, a: &RenameArgs) -> Result<Outcome> {
     let new = location::expand_placeholders(&a.new_name)?;
     let mut repo = common::open(g, &loc.repo, true)?;
     garret::archive::rename(&mut repo, &old, &new)?;
+    if a.json {
+        println!("{}", serde_json::json!({ "old": old, "new": new }));
+    }
     Ok(Outcome::Ok)
 }
 

@@ -186,12 +186,20 @@ fn delete_rename_and_deletions_survive_index_rebuild() {
     for n in ["db-1", "db-2", "files-1", "files-2"] {
         env.create_json(n, &["src"], &[]);
     }
-    env.run(&["delete", "--dry-run", "-a", "db-*", &env.repo_str()]).ok();
+    let deleted = |r: &Run| -> (Vec<String>, bool) {
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+        let n = j["deleted"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap().to_string()).collect();
+        (n, j["dry_run"].as_bool().unwrap())
+    };
+    let r = env.run(&["delete", "--dry-run", "--json", "-a", "db-*", &env.repo_str()]).ok();
+    assert_eq!(deleted(&r), (vec!["db-1".to_string(), "db-2".to_string()], true));
     assert_eq!(names(&env).len(), 4);
-    env.run(&["delete", "-a", "db-*", &env.repo_str()]).ok();
+    let r = env.run(&["delete", "--json", "-a", "db-*", &env.repo_str()]).ok();
+    assert_eq!(deleted(&r), (vec!["db-1".to_string(), "db-2".to_string()], false));
     assert_eq!(names(&env), vec!["files-1", "files-2"]);
     env.run(&["delete", &env.archive("files-1")]).ok();
-    env.run(&["rename", &env.archive("files-2"), "renamed"]).ok();
+    let r = env.run(&["rename", "--json", &env.archive("files-2"), "renamed"]).ok();
+    assert_eq!(r.stdout.trim(), r#"{"new":"renamed","old":"files-2"}"#);
     assert_eq!(names(&env), vec!["renamed"]);
     let r = env.run(&["rename", &env.archive("renamed"), "bad/name"]);
     assert_eq!(r.code, 2);
