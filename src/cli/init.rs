@@ -18,6 +18,9 @@ pub struct InitArgs {
     /// Create missing parent directories of the repository
     #[arg(long)]
     pub make_parent_dirs: bool,
+    /// JSON on stdout: {"repository", "id", "encryption", "format_version"}
+    #[arg(long)]
+    pub json: bool,
     /// Repository path (or GARRET_REPO)
     pub repository: Option<String>,
 }
@@ -60,7 +63,18 @@ pub fn run(_g: &GlobalArgs, a: &InitArgs) -> Result<Outcome> {
             if a.encryption == Encryption::Keyfile { " and back up the key file in ~/.config/garret/keys" } else { "" }
         );
     }
-    let _ = config;
+    if a.json {
+        let path = std::path::absolute(&loc.repo).unwrap_or_else(|_| loc.repo.clone());
+        println!(
+            "{}",
+            serde_json::json!({
+                "repository": path.display().to_string(),
+                "id": config.id,
+                "encryption": format!("{:?}", a.encryption).to_lowercase(),
+                "format_version": config.version,
+            })
+        );
+    }
     Ok(Outcome::Ok)
 }
 

@@ -239,3 +239,15 @@ fn a_directory_swapped_for_a_symlink_during_the_walk_is_not_followed() {
     let sub = fs::symlink_metadata(env.path("out/src/sub")).unwrap();
     assert!(sub.file_type().is_symlink(), "src/sub is archived as what it is now: a symlink");
 }
+
+#[test]
+fn init_json_names_the_new_repository() {
+    let env = Env::new();
+    let r = env.run(&["init", "--json", "-e", "repokey", "--kdf-memory", "64", &env.repo_str()]).ok();
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    let config: serde_json::Value = serde_json::from_slice(&fs::read(env.repo().join("config")).unwrap()).unwrap();
+    assert_eq!(j["id"], config["id"]);
+    assert_eq!(j["encryption"], "repokey");
+    assert_eq!(j["format_version"], config["version"]);
+    assert_eq!(j["repository"].as_str().map(Path::new), Some(env.repo().as_path()));
+}
