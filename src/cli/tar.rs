@@ -28,6 +28,9 @@ pub struct ExportTarArgs {
     /// Leave out paths matching PATTERN (fm: style, as create); repeatable
     #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
     pub exclude: Vec<String>,
+    /// JSON summary on stdout: {"archive", "file", "items", "bytes", "warnings"} (needs a FILE)
+    #[arg(long)]
+    pub json: bool,
     /// REPO::NAME
     pub archive: String,
     /// Output file, or - for standard output
@@ -128,8 +131,11 @@ pub fn export_tar(g: &GlobalArgs, a: &ExportTarArgs) -> Result<Outcome> {
     };
     let reporter = StderrReporter::new(a.list, None);
     let to_stdout = a.file.as_os_str() == "-";
+    if to_stdout && a.json {
+        anyhow::bail!("--json needs an output FILE: with -, standard output carries the tar");
+    }
     let filter = filter_for(&a.tar_filter, &a.file, false);
-    let result = (|| -> Result<()> {
+    let result = (|| -> Result<export::ExportStats> {
         match &filter {
             Some(cmd) => {
                 let sink: Stdio = if to_stdout {
@@ -146,28 +152,41 @@ pub fn export_tar(g: &GlobalArgs, a: &ExportTarArgs) -> Result<Outcome> {
                 let r = export::export(&repo, &ar, &opts, &mut stdin, &reporter);
                 drop(stdin);
                 check_filter(cmd, child)?;
-                r?;
+                Ok(r?)
             }
             None if to_stdout => {
                 let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-                export::export(&repo, &ar, &opts, &mut out, &reporter)?;
+                Ok(export::export(&repo, &ar, &opts, &mut out, &reporter)?)
             }
             None => {
                 let mut f = std::fs::File::create(&a.file).with_context(|| format!("creating {}", a.file.display()))?;
                 let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut f);
-                export::export(&repo, &ar, &opts, &mut out, &reporter)?;
+                let stats = export::export(&repo, &ar, &opts, &mut out, &reporter)?;
                 drop(out);
                 f.sync_all().with_context(|| format!("writing {}", a.file.display()))?;
+                Ok(stats)
             }
         }
-        Ok(())
     })();
-    if let Err(e) = result {
-        // A half-written tar must not pass for a good export.
-        if !to_stdout {
-            let _ = std::fs::remove_file(&a.file);
+    let stats = match result {
+        Ok(s) => s,
+        Err(e) => {
+            // A half-written tar must not pass for a good export.
+            if !to_stdout {
+                let _ = std::fs::remove_file(&a.file);
+            }
+            return Err(e);
         }
-        return Err(e);
+    };
+    if a.json {
+        let summary = serde_json::json!({
+            "archive": name,
+            "file": a.file.display().to_string(),
+            "items": stats.items,
+            "bytes": stats.bytes,
+            "warnings": reporter.warned(),
+        });
+        println!("{summary}");
     }
     Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok })
 }

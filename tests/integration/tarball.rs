@@ -55,7 +55,23 @@ fn export_tar_is_read_back_by_gnu_tar_with_identical_content_and_metadata() {
 
     // Plain file, to standard output, and through the gzip filter chosen by the extension.
     let tarfile = env.path("a.tar");
-    env.run(&["export-tar", &env.archive("a"), &tarfile.display().to_string()]).ok();
+    let r = env.run(&["export-tar", "--json", &env.archive("a"), &tarfile.display().to_string()]).ok();
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert_eq!(j["archive"], "a");
+    // file content once per inode: a hardlink's data is in the tar once
+    let mut seen = std::collections::HashSet::new();
+    let unique: u64 = walkdir::WalkDir::new(env.path("src"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file() && seen.insert(std::os::unix::fs::MetadataExt::ino(m)))
+        .map(|m| m.len())
+        .sum();
+    assert_eq!(j["bytes"].as_u64(), Some(unique), "{j}");
+    assert!(j["items"].as_u64().unwrap() > 3, "{j}");
+    let r = env.run(&["export-tar", "--json", &env.archive("a"), "-"]);
+    assert_eq!(r.code, 2, "--json with - is refused: {}", r.stderr);
+    assert!(r.stdout.is_empty(), "nothing written to standard output");
     let out = env.cmd().args(["export-tar", &env.archive("a"), "-"]).output().unwrap();
     assert!(out.status.success());
     assert_eq!(out.stdout, fs::read(&tarfile).unwrap(), "stdout and file exports are the same bytes");
