@@ -403,21 +403,7 @@ fn a_read_located_before_a_compact_moved_its_blobs_still_succeeds() {
     env.run(&["delete", &env.archive("a0")]).ok();
     let before = data_packs(&env);
 
-    let flag = env.path("paused");
-    let child = env
-        .cmd()
-        .env("GARRET_PAUSE_AT", "blobs-located")
-        .env("GARRET_PAUSE_FILE", &flag)
-        .args(["export-tar", &env.archive("a1"), "out.tar"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = std::time::Instant::now();
-    while !flag.exists() {
-        assert!(t.elapsed() < std::time::Duration::from_secs(30), "the reader never reached the pause");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let (child, flag) = env.spawn_paused("blobs-located", &["export-tar", &env.archive("a1"), "out.tar"]);
     // The reader has located its blobs; now a compact moves them and deletes their old pack.
     env.run(&["compact", &env.repo_str()]).ok();
     let after = data_packs(&env);

@@ -212,20 +212,7 @@ fn a_directory_swapped_for_a_symlink_during_the_walk_is_not_followed() {
     fs::write(env.path("src/sub/mine"), b"mine").unwrap();
     fs::create_dir_all(env.path("secret")).unwrap();
     fs::write(env.path("secret/key"), b"not yours").unwrap();
-    let flag = env.path("paused");
-    let child = env
-        .cmd()
-        .env("GARRET_PAUSE_AT", "dir-listed:1")
-        .env("GARRET_PAUSE_FILE", &flag)
-        .args(["create", &env.archive("a"), "src"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t = std::time::Instant::now();
-    while !flag.exists() {
-        assert!(t.elapsed() < std::time::Duration::from_secs(30), "create never reached the pause");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let (child, flag) = env.spawn_paused("dir-listed:1", &["create", &env.archive("a"), "src"]);
     // src is listed (sub is a directory in that listing); now sub becomes a link to secret.
     fs::rename(env.path("src/sub"), env.path("sub.moved")).unwrap();
     std::os::unix::fs::symlink(env.path("secret"), env.path("src/sub")).unwrap();

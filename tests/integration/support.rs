@@ -94,6 +94,26 @@ impl Env {
         let r = self.run(&args).ok();
         serde_json::from_str(&r.stdout).expect("create --json output")
     }
+    /// Start garret with `args`, paused by the `GARRET_PAUSE_AT` hook at `site`; returns once it
+    /// waits there. Removing the returned flag file lets it go on.
+    pub fn spawn_paused(&self, site: &str, args: &[&str]) -> (std::process::Child, PathBuf) {
+        let flag = self.path("paused");
+        let child = self
+            .cmd()
+            .env("GARRET_PAUSE_AT", site)
+            .env("GARRET_PAUSE_FILE", &flag)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn garret");
+        let t = std::time::Instant::now();
+        while !flag.exists() {
+            assert!(t.elapsed() < std::time::Duration::from_secs(30), "garret {args:?} never reached {site}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        (child, flag)
+    }
     pub fn extract_to(&self, name: &str, dest: &str, extra: &[&str]) -> Run {
         let a = self.archive(name);
         let mut args = vec!["extract", &a];
