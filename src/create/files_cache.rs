@@ -470,6 +470,17 @@ mod tests {
         PathKey::of(p.as_bytes())
     }
 
+    const S1: Stamp = Stamp { size: 1, mtime: 1, ctime: 1, inode: 1 };
+
+    /// Save a cache under `dir` holding these paths (all with stamp [`S1`]) and chunk lists.
+    fn save_entries(dir: &Path, entries: &[(&str, &[ChunkRef])]) {
+        let mut seen = Seen::new();
+        for (p, chunks) in entries {
+            seen.remember(k(p), S1, chunks);
+        }
+        FilesCache::load(dir, "r", Mode::DEFAULT).save(seen).unwrap();
+    }
+
     #[test]
     fn hit_only_when_stamp_matches_and_old_enough() {
         let d = tempfile::tempdir().unwrap();
@@ -521,27 +532,19 @@ mod tests {
     #[test]
     fn unchanged_cache_is_not_rewritten() {
         let d = tempfile::tempdir().unwrap();
-        let s = Stamp { size: 1, mtime: 1, ctime: 1, inode: 1 };
-        let mut seen = Seen::new();
-        seen.remember(k("/a"), s, &[ChunkRef(Id([7; 32]), 1)]);
-        FilesCache::load(d.path(), "r", Mode::DEFAULT).save(seen).unwrap();
+        save_entries(d.path(), &[("/a", &[ChunkRef(Id([7; 32]), 1)])]);
         let f = d.path().join("r").join("files");
         let before = std::fs::metadata(&f).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut seen = Seen::new();
-        seen.remember(k("/a"), s, &[ChunkRef(Id([7; 32]), 1)]);
-        FilesCache::load(d.path(), "r", Mode::DEFAULT).save(seen).unwrap();
+        save_entries(d.path(), &[("/a", &[ChunkRef(Id([7; 32]), 1)])]);
         assert_eq!(std::fs::metadata(&f).unwrap().modified().unwrap(), before);
     }
 
     #[test]
     fn unseen_entries_age_out_and_seen_ones_are_renewed() {
         let d = tempfile::tempdir().unwrap();
-        let s = Stamp { size: 1, mtime: 1, ctime: 1, inode: 1 };
-        let mut seen = Seen::new();
-        seen.remember(k("/old"), s, &[ChunkRef(Id([7; 32]), 1)]);
-        seen.remember(k("/kept"), s, &[]);
-        FilesCache::load(d.path(), "r", Mode::DEFAULT).save(seen).unwrap();
+        let s = S1;
+        save_entries(d.path(), &[("/old", &[ChunkRef(Id([7; 32]), 1)]), ("/kept", &[])]);
         // Like borg's BORG_FILES_CACHE_TTL: dropped by the save of the MAX_AGE+1-th run without it.
         for run in 1..=MAX_AGE as usize + 2 {
             let c = FilesCache::load(d.path(), "r", Mode::DEFAULT);
@@ -558,11 +561,7 @@ mod tests {
     #[test]
     fn damaged_or_foreign_file_is_ignored() {
         let d = tempfile::tempdir().unwrap();
-        let s = Stamp { size: 1, mtime: 1, ctime: 1, inode: 1 };
-        let mut seen = Seen::new();
-        seen.remember(k("/a"), s, &[ChunkRef(Id([7; 32]), 1)]);
-        seen.remember(k("/b"), s, &[]);
-        FilesCache::load(d.path(), "r", Mode::DEFAULT).save(seen).unwrap();
+        save_entries(d.path(), &[("/a", &[ChunkRef(Id([7; 32]), 1)]), ("/b", &[])]);
         let f = d.path().join("r").join("files");
         let good = std::fs::read(&f).unwrap();
         assert_eq!(FilesCache::load(d.path(), "r", Mode::DEFAULT).len(), 2);

@@ -27,6 +27,14 @@ fn victim_location(env: &Env) -> (String, u64, String) {
     (garret::repository::Repository::pack_key(&loc.pack), loc.offset, it.chunks[0].0.hex())
 }
 
+/// [`setup`] with one bit flipped inside the first chunk of src/victim.
+fn setup_with_damaged_victim() -> Env {
+    let env = setup();
+    let (pack, offset, _) = victim_location(&env);
+    flip(&env.repo().join(&pack), offset + 500);
+    env
+}
+
 fn flip(path: &std::path::Path, at: u64) {
     let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut b = [0u8; 1];
@@ -275,9 +283,7 @@ fn repair_rebuilds_a_deleted_index_with_everything() {
 #[test]
 fn repair_survives_being_killed_and_finishes_on_rerun() {
     for site in ["pack-written:1", "pack-indexed:1", "before-manifest", "manifest-written"] {
-        let env = setup();
-        let (pack, offset, _) = victim_location(&env);
-        flip(&env.repo().join(&pack), offset + 500);
+        let env = setup_with_damaged_victim();
         let r = env
             .cmd()
             .env("GARRET_CRASH_AT", site)
@@ -297,9 +303,7 @@ fn repair_survives_being_killed_and_finishes_on_rerun() {
 #[test]
 fn repair_killed_at_random_moments_then_rerun() {
     for ms in [3u64, 10, 25, 50, 100] {
-        let env = setup();
-        let (pack, offset, _) = victim_location(&env);
-        flip(&env.repo().join(&pack), offset + 500);
+        let env = setup_with_damaged_victim();
         let mut child = env
             .cmd()
             .args(["check", "--repair", "--verify-data", &env.repo_str()])
@@ -416,9 +420,7 @@ fn repair_crashed_after_each_write_then_rerun_checks_clean() {
     let mut report = String::new();
     let mut crashed = 0;
     for site in &sites {
-        let env = setup();
-        let (pack, offset, _) = victim_location(&env);
-        flip(&env.repo().join(&pack), offset + 500);
+        let env = setup_with_damaged_victim();
         let r0 = env
             .cmd()
             .env("GARRET_CRASH_AT", site)
