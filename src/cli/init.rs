@@ -82,6 +82,9 @@ pub fn run(_g: &GlobalArgs, a: &InitArgs) -> Result<Outcome> {
 pub struct AdoptArgs {
     /// Repository path (or GARRET_REPO)
     pub repository: Option<String>,
+    /// JSON on stdout: the repository and the manifest now trusted
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn adopt(g: &GlobalArgs, a: &AdoptArgs) -> Result<Outcome> {
@@ -89,6 +92,16 @@ pub fn adopt(g: &GlobalArgs, a: &AdoptArgs) -> Result<Outcome> {
     loc.forbid_archive()?;
     let repo = common::open_with(g, &loc.repo, false, true)?;
     repo.adopt()?;
-    eprintln!("garret: now trusting manifest #{} of {}", repo.manifest().seq, loc.repo.display());
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "repository": loc.repo.display().to_string(),
+                "manifest_seq": repo.manifest().seq,
+            })
+        );
+    } else {
+        eprintln!("garret: now trusting manifest #{} of {}", repo.manifest().seq, loc.repo.display());
+    }
     Ok(Outcome::Ok)
 }

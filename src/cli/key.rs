@@ -2,7 +2,7 @@
 
 use super::common::{self, GlobalArgs};
 use super::{location, Outcome};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use garret::crypto::paper;
 use garret::repository::keys;
 use std::io::Read;
@@ -14,6 +14,9 @@ pub enum KeyCommand {
         /// A printable form with a checksum on every line
         #[arg(long)]
         paper: bool,
+        /// JSON on stdout: repository, file, form and size (FILE must not be `-`)
+        #[arg(long)]
+        json: bool,
         repository: String,
         file: String,
     },
@@ -22,12 +25,20 @@ pub enum KeyCommand {
         /// FILE holds the printable form
         #[arg(long)]
         paper: bool,
+        /// JSON on stdout: the repository the key was imported into
+        #[arg(long)]
+        json: bool,
         repository: String,
         /// FILE, or `-` for stdin
         file: String,
     },
     /// Re-wrap the key under a new passphrase (GARRET_NEW_PASSPHRASE, or asked twice)
-    ChangePassphrase { repository: Option<String> },
+    ChangePassphrase {
+        /// JSON on stdout: the repository whose passphrase changed
+        #[arg(long)]
+        json: bool,
+        repository: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -39,9 +50,12 @@ pub struct KeyArgs {
 pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
     let client = common::client_dirs();
     match &a.command {
-        KeyCommand::Export { paper: as_paper, repository, file } => {
+        KeyCommand::Export { paper: as_paper, json, repository, file } => {
             let loc = location::parse(repository)?;
             loc.forbid_archive()?;
+            if *json && file == "-" {
+                bail!("--json needs an output FILE: with `-` standard output carries the key (drop --json, or name a file)");
+            }
             let bytes = keys::export(&loc.repo, &client)?;
             let out =
                 if *as_paper { paper::encode(&bytes, &keys::repository_id(&loc.repo)?).into_bytes() } else { bytes };
@@ -51,8 +65,19 @@ pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
             } else {
                 std::fs::write(file, &out).with_context(|| format!("writing {file}"))?;
             }
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "repository": loc.repo.display().to_string(),
+                        "file": file,
+                        "form": if *as_paper { "paper" } else { "file" },
+                        "bytes": out.len(),
+                    })
+                );
+            }
         }
-        KeyCommand::Import { paper: as_paper, repository, file } => {
+        KeyCommand::Import { paper: as_paper, json, repository, file } => {
             let loc = location::parse(repository)?;
             loc.forbid_archive()?;
             let mut raw = Vec::new();
@@ -64,9 +89,9 @@ pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
             let bytes = if *as_paper { paper::decode(&String::from_utf8_lossy(&raw))? } else { raw };
             let pf = || common::passphrase(false).map_err(|e| garret::Error::Key(format!("{e:#}")));
             keys::import(&loc.repo, &client, &bytes, &pf)?;
-            eprintln!("garret: key imported into {}", loc.repo.display());
+            report(*json, "imported", &loc.repo, "key imported into");
         }
-        KeyCommand::ChangePassphrase { repository } => {
+        KeyCommand::ChangePassphrase { json, repository } => {
             let loc = location::parse_opt(repository.as_deref())?;
             loc.forbid_archive()?;
             let old = common::passphrase(false)?;
@@ -75,8 +100,17 @@ pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
                 Err(_) => common::prompt_new_passphrase()?,
             };
             keys::change_passphrase(&loc.repo, &client, &old, &new, None)?;
-            eprintln!("garret: passphrase changed for {}", loc.repo.display());
+            report(*json, "passphrase_changed", &loc.repo, "passphrase changed for");
         }
     }
     Ok(Outcome::Ok)
+}
+
+/// One line on what was done: JSON on stdout, or a sentence on stderr.
+fn report(json: bool, done: &str, repo: &std::path::Path, sentence: &str) {
+    if json {
+        println!("{}", serde_json::json!({ "repository": repo.display().to_string(), done: true }));
+    } else {
+        eprintln!("garret: {sentence} {}", repo.display());
+    }
 }

@@ -28,6 +28,9 @@ pub struct MountArgs {
     /// Show stored uid/gid instead of mapping user and group names to local ids
     #[arg(long)]
     pub numeric_ids: bool,
+    /// JSON on stdout once mounted: mount point, repository, archive, archives shown, pid
+    #[arg(long)]
+    pub json: bool,
     /// REPO or REPO::NAME
     pub location: String,
     pub mountpoint: PathBuf,
@@ -36,6 +39,9 @@ pub struct MountArgs {
 #[derive(clap::Args, Debug)]
 pub struct UmountArgs {
     pub mountpoint: PathBuf,
+    /// JSON on stdout: the mount point unmounted
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn access(options: Option<&str>) -> Result<Access> {
@@ -56,7 +62,7 @@ pub fn run(g: &GlobalArgs, a: &MountArgs) -> Result<Outcome> {
     mount::check_available()?;
     let child = std::env::var_os(CHILD_ENV).is_some();
     if !a.foreground && !child {
-        return spawn_background();
+        return spawn_background(a.json);
     }
     let loc = location::parse(&a.location)?;
     let repo = common::open(g, &loc.repo, false)?;
@@ -70,21 +76,33 @@ pub fn run(g: &GlobalArgs, a: &MountArgs) -> Result<Outcome> {
     if fs.skipped() > 0 {
         eprintln!("garret: warning: {} item(s) with invalid paths are not shown", fs.skipped());
     }
+    let summary = serde_json::json!({
+        "mountpoint": std::path::absolute(&a.mountpoint).unwrap_or_else(|_| a.mountpoint.clone()).display().to_string(),
+        "repository": loc.repo.display().to_string(),
+        "archive": loc.archive,
+        "archives": fs.archives(),
+        "pid": std::process::id(),
+    });
     let mut session = mount::session(fs, &a.mountpoint, access)?;
     let unmounter = session.unmount_callable();
     signals::unmount_on_signal(unmounter)?;
+    let mut out = std::io::stdout();
     if child {
-        // Tell the parent we are mounted, then detach from its pipes and terminal.
-        let mut out = std::io::stdout();
-        out.write_all(b"ready\n").and_then(|_| out.flush()).context("signalling the parent")?;
+        // Tell the parent we are mounted (and what), then detach from its pipes and terminal.
+        writeln!(out, "{READY} {summary}").and_then(|_| out.flush()).context("signalling the parent")?;
         detach()?;
+    } else if a.json {
+        writeln!(out, "{summary}").and_then(|_| out.flush()).context("writing the summary")?;
     }
     session.run().context("serving the FUSE mount")?;
     Ok(Outcome::Ok)
 }
 
+/// The child's first line on its stdout once mounted, followed by its JSON summary.
+const READY: &str = "ready";
+
 /// Start `garret mount` again as a background child and wait until it has mounted.
-fn spawn_background() -> Result<Outcome> {
+fn spawn_background(json: bool) -> Result<Outcome> {
     let exe = std::env::current_exe().context("finding the garret executable")?;
     let mut child = Command::new(exe)
         .args(std::env::args_os().skip(1))
@@ -96,7 +114,10 @@ fn spawn_background() -> Result<Outcome> {
         .context("starting the background mount process")?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).ok();
-    if line.trim() == "ready" {
+    if let Some(summary) = line.trim_end().strip_prefix(READY) {
+        if json {
+            println!("{}", summary.trim_start());
+        }
         return Ok(Outcome::Ok);
     }
     let mut err = String::new();
@@ -126,6 +147,9 @@ fn detach() -> Result<()> {
 
 pub fn umount(a: &UmountArgs) -> Result<Outcome> {
     mount::unmount(&a.mountpoint)?;
+    if a.json {
+        println!("{}", serde_json::json!({ "unmounted": a.mountpoint.display().to_string() }));
+    }
     Ok(Outcome::Ok)
 }
 

@@ -136,6 +136,11 @@ impl GarretFs {
         Ok(fs)
     }
 
+    /// Archives shown: one directory each, or 1 for a single archive's tree.
+    pub fn archives(&self) -> usize {
+        self.entries.len().max(1)
+    }
+
     /// Items left out of the view because their paths were not valid.
     pub fn skipped(&self) -> u64 {
         self.tree().skipped

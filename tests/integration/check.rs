@@ -152,7 +152,14 @@ fn missing_repository_files_are_diagnosed() {
 fn key_export_import_paper_and_change_passphrase() {
     let env = setup();
     let repo = env.repo_str();
-    env.run(&["key", "export", &repo, &env.path("key.json").display().to_string()]).ok();
+    let key_file = env.path("key.json").display().to_string();
+    let exported = json(&env.run(&["key", "export", "--json", &repo, &key_file]).ok());
+    assert_eq!(exported["file"], key_file.as_str());
+    assert_eq!(exported["form"], "file");
+    assert_eq!(exported["bytes"].as_u64(), Some(fs::metadata(&key_file).unwrap().len()));
+    // with --json, standard output is taken: the key cannot go there too
+    let r = env.run(&["key", "export", "--json", &repo, "-"]).code(2);
+    assert!(r.stdout.is_empty() && r.stderr.contains("--json needs an output FILE"), "{}", r.stderr);
     env.run(&["key", "export", "--paper", &repo, &env.path("key.txt").display().to_string()]).ok();
     let paper = fs::read_to_string(env.path("key.txt")).unwrap();
     assert!(paper.starts_with("garret key v1") && paper.lines().nth(1).unwrap().starts_with("001: "), "{paper}");
@@ -162,7 +169,9 @@ fn key_export_import_paper_and_change_passphrase() {
     env.run(&["key", "import", "--paper", &repo, &env.path("key.txt").display().to_string()]).ok();
     env.run(&["list", &repo]).ok();
     fs::remove_file(env.repo().join("key")).unwrap();
-    env.run(&["key", "import", &repo, &env.path("key.json").display().to_string()]).ok();
+    let imported = json(&env.run(&["key", "import", "--json", &repo, &key_file]).ok());
+    assert_eq!(imported["imported"], true);
+    assert_eq!(imported["repository"], repo.as_str());
     env.run(&["list", &repo]).ok();
     // a typo in the paper key is caught on its line
     let typo = paper.replacen("001: ", "001: 0", 1).replacen("001: 0", "001: ", 1);
@@ -183,10 +192,12 @@ fn key_export_import_paper_and_change_passphrase() {
     let r = env
         .cmd()
         .env("GARRET_NEW_PASSPHRASE", "a new passphrase")
-        .args(["key", "change-passphrase", &repo])
+        .args(["key", "change-passphrase", "--json", &repo])
         .output()
         .unwrap();
     assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let changed: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(changed["passphrase_changed"], true);
     env.run(&["list", &repo]).code(2);
     let r = env
         .cmd()

@@ -65,7 +65,10 @@ fn manifest_rollback_is_refused_until_adopted() {
     let r = env.run(&["list", &env.repo_str()]).code(2);
     assert!(r.stderr.contains("rollback"), "{}", r.stderr);
     assert_eq!(r.stderr.lines().count(), 1);
-    env.run(&["adopt", &env.repo_str()]).ok();
+    let r = env.run(&["adopt", "--json", &env.repo_str()]).ok();
+    let adopted: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert_eq!(adopted["repository"], env.repo_str());
+    assert!(adopted["manifest_seq"].as_u64().is_some(), "{adopted}");
     let r = env.run(&["list", "--short", &env.repo_str()]).ok();
     assert_eq!(r.stdout.trim(), "a1");
 }

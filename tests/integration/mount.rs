@@ -40,8 +40,15 @@ impl Drop for Mount<'_> {
 fn mount<'e>(env: &'e Env, what: &str, at: &str) -> Mount<'e> {
     let at = env.path(at);
     fs::create_dir_all(&at).unwrap();
-    env.run(&["mount", what, &at.display().to_string()]).ok();
+    let r = env.run(&["mount", "--json", what, &at.display().to_string()]).ok();
     assert!(mounted(&at), "mount returned but {} is not mounted", at.display());
+    // --json: what is mounted where, and which process serves it (alive, detached)
+    let summary: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert_eq!(summary["mountpoint"], at.display().to_string());
+    assert_eq!(summary["archive"].as_str(), what.split_once("::").map(|(_, name)| name));
+    assert!(summary["archives"].as_u64().unwrap() >= 1, "{summary}");
+    let pid = summary["pid"].as_u64().unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "{summary}");
     Mount { env, at }
 }
 
@@ -162,7 +169,8 @@ fn mount_shows_every_archive_exactly_and_survives_readers_and_writers() {
     assert!(fs::OpenOptions::new().write(true).open(m.at.join("mon/src/small")).is_err());
     assert!(fs::write(m.at.join("mon/src/newfile"), b"x").is_err());
 
-    env.run(&["umount", &m.at.display().to_string()]).ok();
+    let r = env.run(&["umount", "--json", &m.at.display().to_string()]).ok();
+    assert_eq!(r.stdout.trim(), serde_json::json!({ "unmounted": m.at.display().to_string() }).to_string());
     assert!(!mounted(&m.at));
     // The mount point is an ordinary empty directory again.
     assert_eq!(fs::read_dir(&m.at).unwrap().count(), 0);
