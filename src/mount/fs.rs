@@ -32,6 +32,12 @@ pub struct MountOptions {
     pub cache_bytes: u64,
 }
 
+/// The bytes of one read: a range of one cached chunk, or pieces of several copied together.
+enum Bytes {
+    Slice(super::cache::Chunk, std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
 /// What background readahead tasks share with the file system.
 struct Shared {
     repo: Repository,
@@ -196,14 +202,14 @@ impl GarretFs {
         Ok(())
     }
 
-    fn read_range(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    fn read_range(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes, Errno> {
         let content = match self.tree().get(ino) {
             Some(n) if n.kind == Kind::File => n.content.clone(),
             Some(_) => return Err(Errno::EISDIR),
             None => return Err(Errno::ENOENT),
         };
         let end = (offset + size as u64).min(content.len());
-        let Some(first) = content.chunk_at(offset) else { return Ok(vec![]) };
+        let Some(first) = content.chunk_at(offset) else { return Ok(Bytes::Owned(vec![])) };
         let last = last_idx(&content, end).unwrap_or(first);
         // Forward reads (the kernel's readahead may reorder them a little) get the chunks after
         // theirs loaded in the background.
@@ -237,16 +243,23 @@ impl GarretFs {
                 });
             }
         }
+        let range = |i: usize, chunk: &[u8]| {
+            let start = content.starts[first + i];
+            offset.saturating_sub(start) as usize..((end - start) as usize).min(chunk.len())
+        };
+        if let [chunk] = chunks.as_slice() {
+            // Most reads fall inside one chunk: reply from it without copying.
+            let r = range(0, chunk);
+            return Ok(Bytes::Slice(chunk.clone(), r.start..r.end.max(r.start)));
+        }
         let mut out = Vec::with_capacity((end - offset) as usize);
         for (i, chunk) in chunks.iter().enumerate() {
-            let start = content.starts[first + i];
-            let from = offset.saturating_sub(start) as usize;
-            let to = ((end - start) as usize).min(chunk.len());
-            if from < to {
-                out.extend_from_slice(&chunk[from..to]);
+            let r = range(i, chunk);
+            if r.start < r.end {
+                out.extend_from_slice(&chunk[r]);
             }
         }
-        Ok(out)
+        Ok(Bytes::Owned(out))
     }
 }
 
@@ -300,7 +313,8 @@ impl Filesystem for GarretFs {
         reply: ReplyData,
     ) {
         match self.read_range(ino.0, offset, size) {
-            Ok(data) => reply.data(&data),
+            Ok(Bytes::Owned(data)) => reply.data(&data),
+            Ok(Bytes::Slice(chunk, range)) => reply.data(&chunk[range]),
             Err(e) => reply.error(e),
         }
     }
