@@ -173,7 +173,7 @@ impl KeyFile {
         k.zeroize();
         let mut pt = master_to_cbor(master);
         let ct = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &pt, aad: &wrap_aad(repo, &params) })
+            .encrypt(&Nonce::from(nonce), Payload { msg: &pt, aad: &wrap_aad(repo, &params) })
             .expect("bounded message");
         pt.zeroize();
         Ok(KeyFile {
@@ -245,7 +245,7 @@ impl KeyFile {
         let cipher = Aes256GcmSiv::new_from_slice(&k).expect("32-byte key");
         k.zeroize();
         let mut pt = cipher
-            .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ct, aad: &wrap_aad(repo, &params) })
+            .decrypt(&Nonce::try_from(&nonce[..]).expect("checked: 12 bytes"), Payload { msg: &ct, aad: &wrap_aad(repo, &params) })
             .map_err(|_| Error::WrongPassphrase(repo_path.to_path_buf()))?;
         let m = master_from_cbor(&pt);
         pt.zeroize();

@@ -11,7 +11,7 @@ pub mod paper;
 
 use crate::error::{Error, Result};
 use crate::id::{Id, ObjectType};
-use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use aes_gcm_siv::aead::{Aead, AeadInOut, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -138,7 +138,7 @@ impl Keys {
         let aad = self.aad(t, id);
         let ct = self
             .cipher(t)
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad: &aad })
             .expect("AES-GCM-SIV encryption of a bounded message cannot fail");
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
         out.extend_from_slice(&nonce);
@@ -155,7 +155,7 @@ impl Keys {
         let aad = self.aad(t, id);
         let tag = self
             .cipher(t)
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, &mut buf[NONCE_LEN..])
+            .encrypt_inout_detached(&Nonce::from(nonce), &aad, (&mut buf[NONCE_LEN..]).into())
             .expect("AES-GCM-SIV encryption of a bounded message cannot fail");
         buf.extend_from_slice(&tag);
     }
@@ -189,8 +189,10 @@ impl Keys {
         let (head, tag) = buf.split_at_mut(end);
         let (nonce, ct) = head.split_at_mut(NONCE_LEN);
         let aad = self.aad(t, id);
+        let nonce = Nonce::try_from(&*nonce).expect("NONCE_LEN bytes");
+        let tag = aes_gcm_siv::Tag::try_from(&*tag).expect("TAG_LEN bytes");
         self.cipher(t)
-            .decrypt_in_place_detached(Nonce::from_slice(nonce), &aad, ct, aes_gcm_siv::Tag::from_slice(tag))
+            .decrypt_inout_detached(&nonce, &aad, ct.into(), &tag)
             .map_err(|_| {
                 Error::integrity(what(), "authentication failed (corrupt, tampered, or not this type of object)")
             })?;
@@ -204,7 +206,8 @@ impl Keys {
         }
         let (nonce, ct) = envelope.split_at(NONCE_LEN);
         let aad = self.aad(t, id);
-        self.cipher(t).decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad }).map_err(|_| {
+        let nonce = Nonce::try_from(nonce).expect("NONCE_LEN bytes");
+        self.cipher(t).decrypt(&nonce, Payload { msg: ct, aad: &aad }).map_err(|_| {
             Error::integrity(what(), "authentication failed (corrupt, tampered, or not this type of object)")
         })
     }
