@@ -107,9 +107,10 @@ fn kek(passphrase: &[u8], salt: &[u8], p: &KdfParams) -> Result<[u8; 32]> {
     Ok(out)
 }
 
-/// Argon2's working memory, mapped from the kernel (already zero, no memset) and backed by huge
-/// pages where the kernel allows: argon2 reads it at random, and 4 KiB pages cost a TLB miss and,
-/// first, a page fault each (about a third of the KDF's time at 96 MiB).
+/// Argon2's working memory, mapped from the kernel (already zero, no memset). Not advised onto
+/// huge pages: that was 20 ms faster on an idle machine, but after a night's file I/O the
+/// kernel compacts memory to find them and zeroes cold pages (day-2 create 1.19 s with them,
+/// 1.11 s without, three runs each); MAP_POPULATE did not help either.
 struct KdfMemory {
     ptr: *mut std::ffi::c_void,
     len: usize,
@@ -118,14 +119,12 @@ struct KdfMemory {
 
 impl KdfMemory {
     fn map(blocks: usize) -> Option<KdfMemory> {
-        use rustix::mm::{madvise, mmap_anonymous, Advice, MapFlags, ProtFlags};
+        use rustix::mm::{mmap_anonymous, MapFlags, ProtFlags};
         let len = blocks.checked_mul(std::mem::size_of::<argon2::Block>())?;
         // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
         let ptr = unsafe {
             mmap_anonymous(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE).ok()?
         };
-        // SAFETY: advice on the mapping just made; failure (no THP) only costs speed.
-        let _ = unsafe { madvise(ptr, len, Advice::LinuxHugepage) };
         Some(KdfMemory { ptr, len, blocks })
     }
 
