@@ -38,6 +38,14 @@ enum Bytes {
     Owned(Vec<u8>),
 }
 
+/// A file's reader: the last chunk it read, and the chunk before which its stored bytes have
+/// been asked of the disk already.
+#[derive(Clone, Copy, Default)]
+struct ReaderPos {
+    last: usize,
+    fetched_to: usize,
+}
+
 /// What background readahead tasks share with the file system.
 struct Shared {
     repo: Repository,
@@ -49,8 +57,8 @@ pub struct GarretFs {
     /// Archives of the mount, by [`ArchiveDir`] index (whole-repository mounts).
     entries: Vec<ArchiveEntry>,
     tree: RwLock<Tree>,
-    /// Per inode: the index of the last chunk read (readers going forward get readahead).
-    last_chunk: Mutex<HashMap<u64, usize>>,
+    /// Per inode: where its reader is (readers going forward get readahead).
+    readers: Mutex<HashMap<u64, ReaderPos>>,
     numeric_ids: bool,
     /// Messages for the foreground user (damaged archives).
     pub errors: Mutex<Vec<String>>,
@@ -117,7 +125,7 @@ impl GarretFs {
             entries: vec![],
             tree: RwLock::new(Tree::default()),
             shared: std::sync::Arc::new(Shared { repo, cache: ChunkCache::new(opts.cache_bytes) }),
-            last_chunk: Mutex::default(),
+            readers: Mutex::default(),
             numeric_ids: opts.numeric_ids,
             errors: Mutex::default(),
         };
@@ -213,10 +221,13 @@ impl GarretFs {
         let last = last_idx(&content, end).unwrap_or(first);
         // Forward reads (the kernel's readahead may reorder them a little) get the chunks after
         // theirs loaded in the background.
-        let sequential = {
-            let mut last = self.last_chunk.lock().unwrap_or_else(|e| e.into_inner());
-            let prev = last.insert(ino, last_chunk_read(first, last_idx(&content, end)));
-            first == 0 || prev.is_some_and(|p| first + 1 >= p && first <= p + 8)
+        let (sequential, fetched_to) = {
+            let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+            let now = last_chunk_read(first, last_idx(&content, end));
+            let pos = readers.entry(ino).or_default();
+            let prev = std::mem::replace(&mut pos.last, now);
+            let sequential = first == 0 || (first + 1 >= prev && first <= prev + 8);
+            (sequential, pos.fetched_to)
         };
         let need: Vec<Id> = content.chunks[first..=last].iter().map(|c| c.0).collect();
         let shared = &self.shared;
@@ -225,15 +236,27 @@ impl GarretFs {
             Errno::EIO
         })?;
         if sequential {
-            let mut ahead = Vec::new();
-            let mut bytes = 0u64;
-            for c in &content.chunks[last + 1..] {
-                if bytes >= READAHEAD {
-                    break;
+            // The disk reads twice as far ahead as the decoding, so that decoding finds the
+            // stored bytes in memory instead of waiting for them.
+            let window_end = |bytes: u64| {
+                let mut sum = 0u64;
+                let n = content.chunks[last + 1..].iter().take_while(|c| {
+                    let more = sum < bytes;
+                    sum += c.1 as u64;
+                    more
+                });
+                last + 1 + n.count()
+            };
+            let fetch_end = window_end(2 * READAHEAD);
+            if fetch_end > fetched_to {
+                let from = fetched_to.max(last + 1);
+                let ids: Vec<Id> = content.chunks[from..fetch_end].iter().map(|c| c.0).collect();
+                shared.repo.prefetch(&ids);
+                if let Some(pos) = self.readers.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&ino) {
+                    pos.fetched_to = pos.fetched_to.max(fetch_end);
                 }
-                bytes += c.1 as u64;
-                ahead.push(c.0);
             }
+            let ahead: Vec<Id> = content.chunks[last + 1..window_end(READAHEAD)].iter().map(|c| c.0).collect();
             let claimed = shared.cache.claim(&ahead);
             if !claimed.is_empty() {
                 let shared = shared.clone();
@@ -329,7 +352,7 @@ impl Filesystem for GarretFs {
         _flush: bool,
         reply: fuser::ReplyEmpty,
     ) {
-        self.last_chunk.lock().unwrap_or_else(|e| e.into_inner()).remove(&ino.0);
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).remove(&ino.0);
         reply.ok();
     }
 

@@ -356,6 +356,16 @@ impl Repository {
             .collect()
     }
 
+    /// Start reading the stored bytes of `ids` from disk in the background, for a
+    /// [`load_many`](Self::load_many) soon after (a sequential reader's readahead). Unknown ids
+    /// are skipped; the load reports them.
+    pub fn prefetch(&self, ids: &[Id]) {
+        let Ok(locs) = self.index.lookup_many(ids) else { return };
+        for loc in locs.into_iter().flatten() {
+            self.backend.prefetch(&Self::pack_key(&loc.pack), loc.offset, loc.length as u64);
+        }
+    }
+
     /// Load and verify blob `id` of type `kind`.
     pub fn load_blob(&self, kind: ObjectType, id: &Id) -> Result<Vec<u8>> {
         let loc = self.index.lookup(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
