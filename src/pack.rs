@@ -91,15 +91,21 @@ impl PackBuilder {
             offset += b.envelope.len() as u64;
             parts.push(b.envelope);
         }
-        let header = PackHeader { version: PACK_HEADER_VERSION, blobs: entries };
-        let mut plain = Vec::new();
-        ciborium::into_writer(&header, &mut plain).expect("serializing to memory");
-        let sealed = keys.seal(ObjectType::PackHeader, &HEADER_ID, &plain);
-        let trailer = (sealed.len() as u32).to_le_bytes().to_vec();
+        let [sealed, trailer] = seal_header(keys, &entries);
         parts.push(sealed);
         parts.push(trailer);
-        (parts, header.blobs)
+        (parts, entries)
     }
+}
+
+/// The header envelope listing `entries`, and the trailer giving its length.
+pub(crate) fn seal_header(keys: &Keys, entries: &[PackEntry]) -> [Vec<u8>; 2] {
+    let header = PackHeader { version: PACK_HEADER_VERSION, blobs: entries.to_vec() };
+    let mut plain = Vec::new();
+    ciborium::into_writer(&header, &mut plain).expect("serializing to memory");
+    let sealed = keys.seal(ObjectType::PackHeader, &HEADER_ID, &plain);
+    let trailer = (sealed.len() as u32).to_le_bytes().to_vec();
+    [sealed, trailer]
 }
 
 fn shuffle<T>(v: &mut [T]) {
