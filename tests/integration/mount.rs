@@ -159,6 +159,21 @@ fn mount_shows_every_archive_exactly_and_survives_readers_and_writers() {
     assert_eq!(sums[0], sums[1]);
     assert_eq!(sums[0], sha(&s.join("dir/big")), "the tuesday version is the current one");
 
+    // Files can be memory-mapped, shared (as databases and search tools do) and private (as
+    // the loader does), whether the mount opens them for direct I/O or not.
+    let want = fs::read(s.join("dir/big")).unwrap();
+    for flags in [rustix::mm::MapFlags::SHARED, rustix::mm::MapFlags::PRIVATE] {
+        let f = fs::File::open(&big).unwrap();
+        // SAFETY: a read-only mapping of a file on a read-only mount, unmapped below.
+        let p = unsafe { rustix::mm::mmap(std::ptr::null_mut(), want.len(), rustix::mm::ProtFlags::READ, flags, &f, 0) }
+            .unwrap_or_else(|e| panic!("mmap {flags:?} of a mounted file: {e}"));
+        // SAFETY: the mapping is want.len() bytes long and readable.
+        let got = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), want.len()) };
+        assert!(got == want.as_slice(), "mapped {flags:?} bytes differ from the source");
+        // SAFETY: unmaps exactly the mapping made above; `got` is not used after.
+        unsafe { rustix::mm::munmap(p, want.len()) }.unwrap();
+    }
+
     // A backup written while mounted neither disturbs the view nor is disturbed by it.
     fs::write(s.join("during"), b"written while mounted").unwrap();
     env.create_json("thu", &["src"], &[]);
