@@ -261,8 +261,7 @@ fn verify_pack(keys: &Keys, backend: &LocalBackend, name: &str) -> Result<PackVe
         // bytes outside every blob are hashed.
         let tail = bytes.len() - 4; // parse_pack checked the trailer
         let blob_area = tail - pack::header_length(&bytes[tail..], bytes.len() as u64, name)?;
-        let name_ok =
-            tiles_blob_area(&entries, blob_area as u64) || blake3::hash(bytes).to_hex().as_str() == name;
+        let name_ok = tiles_blob_area(&entries, blob_area as u64) || blake3::hash(bytes).to_hex().as_str() == name;
         let mut failures = vec![];
         for e in &entries {
             // parse_pack checked that every entry lies within the pack.

@@ -244,7 +244,10 @@ impl KeyFile {
         let cipher = Aes256GcmSiv::new_from_slice(&k).expect("32-byte key");
         k.zeroize();
         let mut pt = cipher
-            .decrypt(&Nonce::try_from(&nonce[..]).expect("checked: 12 bytes"), Payload { msg: &ct, aad: &wrap_aad(repo, &params) })
+            .decrypt(
+                &Nonce::try_from(&nonce[..]).expect("checked: 12 bytes"),
+                Payload { msg: &ct, aad: &wrap_aad(repo, &params) },
+            )
             .map_err(|_| Error::WrongPassphrase(repo_path.to_path_buf()))?;
         let m = master_from_cbor(&pt);
         pt.zeroize();

@@ -191,11 +191,9 @@ impl Keys {
         let aad = self.aad(t, id);
         let nonce = Nonce::try_from(&*nonce).expect("NONCE_LEN bytes");
         let tag = aes_gcm_siv::Tag::try_from(&*tag).expect("TAG_LEN bytes");
-        self.cipher(t)
-            .decrypt_inout_detached(&nonce, &aad, ct.into(), &tag)
-            .map_err(|_| {
-                Error::integrity(what(), "authentication failed (corrupt, tampered, or not this type of object)")
-            })?;
+        self.cipher(t).decrypt_inout_detached(&nonce, &aad, ct.into(), &tag).map_err(|_| {
+            Error::integrity(what(), "authentication failed (corrupt, tampered, or not this type of object)")
+        })?;
         Ok(NONCE_LEN..end)
     }
 

@@ -165,8 +165,9 @@ fn mount_shows_every_archive_exactly_and_survives_readers_and_writers() {
     for flags in [rustix::mm::MapFlags::SHARED, rustix::mm::MapFlags::PRIVATE] {
         let f = fs::File::open(&big).unwrap();
         // SAFETY: a read-only mapping of a file on a read-only mount, unmapped below.
-        let p = unsafe { rustix::mm::mmap(std::ptr::null_mut(), want.len(), rustix::mm::ProtFlags::READ, flags, &f, 0) }
-            .unwrap_or_else(|e| panic!("mmap {flags:?} of a mounted file: {e}"));
+        let p =
+            unsafe { rustix::mm::mmap(std::ptr::null_mut(), want.len(), rustix::mm::ProtFlags::READ, flags, &f, 0) }
+                .unwrap_or_else(|e| panic!("mmap {flags:?} of a mounted file: {e}"));
         // SAFETY: the mapping is want.len() bytes long and readable.
         let got = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), want.len()) };
         assert!(got == want.as_slice(), "mapped {flags:?} bytes differ from the source");
