@@ -22,7 +22,8 @@ pub struct MountArgs {
     /// Stay in the foreground (do not detach)
     #[arg(short = 'f', long)]
     pub foreground: bool,
-    /// Mount options: allow_other, allow_root (comma-separated)
+    /// Mount options, comma-separated: allow_other, allow_root; kernel_cache (reads go through
+    /// the page cache, shared by every reader, instead of direct I/O where the kernel offers it)
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Option<String>,
     /// Show stored uid/gid instead of mapping user and group names to local ids
@@ -44,21 +45,23 @@ pub struct UmountArgs {
     pub json: bool,
 }
 
-fn access(options: Option<&str>) -> Result<Access> {
-    let mut access = Access::Owner;
+/// The `-o` options: who may use the mount, and whether reads go through the page cache.
+fn parse_options(options: Option<&str>) -> Result<(Access, bool)> {
+    let (mut access, mut kernel_cache) = (Access::Owner, false);
     for o in options.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
-        access = match o {
-            "allow_other" => Access::All,
-            "allow_root" => Access::Root,
-            "ro" | "default_permissions" => access,
-            other => bail!("unknown mount option {other:?} (supported: allow_other, allow_root)"),
-        };
+        match o {
+            "allow_other" => access = Access::All,
+            "allow_root" => access = Access::Root,
+            "kernel_cache" => kernel_cache = true,
+            "ro" | "default_permissions" => {}
+            other => bail!("unknown mount option {other:?} (supported: allow_other, allow_root, kernel_cache)"),
+        }
     }
-    Ok(access)
+    Ok((access, kernel_cache))
 }
 
 pub fn run(g: &GlobalArgs, a: &MountArgs) -> Result<Outcome> {
-    let access = access(a.options.as_deref())?;
+    let (access, kernel_cache) = parse_options(a.options.as_deref())?;
     mount::check_available()?;
     let child = std::env::var_os(CHILD_ENV).is_some();
     if !a.foreground && !child {
@@ -72,7 +75,8 @@ pub fn run(g: &GlobalArgs, a: &MountArgs) -> Result<Outcome> {
         Some(name) => Some(archive::lookup(&repo, name)?.clone()),
         None => None,
     };
-    let fs = GarretFs::new(repo, single, &MountOptions { numeric_ids: a.numeric_ids, cache_bytes: 64 << 20 })?;
+    let fs =
+        GarretFs::new(repo, single, &MountOptions { numeric_ids: a.numeric_ids, cache_bytes: 64 << 20, kernel_cache })?;
     if fs.skipped() > 0 {
         eprintln!("garret: warning: {} item(s) with invalid paths are not shown", fs.skipped());
     }

@@ -38,9 +38,17 @@ impl Drop for Mount<'_> {
 }
 
 fn mount<'e>(env: &'e Env, what: &str, at: &str) -> Mount<'e> {
+    mount_with(env, &[], what, at)
+}
+
+fn mount_with<'e>(env: &'e Env, options: &[&str], what: &str, at: &str) -> Mount<'e> {
     let at = env.path(at);
     fs::create_dir_all(&at).unwrap();
-    let r = env.run(&["mount", "--json", what, &at.display().to_string()]).ok();
+    let at_arg = at.display().to_string();
+    let mut args = vec!["mount", "--json"];
+    args.extend_from_slice(options);
+    args.extend([what, at_arg.as_str()]);
+    let r = env.run(&args).ok();
     assert!(mounted(&at), "mount returned but {} is not mounted", at.display());
     // --json: what is mounted where, and which process serves it (alive, detached)
     let summary: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
@@ -159,21 +167,8 @@ fn mount_shows_every_archive_exactly_and_survives_readers_and_writers() {
     assert_eq!(sums[0], sums[1]);
     assert_eq!(sums[0], sha(&s.join("dir/big")), "the tuesday version is the current one");
 
-    // Files can be memory-mapped, shared (as databases and search tools do) and private (as
-    // the loader does), whether the mount opens them for direct I/O or not.
-    let want = fs::read(s.join("dir/big")).unwrap();
-    for flags in [rustix::mm::MapFlags::SHARED, rustix::mm::MapFlags::PRIVATE] {
-        let f = fs::File::open(&big).unwrap();
-        // SAFETY: a read-only mapping of a file on a read-only mount, unmapped below.
-        let p =
-            unsafe { rustix::mm::mmap(std::ptr::null_mut(), want.len(), rustix::mm::ProtFlags::READ, flags, &f, 0) }
-                .unwrap_or_else(|e| panic!("mmap {flags:?} of a mounted file: {e}"));
-        // SAFETY: the mapping is want.len() bytes long and readable.
-        let got = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), want.len()) };
-        assert!(got == want.as_slice(), "mapped {flags:?} bytes differ from the source");
-        // SAFETY: unmaps exactly the mapping made above; `got` is not used after.
-        unsafe { rustix::mm::munmap(p, want.len()) }.unwrap();
-    }
+    // Files map, shared and private.
+    assert_maps(&big, &fs::read(s.join("dir/big")).unwrap());
 
     // A backup written while mounted neither disturbs the view nor is disturbed by it.
     fs::write(s.join("during"), b"written while mounted").unwrap();
@@ -368,4 +363,66 @@ fn a_reader_opened_before_a_compact_finds_moved_blobs() {
         .collect();
     assert_eq!(data, xorshift(200_000, 52));
     assert!(reader.load_blob(garret::id::ObjectType::Data, &ids[0]).is_ok());
+}
+
+/// A mounted file can be memory-mapped, shared (as databases and search tools do) and private
+/// (as the loader does), whether the mount opens it for direct I/O or not, and maps to `want`.
+fn assert_maps(file: &Path, want: &[u8]) {
+    for flags in [rustix::mm::MapFlags::SHARED, rustix::mm::MapFlags::PRIVATE] {
+        let f = fs::File::open(file).unwrap();
+        // SAFETY: a read-only mapping of a file on a read-only mount, unmapped below.
+        let p =
+            unsafe { rustix::mm::mmap(std::ptr::null_mut(), want.len(), rustix::mm::ProtFlags::READ, flags, &f, 0) }
+                .unwrap_or_else(|e| panic!("mmap {flags:?} of {}: {e}", file.display()));
+        // SAFETY: the mapping is want.len() bytes long and readable.
+        let got = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), want.len()) };
+        assert!(got == want, "mapped {flags:?} bytes of {} differ from the source", file.display());
+        // SAFETY: unmaps exactly the mapping made above; `got` is not used after.
+        unsafe { rustix::mm::munmap(p, want.len()) }.unwrap();
+    }
+}
+
+/// Bytes of `file` in the page cache (util-linux fincore).
+fn cached_bytes(file: &Path) -> u64 {
+    let out = Command::new("fincore").args(["--bytes", "--noheadings", "--output", "RES"]).arg(file).output().unwrap();
+    assert!(out.status.success(), "fincore: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Whether this kernel can map files opened for direct I/O (Linux 6.6, FUSE_DIRECT_IO_ALLOW_MMAP).
+fn kernel_maps_direct_io() -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release.trim().split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>().unwrap_or(0));
+    (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 6)
+}
+
+#[test]
+fn reads_bypass_the_page_cache_unless_kernel_cache_is_asked_for() {
+    if !fuse_usable() {
+        return;
+    }
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src")).unwrap();
+    let want = xorshift(6 << 20, 11);
+    fs::write(env.path("src/file"), &want).unwrap();
+    env.create_json("a", &["src"], &[]);
+    for (options, at) in [(&[][..], "direct"), (&["-o", "kernel_cache"][..], "cached")] {
+        let m = mount_with(&env, options, &env.archive("a"), at);
+        let file = m.at.join("src/file");
+        assert!(fs::read(&file).unwrap() == want, "{at}: content differs");
+        let cached = cached_bytes(&file);
+        if options.is_empty() {
+            if kernel_maps_direct_io() {
+                assert_eq!(cached, 0, "direct I/O: nothing of the file in the page cache");
+            }
+        } else {
+            assert!(cached >= want.len() as u64 / 2, "kernel_cache: the file is in the page cache ({cached})");
+        }
+        assert_maps(&file, &want);
+    }
+    let r = env
+        .run(&["mount", "-o", "kernel_cache,bogus", &env.repo_str(), &env.path("direct").display().to_string()])
+        .code(2);
+    assert!(r.stderr.contains("kernel_cache") && r.stderr.lines().count() == 1, "{}", r.stderr);
 }
