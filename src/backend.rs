@@ -13,7 +13,6 @@ use rustix::fs::RenameFlags;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -155,11 +154,23 @@ impl LocalBackend {
     }
 
     /// `len` bytes at `offset`; a short object is an error.
+    /// The bytes are read into the vector's spare capacity, so they are not zero-filled first
+    /// (that fill was 1.6 % of a mounted file's sequential read).
     pub fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let f = self.reader(key)?;
-        let mut buf = vec![0u8; len];
-        f.read_exact_at(&mut buf, offset)
-            .ctx(|| format!("reading {len} bytes at {offset} of {}", self.path(key).display()))?;
+        let what = || format!("reading {len} bytes at {offset} of {}", self.path(key).display());
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            let at = offset + buf.len() as u64;
+            match rustix::io::pread(&*f, rustix::buffer::spare_capacity(&mut buf), at) {
+                Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)).ctx(what),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e).ctx(what),
+            }
+        }
+        // The spare capacity may exceed `len`, and a read may have filled it past `len`.
+        buf.truncate(len);
         Ok(buf)
     }
 
@@ -271,6 +282,12 @@ mod tests {
         b.prefetch("data/ab/missing", 0, 10);
         assert!(!b.exists("data/ab/missing"));
         assert_eq!(b.get_range("data/ab/abc", 1, 3).unwrap(), b"ell");
+        assert_eq!(b.get_range("data/ab/abc", 0, 5).unwrap(), b"hello");
+        assert_eq!(b.get_range("data/ab/abc", 5, 0).unwrap(), b"");
+        // a range running past the end is an error naming the object, not a short buffer
+        let e = b.get_range("data/ab/abc", 3, 3).unwrap_err().to_string();
+        assert!(e.contains("reading 3 bytes at 3 of") && e.contains("abc"), "{e}");
+        assert!(b.get_range("data/ab/abc", 9, 1).is_err());
         assert_eq!(b.get_tail("data/ab/abc", 2).unwrap(), (b"lo".to_vec(), 5));
         assert_eq!(b.list("data", true).unwrap(), vec!["data/ab/abc".to_string()]);
         assert!(fs::read_dir(d.path().join(TMP_DIR)).unwrap().next().is_none());

@@ -24,6 +24,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const TTL: Duration = Duration::from_secs(300);
 /// Bytes of chunks fetched ahead of a sequential reader.
 const READAHEAD: u64 = 16 << 20;
+/// The `st_blksize` files report: the largest read one FUSE request carries (256 pages, the
+/// kernel's default `max_pages_limit`). `cat` and `cp` size their reads by it, and 1 MiB reads
+/// instead of 128 KiB ones took a cold sequential read of 1 GiB from 0.86 to 0.78 s.
+const PREFERRED_IO: u32 = 1 << 20;
 
 pub struct MountOptions {
     /// Show stored uid/gid rather than mapping stored user/group names to local ids.
@@ -109,7 +113,7 @@ fn attr(ino: u64, n: &Node) -> FileAttr {
         uid: n.uid,
         gid: n.gid,
         rdev: n.rdev as u32,
-        blksize: 4096,
+        blksize: PREFERRED_IO,
         flags: 0,
     }
 }

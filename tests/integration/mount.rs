@@ -410,6 +410,9 @@ fn reads_bypass_the_page_cache_unless_kernel_cache_is_asked_for() {
     for (options, at) in [(&[][..], "direct"), (&["-o", "kernel_cache"][..], "cached")] {
         let m = mount_with(&env, options, &env.archive("a"), at);
         let file = m.at.join("src/file");
+        // the preferred I/O size is one whole FUSE request, so `cat` and `cp` read 1 MiB at a time
+        let blksize = std::os::unix::fs::MetadataExt::blksize(&fs::metadata(&file).unwrap());
+        assert_eq!(blksize, 1 << 20, "{at}: st_blksize");
         assert!(fs::read(&file).unwrap() == want, "{at}: content differs");
         let cached = cached_bytes(&file);
         if options.is_empty() {
