@@ -3,11 +3,14 @@
 //!
 //! Pipeline: a reader thread ([`walk`]) walks, consults the files cache, reads and chunks files and
 //! sends events over a bounded channel; this thread gathers chunks into batches, computes keyed
-//! ids (rayon), deduplicates against the in-memory set, compresses + pads + encrypts new chunks
-//! (rayon), and hands them to the repository's pack writer, which writes packs on a thread of its
-//! own. A batch holds at most [`BATCH_BYTES`] of chunk data and the channel a few chunks, so memory
-//! stays bounded whatever the file sizes. Items wait in a queue until their chunks are processed,
-//! so the item stream keeps walk order.
+//! ids, deduplicates against the in-memory set plus the chunks already on their way, and hands
+//! each batch's new chunks to the thread pool (rayon), which compresses + pads + encrypts them
+//! while this thread gathers the next batches. Sealed batches are stored in order into the
+//! repository's pack writer, which writes packs on a thread of its own. A batch holds at least
+//! [`BATCH_BYTES`] of chunk data plus at most one chunk, at most [`SEALING_BATCHES`] batches are
+//! being sealed, and the channel holds a few messages of bounded size, so memory stays bounded
+//! whatever the file sizes. Items wait in a queue until their chunks have ids, so the item stream
+//! keeps walk order; nothing is committed before every sealed batch is stored.
 
 pub mod files_cache;
 pub mod source;
@@ -20,21 +23,26 @@ use crate::blob::{self, SealedBlob};
 use crate::chunker::ChunkerParams;
 use crate::compress::Compression;
 use crate::error::{Error, Result};
-use crate::id::{Id, ObjectType};
+use crate::id::{Id, IdMap, ObjectType};
 use crate::patterns::Patterns;
 use crate::progress::{Progress, Reporter};
 use crate::repository::{lock, now_rfc3339, Repository};
 use files_cache::{FilesCache, Seen};
 use rayon::prelude::*;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 use walk::{CacheKey, Event, Hangup, WalkConfig};
 
-/// Chunk bytes gathered before the parallel stage runs.
-pub const BATCH_BYTES: usize = 8 * 1024 * 1024;
-/// Events in flight between the reader thread and the pipeline (each at most one chunk).
+/// Chunk bytes gathered before they are handed to the thread pool. Small batches, several in
+/// flight (cold create 6.7 -> 5.5 s against one 8 MiB batch at a time, at the same peak RSS).
+pub const BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Batches handed to the thread pool and not yet stored: with two, the pool always has the next
+/// batch's chunks queued when one batch's last chunk keeps a core busy.
+const SEALING_BATCHES: usize = 3;
+/// Messages in flight between the reader thread and the pipeline (each at most
+/// [`walk::SINK_BYTES`] of chunks plus one chunk).
 const CHANNEL_EVENTS: usize = 4;
 
 /// A stream to archive as one file (`create REPO::NAME -` or `--content-from-command`).
@@ -108,7 +116,12 @@ struct Pipeline<'a> {
     reporter: &'a dyn Reporter,
     progress: Progress,
     /// Ids of all-zero chunks by length.
-    zero_ids: std::sync::Mutex<std::collections::HashMap<usize, Id>>,
+    zero_ids: HashMap<usize, Id>,
+    /// New chunks handed to the sealer and not yet stored, with the number of references to
+    /// each so far (for the archive's compressed size).
+    in_flight: IdMap<u64>,
+    /// The batches being sealed on the thread pool, oldest first.
+    sealing: VecDeque<std::sync::mpsc::Receiver<Vec<SealedBlob>>>,
 }
 
 impl Pipeline<'_> {
@@ -141,58 +154,80 @@ impl Pipeline<'_> {
         self.emit_ready(repo)
     }
 
-    /// Hash, dedup, seal and store the current batch; attach chunk refs to their items.
+    /// Hash and deduplicate the current batch, attach chunk refs to their items, and hand its new
+    /// chunks to the thread pool to be sealed. The main thread does not wait for them: it stores
+    /// the previous batch's sealed blobs and goes on gathering the next batch while these are
+    /// compressed, so the cores do not idle between batches (one batch in flight at a time).
     fn process_batch(&mut self, repo: &mut Repository) -> Result<()> {
         if self.chunk_data.is_empty() {
             return Ok(());
         }
-        let data = std::mem::take(&mut self.chunk_data);
+        let mut data = std::mem::take(&mut self.chunk_data);
         let owners = std::mem::take(&mut self.chunk_owner);
         self.batch_bytes = 0;
+        // Hashed here rather than on the pool, where it would queue behind the sealing.
         let keys = repo.keys();
-        // All-zero chunks (holes of sparse files) repeat: hash each length once.
-        let zero_ids = &self.zero_ids;
         let ids: Vec<Id> = data
-            .par_iter()
+            .iter()
             .map(|c| {
                 if crate::chunker::is_zero(c) {
-                    if let Some(id) = zero_ids.lock().unwrap_or_else(|e| e.into_inner()).get(&c.len()) {
-                        return *id;
-                    }
-                    let id = keys.blob_id(c);
-                    zero_ids.lock().unwrap_or_else(|e| e.into_inner()).insert(c.len(), id);
-                    id
+                    // All-zero chunks (holes of sparse files) repeat: hash each length once.
+                    *self.zero_ids.entry(c.len()).or_insert_with(|| keys.blob_id(c))
                 } else {
                     keys.blob_id(c)
                 }
             })
             .collect();
         let known = repo.known_blobs()?;
-        let mut fresh: Vec<usize> = Vec::new();
-        let mut seen = HashSet::new();
-        for (i, id) in ids.iter().enumerate() {
-            if !known.contains_key(id) && seen.insert(*id) {
-                fresh.push(i);
+        let mut fresh: Vec<(Id, Vec<u8>)> = Vec::new();
+        for ((id, owner), chunk) in ids.iter().zip(owners).zip(data.iter_mut()) {
+            let len = chunk.len();
+            match known.get(id) {
+                Some(&stored) => self.stats.compressed_size += stored as u64,
+                None => {
+                    let refs = self.in_flight.entry(*id).or_insert(0);
+                    if *refs == 0 {
+                        fresh.push((*id, std::mem::take(chunk)));
+                    }
+                    *refs += 1;
+                }
             }
-        }
-        let keys = repo.keys();
-        let compression = self.compression;
-        let sealed: Vec<SealedBlob> =
-            fresh.par_iter().map(|&i| blob::seal(keys, ObjectType::Data, ids[i], &data[i], compression)).collect();
-        for b in sealed {
-            self.stats.deduplicated_size += b.envelope.len() as u64;
-            self.progress.bytes_stored += b.envelope.len() as u64;
-            repo.add_sealed(b)?;
-        }
-        let known = repo.known_blobs()?;
-        for ((id, owner), chunk) in ids.iter().zip(owners).zip(&data) {
-            self.stats.compressed_size += known.get(id).copied().unwrap_or(0) as u64;
-            self.stats.original_size += chunk.len() as u64;
+            self.stats.original_size += len as u64;
             let p = &mut self.queue[owner - self.queue_base];
-            p.item.chunks.push(ChunkRef(*id, chunk.len() as u32));
-            p.item.size += chunk.len() as u64;
+            p.item.chunks.push(ChunkRef(*id, len as u32));
+            p.item.size += len as u64;
+        }
+        drop(data);
+        while self.sealing.len() >= SEALING_BATCHES {
+            self.store_sealed(repo)?;
+        }
+        if !fresh.is_empty() {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let (keys, compression) = (repo.shared_keys(), self.compression);
+            rayon::spawn(move || {
+                let sealed: Vec<SealedBlob> =
+                    fresh.par_iter().map(|(id, c)| blob::seal(&keys, ObjectType::Data, *id, c, compression)).collect();
+                // The receiver is gone only when the create failed already.
+                let _ = tx.send(sealed);
+            });
+            self.sealing.push_back(rx);
         }
         self.emit_ready(repo)
+    }
+
+    /// Wait for the oldest batch being sealed, if any, and queue its blobs for the pack writer.
+    fn store_sealed(&mut self, repo: &mut Repository) -> Result<()> {
+        let Some(rx) = self.sealing.pop_front() else { return Ok(()) };
+        let sealed = rx.recv().map_err(|_| Error::Command("sealing chunks failed (a worker panicked)".into()))?;
+        for b in sealed {
+            let len = b.envelope.len() as u64;
+            let refs = self.in_flight.remove(&b.id).unwrap_or(0);
+            self.stats.compressed_size += len * refs;
+            self.stats.deduplicated_size += len;
+            self.progress.bytes_stored += len;
+            repo.add_sealed(b)?;
+        }
+        Ok(())
     }
 
     /// Write finished items from the front of the queue into the item stream. An item with
@@ -324,6 +359,8 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         reporter,
         progress: Progress::default(),
         zero_ids: Default::default(),
+        in_flight: Default::default(),
+        sealing: VecDeque::new(),
     };
     let stream = opts.stream.take();
     let producer = opts.producer.take();
@@ -398,6 +435,9 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
     });
     result?;
     pl.process_batch(repo)?;
+    while !pl.sealing.is_empty() {
+        pl.store_sealed(repo)?;
+    }
     debug_assert!(pl.queue.is_empty());
     if let Some(f) = finish {
         f()?;

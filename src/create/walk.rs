@@ -77,17 +77,30 @@ pub struct Hangup;
 pub struct EventSink {
     tx: SyncSender<Vec<Event>>,
     buf: Vec<Event>,
+    /// Chunk bytes in `buf`.
+    bytes: usize,
 }
+
+/// Chunk bytes an [`EventSink`] gathers before it sends them on. With the channel's few messages
+/// this lets the reader run about one batch ahead of the parallel stage, so the cores keep
+/// compressing while the next batch is read (a message per chunk let it run only a few small
+/// files ahead, and the cores idled while each batch was gathered).
+pub const SINK_BYTES: usize = 1024 * 1024;
+/// Events an [`EventSink`] gathers at most before it sends them on.
+const SINK_EVENTS: usize = 256;
 
 impl EventSink {
     pub fn new(tx: SyncSender<Vec<Event>>) -> Self {
-        EventSink { tx, buf: Vec::with_capacity(256) }
+        EventSink { tx, buf: Vec::with_capacity(SINK_EVENTS), bytes: 0 }
     }
 
     pub fn send(&mut self, e: Event) -> Result<(), Hangup> {
-        let urgent = matches!(e, Event::Chunk(_) | Event::Abort(_));
+        if let Event::Chunk(c) = &e {
+            self.bytes += c.len();
+        }
+        let urgent = matches!(e, Event::Abort(_));
         self.buf.push(e);
-        if urgent || self.buf.len() >= 256 {
+        if urgent || self.bytes >= SINK_BYTES || self.buf.len() >= SINK_EVENTS {
             self.flush()?;
         }
         Ok(())
@@ -97,7 +110,8 @@ impl EventSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(256));
+        self.bytes = 0;
+        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(SINK_EVENTS));
         self.tx.send(batch).map_err(|_| Hangup)
     }
 }

@@ -64,7 +64,7 @@ pub struct Repository {
     path: PathBuf,
     backend: LocalBackend,
     config: Config,
-    keys: Keys,
+    keys: std::sync::Arc<Keys>,
     key_fingerprint: Id,
     client: ClientDirs,
     index: Index,
@@ -210,7 +210,7 @@ impl Repository {
             path: path.to_path_buf(),
             backend,
             config,
-            keys,
+            keys: std::sync::Arc::new(keys),
             key_fingerprint: fingerprint,
             client: opts.client,
             index,
@@ -241,6 +241,12 @@ impl Repository {
     }
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// The keys, shared with work that outlives a borrow of the repository (sealing on the
+    /// thread pool while the caller goes on).
+    pub fn shared_keys(&self) -> std::sync::Arc<Keys> {
+        self.keys.clone()
     }
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
