@@ -142,6 +142,39 @@ pub fn read_content<R: Read>(
     }
 }
 
+/// [`read_content`] for a file of `size` bytes, at most the chunker's minimum: such a file is one
+/// chunk, so it is read straight into the chunk's own buffer, with no zero-filled read buffer to
+/// copy it out of (half of the bench tree's bytes are in files this small). A file that grew past
+/// the minimum while being read goes on through the chunker from where the read stopped, so it
+/// is cut exactly as [`read_content`] would cut it.
+fn read_small(
+    file: &File,
+    size: u64,
+    params: ChunkerParams,
+    seed: u64,
+    emit: &mut dyn FnMut(Vec<u8>) -> Result<(), Hangup>,
+) -> Result<Result<u64, std::io::Error>, Hangup> {
+    let min = u64::from(params.min);
+    let mut data = Vec::with_capacity(size.min(min) as usize);
+    let read = file.take(min + 1).read_to_end(&mut data);
+    let n = data.len() as u64;
+    match read {
+        Ok(_) if n > min => read_content(std::io::Cursor::new(data).chain(file), None, params, seed, emit),
+        Ok(_) => {
+            if n > 0 {
+                emit(data)?;
+            }
+            Ok(Ok(n))
+        }
+        Err(e) => {
+            if n > 0 {
+                emit(data)?;
+            }
+            Ok(Err(e))
+        }
+    }
+}
+
 /// Entries prepared in parallel at a time.
 const BATCH_ENTRIES: usize = 256;
 
@@ -489,9 +522,15 @@ impl Walker<'_, '_> {
         self.tx.send(Event::FileStart { item, key: Some(key) })?;
         let (params, seed) = (self.cfg.params, self.cfg.seed);
         let tx = &mut self.tx;
-        let mut reader = source::SparseReader::new(file);
-        let read = read_content(&mut reader, Some(stamp.size), params, seed, &mut |c| tx.send(Event::Chunk(c)))?;
-        let file = reader.file();
+        let sparse;
+        let (read, file) = if stamp.size <= u64::from(params.min) {
+            (read_small(&file, stamp.size, params, seed, &mut |c| tx.send(Event::Chunk(c)))?, &file)
+        } else {
+            let mut reader = source::SparseReader::new(file);
+            let read = read_content(&mut reader, Some(stamp.size), params, seed, &mut |c| tx.send(Event::Chunk(c)))?;
+            sparse = reader;
+            (read, sparse.file())
+        };
         let mut changed = false;
         if let Err(e) = read {
             self.warn(format!("{}: read error, archived the bytes before it: {e}", loc.path.display()));
@@ -513,5 +552,54 @@ impl Walker<'_, '_> {
             &ap,
         );
         self.tx.send(Event::FileEnd { changed })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunker::DATA_PARAMS;
+
+    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn chunks_of(read: impl FnOnce(&mut dyn FnMut(Vec<u8>) -> Result<(), Hangup>) -> u64) -> Vec<Vec<u8>> {
+        let mut out = vec![];
+        let n = read(&mut |c| {
+            out.push(c);
+            Ok(())
+        });
+        assert_eq!(n, out.iter().map(|c| c.len() as u64).sum::<u64>());
+        out
+    }
+
+    /// Small files are read whole, as one chunk; a file found bigger than its size said (it grew
+    /// after the stat) is cut exactly as the chunker cuts it.
+    #[test]
+    fn small_files_are_one_chunk_and_grown_ones_are_cut_as_usual() {
+        let min = DATA_PARAMS.min as usize;
+        let dir = tempfile::tempdir().unwrap();
+        for (len, stated) in [(0, 0), (1, 1), (5000, 5000), (min, min), (min + 1, min), (9_000_000, 100)] {
+            let data = pseudo_random(len, len as u64 + 7);
+            let path = dir.path().join(format!("f{len}"));
+            std::fs::write(&path, &data).unwrap();
+            let file = File::open(&path).unwrap();
+            let got = chunks_of(|emit| read_small(&file, stated as u64, DATA_PARAMS, 42, emit).ok().unwrap().unwrap());
+            let want = chunks_of(|emit| read_content(&data[..], None, DATA_PARAMS, 42, emit).ok().unwrap().unwrap());
+            assert_eq!(got, want, "{len} bytes, stated {stated}");
+            assert_eq!(got.concat(), data);
+            if len <= min {
+                assert_eq!(got.len(), usize::from(len > 0), "{len} bytes: one chunk");
+            }
+        }
     }
 }
