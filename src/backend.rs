@@ -72,6 +72,14 @@ impl LocalBackend {
 
     /// [`put`](Self::put) of the concatenation of `parts`, without joining them in memory.
     pub fn put_parts<P: AsRef<[u8]>>(&self, key: &str, parts: &[P]) -> Result<()> {
+        self.stage(key, parts)?.commit()
+    }
+
+    /// The first half of [`put_parts`](Self::put_parts): write `parts` to a temporary file, not
+    /// yet durable nor visible under `key`. The caller may drop `parts` then and
+    /// [`commit`](Staged::commit) later, from another thread; a [`Staged`] dropped uncommitted
+    /// removes its file.
+    pub fn stage<P: AsRef<[u8]>>(&self, key: &str, parts: &[P]) -> Result<Staged> {
         let dest = self.path(key);
         let dir = dest.parent().expect("keys have a parent").to_path_buf();
         fs::create_dir_all(&dir).ctx(|| format!("creating directory {}", dir.display()))?;
@@ -80,45 +88,19 @@ impl LocalBackend {
         let mut rnd = [0u8; 8];
         crate::crypto::random_bytes(&mut rnd);
         let tmp = tmp_dir.join(format!("{}.tmp", hex::encode(rnd)));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .ctx(|| format!("creating {}", tmp.display()))?;
-            {
-                let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
-                for p in parts {
-                    w.write_all(p.as_ref()).ctx(|| format!("writing {}", tmp.display()))?;
-                }
-                w.flush().ctx(|| format!("writing {}", tmp.display()))?;
+        let mut f =
+            OpenOptions::new().write(true).create_new(true).open(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+        // From here on, dropping `staged` removes the file.
+        let mut staged = Staged { key: key.to_string(), file: None, tmp, dest, dir };
+        {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
+            for p in parts {
+                w.write_all(p.as_ref()).ctx(|| format!("writing {}", staged.tmp.display()))?;
             }
-            faults::io_point("fsync-object")
-                .and_then(|_| f.sync_all())
-                .ctx(|| format!("fsync of {}", tmp.display()))?;
-            drop(f);
-            faults::crash_point("object-synced");
-            rustix::fs::renameat_with(rustix::fs::CWD, &tmp, rustix::fs::CWD, &dest, RenameFlags::NOREPLACE).map_err(
-                |e| {
-                    let e: std::io::Error = e.into();
-                    if e.kind() == ErrorKind::AlreadyExists {
-                        Error::io(format!("storing {key}: an object of that name already exists"), e)
-                    } else {
-                        Error::io(format!("renaming {} to {}", tmp.display(), dest.display()), e)
-                    }
-                },
-            )?;
-            if let Err(e) = sync_dir(&dir) {
-                // The entry's durability is unknown: the object counts as never written.
-                let _ = fs::remove_file(&dest);
-                return Err(e);
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+            w.flush().ctx(|| format!("writing {}", staged.tmp.display()))?;
         }
-        result
+        staged.file = Some(f);
+        Ok(staged)
     }
 
     /// Atomically replace a small object (only the key file, on passphrase change or import):
@@ -262,6 +244,53 @@ impl LocalBackend {
 pub fn sync_dir(dir: &Path) -> Result<()> {
     let d = File::open(dir).ctx(|| format!("opening directory {}", dir.display()))?;
     d.sync_all().ctx(|| format!("fsync of directory {}", dir.display()))
+}
+
+/// An object written by [`LocalBackend::stage`], waiting for [`commit`](Staged::commit).
+pub struct Staged {
+    key: String,
+    file: Option<File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+    dir: PathBuf,
+}
+
+impl Staged {
+    /// Make the object durable and visible under its key: fsync, rename into place (never over
+    /// an existing object), fsync the directory. On failure the object counts as never written.
+    pub fn commit(mut self) -> Result<()> {
+        let f = self.file.take().expect("a staged object holds its file until committed");
+        faults::io_point("fsync-object")
+            .and_then(|_| f.sync_all())
+            .ctx(|| format!("fsync of {}", self.tmp.display()))?;
+        drop(f);
+        faults::crash_point("object-synced");
+        rustix::fs::renameat_with(rustix::fs::CWD, &self.tmp, rustix::fs::CWD, &self.dest, RenameFlags::NOREPLACE)
+            .map_err(|e| {
+                let e: std::io::Error = e.into();
+                if e.kind() == ErrorKind::AlreadyExists {
+                    Error::io(format!("storing {}: an object of that name already exists", self.key), e)
+                } else {
+                    Error::io(format!("renaming {} to {}", self.tmp.display(), self.dest.display()), e)
+                }
+            })?;
+        // Renamed: the temporary name is gone, nothing left for drop to remove.
+        self.tmp = PathBuf::new();
+        if let Err(e) = sync_dir(&self.dir) {
+            // The entry's durability is unknown: the object counts as never written.
+            let _ = fs::remove_file(&self.dest);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[cfg(test)]
