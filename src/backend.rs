@@ -298,6 +298,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_staged_object_is_invisible_until_committed_and_leaves_nothing_when_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(d.path());
+        let tmp_files = || fs::read_dir(d.path().join(TMP_DIR)).unwrap().count();
+        let staged = b.stage("data/ab/one", &[&b"he"[..], b"llo"]).unwrap();
+        assert!(!b.exists("data/ab/one"));
+        assert_eq!(tmp_files(), 1);
+        drop(staged);
+        assert!(!b.exists("data/ab/one"));
+        assert_eq!(tmp_files(), 0, "a dropped staged object removes its file");
+        b.stage("data/ab/one", &[b"hello"]).unwrap().commit().unwrap();
+        assert_eq!(b.get("data/ab/one").unwrap(), b"hello");
+        // committing over an existing object fails, keeps the old bytes and cleans up
+        let e = b.stage("data/ab/one", &[b"other"]).unwrap().commit().unwrap_err().to_string();
+        assert!(e.contains("already exists"), "{e}");
+        assert_eq!(b.get("data/ab/one").unwrap(), b"hello");
+        assert_eq!(tmp_files(), 0);
+    }
+
+    #[test]
     fn put_is_atomic_and_never_overwrites() {
         let d = tempfile::tempdir().unwrap();
         let b = LocalBackend::new(d.path());
