@@ -38,6 +38,8 @@ pub struct PackWriter {
     rx: std::sync::Mutex<Receiver<Result<Written>>>,
     handle: Option<JoinHandle<()>>,
     outstanding: usize,
+    /// Packs reported written while `submit` looked for the failure that stopped the threads.
+    held: Vec<Written>,
 }
 
 impl PackWriter {
@@ -84,15 +86,21 @@ impl PackWriter {
                 });
             })
             .expect("spawning the pack writer thread");
-        PackWriter { tx: Some(tx), rx: std::sync::Mutex::new(rx), handle: Some(handle), outstanding: 0 }
+        PackWriter { tx: Some(tx), rx: std::sync::Mutex::new(rx), handle: Some(handle), outstanding: 0, held: vec![] }
     }
 
     /// Hand a pack to the writer thread (blocks while it is busy with the previous one).
     pub fn submit(&mut self, job: Job) -> Result<()> {
         let tx = self.tx.as_ref().ok_or_else(|| Error::malformed("pack writer", "used after a failure"))?;
         if tx.send(job).is_err() {
-            // The thread stopped after a failure; its error is waiting in `rx`.
-            return self.next_result().map(|_| ()).and(Err(Error::malformed("pack writer", "stopped")));
+            // The threads stopped after a failure. Its error waits in `rx`, possibly behind packs
+            // written before it: keep those for `completed` and report the error itself.
+            loop {
+                match self.next_result() {
+                    Ok(w) => self.held.push(w),
+                    Err(e) => return Err(e),
+                }
+            }
         }
         self.outstanding += 1;
         Ok(())
@@ -114,7 +122,7 @@ impl PackWriter {
 
     /// Packs that finished since the last call; with `wait`, every outstanding pack.
     pub fn completed(&mut self, wait: bool) -> Result<Vec<Written>> {
-        let mut out = vec![];
+        let mut out = std::mem::take(&mut self.held);
         while self.outstanding > 0 {
             let r = if wait {
                 self.next_result()?
