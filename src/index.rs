@@ -151,11 +151,17 @@ impl Index {
     }
 
     pub fn add_pack_with(&mut self, name: &str, size: u64, entries: &[PackEntry], replace: bool) -> Result<()> {
+        self.add_packs(&[(name, size, entries, replace)])
+    }
+
+    /// [`add_pack_with`](Self::add_pack_with) for several packs in one transaction (one commit,
+    /// not one per pack).
+    pub fn add_packs(&mut self, packs: &[(&str, u64, &[PackEntry], bool)]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute("INSERT OR IGNORE INTO packs (name, size) VALUES (?1, ?2)", params![name, size as i64])?;
-        let pack: i64 = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get(0))?;
-        {
+        for &(name, size, entries, replace) in packs {
+            tx.execute("INSERT OR IGNORE INTO packs (name, size) VALUES (?1, ?2)", params![name, size as i64])?;
+            let pack: i64 = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get(0))?;
             let sql = if replace {
                 "INSERT OR REPLACE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
             } else {

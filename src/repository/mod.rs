@@ -60,6 +60,9 @@ pub struct OpenOptions<'a> {
     pub adopt: bool,
 }
 
+/// Durable packs indexed together in one SQLite transaction.
+const INDEX_BATCH: usize = 16;
+
 pub struct Repository {
     path: PathBuf,
     backend: LocalBackend,
@@ -76,6 +79,8 @@ pub struct Repository {
     pending: [PackBuilder; 3],
     known: Option<IdMap<u32>>,
     writer: Option<pack_writer::PackWriter>,
+    /// Durable packs not yet in the index (see [`index_written`](Self::index_written)).
+    unindexed: Vec<pack_writer::Written>,
     written: WriteStats,
     // Declared last: dropped after the writer thread has finished.
     _lock: Option<Lock>,
@@ -220,6 +225,7 @@ impl Repository {
             pending: Default::default(),
             known: None,
             writer: None,
+            unindexed: Vec::new(),
             written: WriteStats::default(),
             _lock: lock,
         };
@@ -483,18 +489,27 @@ impl Repository {
         self.index_written(false)
     }
 
-    /// Index packs the writer has made durable; with `wait`, wait for all of them.
+    /// Index packs the writer has made durable; with `wait`, wait for all of them. Without it,
+    /// durable packs are indexed [`INDEX_BATCH`] at a time, in one SQLite transaction: a commit
+    /// per pack (a journal file made, synced and deleted each time) cost the create pipeline's
+    /// thread 0.7 s of 5.5. Packs left unindexed by a crash are found by the next open
+    /// ([`reconcile_index`](Self::reconcile_index)), as before.
     fn index_written(&mut self, wait: bool) -> Result<()> {
         let Some(writer) = self.writer.as_mut() else { return Ok(()) };
-        let done = match writer.completed(wait) {
-            Ok(d) => d,
+        match writer.completed(wait) {
+            Ok(d) => self.unindexed.extend(d),
             Err(e) => {
                 self.known = None;
                 return Err(e);
             }
         };
-        for w in done {
-            self.index.add_pack_with(&w.name, w.size, &w.entries, w.moved)?;
+        if self.unindexed.is_empty() || (!wait && self.unindexed.len() < INDEX_BATCH) {
+            return Ok(());
+        }
+        let done = std::mem::take(&mut self.unindexed);
+        let rows: Vec<_> = done.iter().map(|w| (w.name.as_str(), w.size, &w.entries[..], w.moved)).collect();
+        self.index.add_packs(&rows)?;
+        for w in &done {
             faults::crash_point("pack-indexed");
             self.written.packs_written += 1;
             self.written.bytes_written += w.size;
