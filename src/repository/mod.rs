@@ -473,14 +473,9 @@ impl Repository {
         }
         let builder = std::mem::take(&mut self.pending[slot as usize]);
         let (parts, entries) = builder.finish(&self.keys);
-        let mut h = blake3::Hasher::new();
-        for p in &parts {
-            h.update(p);
-        }
-        let name = h.finalize().to_hex().to_string();
         let backend = self.backend.clone();
-        let writer = self.writer.get_or_insert_with(|| pack_writer::PackWriter::spawn(backend));
-        let job = pack_writer::Job { key: Self::pack_key(&name), name, parts, entries, moved: slot == Slot::Moved };
+        let writer = self.writer.get_or_insert_with(|| pack_writer::PackWriter::spawn(backend, Self::pack_key));
+        let job = pack_writer::Job { parts, entries, moved: slot == Slot::Moved };
         if let Err(e) = writer.submit(job) {
             // Packs in flight are lost: forget their blobs so nothing refers to them.
             self.known = None;
