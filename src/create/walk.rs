@@ -571,19 +571,8 @@ impl Walker<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunker::tests::pseudo_random;
     use crate::chunker::DATA_PARAMS;
-
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn chunks_of(read: impl FnOnce(&mut dyn FnMut(Vec<u8>) -> Result<(), Hangup>) -> u64) -> Vec<Vec<u8>> {
         let mut out = vec![];
