@@ -7,6 +7,8 @@
 //! the temporary file is removed and the object is treated as never written: an fsync error is
 //! never retried and then trusted.
 
+mod direct;
+
 use crate::error::{Error, IoContext, Result};
 use crate::faults;
 use rustix::fs::RenameFlags;
@@ -88,17 +90,11 @@ impl LocalBackend {
         let mut rnd = [0u8; 8];
         crate::crypto::random_bytes(&mut rnd);
         let tmp = tmp_dir.join(format!("{}.tmp", hex::encode(rnd)));
-        let mut f =
+        let f =
             OpenOptions::new().write(true).create_new(true).open(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
         // From here on, dropping `staged` removes the file.
         let mut staged = Staged { key: key.to_string(), file: None, tmp, dest, dir };
-        {
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut f);
-            for p in parts {
-                w.write_all(p.as_ref()).ctx(|| format!("writing {}", staged.tmp.display()))?;
-            }
-            w.flush().ctx(|| format!("writing {}", staged.tmp.display()))?;
-        }
+        direct::write_parts(&f, parts).ctx(|| format!("writing {}", staged.tmp.display()))?;
         staged.file = Some(f);
         Ok(staged)
     }
