@@ -16,6 +16,10 @@
 //! tail goes out buffered after direct I/O is switched off again with `fcntl`. A file system
 //! that refuses direct I/O (at `fcntl` or, later, with `EINVAL` at a write) gets buffered writes
 //! for the rest of the file. Durability is unchanged: the caller still fsyncs.
+//!
+//! Direct I/O is used only on local disk file systems ([`DIRECT_FS`]: ext4, XFS, btrfs). On a
+//! network or FUSE file system a direct write is a synchronous round trip each, where buffered
+//! writeback keeps several in flight, so NFS, CIFS, sshfs, ZFS, tmpfs and the rest stay buffered.
 
 use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
 use std::cell::RefCell;
@@ -30,6 +34,10 @@ const BLOCK: usize = 1 << 20;
 /// make each small write wait for the device.
 pub const MIN_DIRECT: usize = 256 << 10;
 
+/// `statfs` magic numbers of the file systems written with direct I/O: ext4 (also ext2/3),
+/// XFS, btrfs.
+const DIRECT_FS: [u32; 3] = [0xEF53, 0x5846_5342, 0x9123_683E];
+
 thread_local! {
     /// The aligned scratch block of this thread (`BLOCK + ALIGN` bytes, allocated on first use).
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -40,7 +48,7 @@ thread_local! {
 pub fn write_parts<P: AsRef<[u8]>>(f: &File, parts: &[P]) -> io::Result<bool> {
     let total: usize = parts.iter().map(|p| p.as_ref().len()).sum();
     let mut w = Writer { file: f, direct: false, used_direct: false };
-    if total < MIN_DIRECT || !w.set_direct(true) {
+    if total < MIN_DIRECT || !local_disk(f) || !w.set_direct(true) {
         let mut b = io::BufWriter::with_capacity(BLOCK, f);
         for p in parts {
             b.write_all(p.as_ref())?;
@@ -76,6 +84,11 @@ pub fn write_parts<P: AsRef<[u8]>>(f: &File, parts: &[P]) -> io::Result<bool> {
         }
         Ok(w.used_direct)
     })
+}
+
+/// Whether `f` lives on one of the [`DIRECT_FS`] file systems.
+fn local_disk(f: &File) -> bool {
+    rustix::fs::fstatfs(f).is_ok_and(|st| DIRECT_FS.contains(&(st.f_type as u64 as u32)))
 }
 
 /// A file written direct while `direct` holds, buffered after.
@@ -136,7 +149,20 @@ mod tests {
 
     fn supports_direct(dir: &std::path::Path) -> bool {
         let f = File::create(dir.join("probe")).unwrap();
-        Writer { file: &f, direct: false, used_direct: false }.set_direct(true)
+        local_disk(&f) && Writer { file: &f, direct: false, used_direct: false }.set_direct(true)
+    }
+
+    #[test]
+    fn direct_io_is_chosen_by_file_system() {
+        let d = tempfile::tempdir().unwrap();
+        let f = File::create(d.path().join("f")).unwrap();
+        let magic = rustix::fs::fstatfs(&f).unwrap().f_type as u64 as u32;
+        assert_eq!(local_disk(&f), DIRECT_FS.contains(&magic));
+        if let Ok(shm) = File::create("/dev/shm/garret-direct-probe") {
+            // tmpfs accepts O_DIRECT (Linux 6.6+) but gains nothing from it
+            assert!(!local_disk(&shm));
+            let _ = std::fs::remove_file("/dev/shm/garret-direct-probe");
+        }
     }
 
     #[test]
