@@ -79,7 +79,7 @@ pub fn write_parts<P: AsRef<[u8]>>(f: &File, parts: &[P]) -> io::Result<bool> {
         let whole = fill & !(ALIGN - 1);
         w.write_all(&buf[..whole])?;
         if whole < fill {
-            w.set_direct(false);
+            w.fall_back()?;
             w.write_all(&buf[whole..fill])?;
         }
         Ok(w.used_direct)
@@ -130,6 +130,7 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Buffered writes from here on.
     fn fall_back(&mut self) -> io::Result<()> {
         if self.set_direct(false) {
             Ok(())
