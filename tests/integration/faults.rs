@@ -31,6 +31,22 @@ fn loop_disk(env: &Env, mnt: &std::path::Path, fs_type: &str, bytes: u64) -> Opt
     Some(LoopMount(mnt.to_path_buf()))
 }
 
+/// garret with `args` and [`Env::cmd`]'s environment, run under `strace -f -qq` with `strace_args`.
+fn under_strace(env: &Env, strace_args: &[&str], args: &[&str]) -> std::process::Output {
+    let garret = env.cmd();
+    let mut c = Command::new("strace");
+    c.env_clear().args(["-f", "-qq"]).args(strace_args).arg(bin()).args(args);
+    for (k, v) in garret.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    if let Some(dir) = garret.get_current_dir() {
+        c.current_dir(dir);
+    }
+    c.stdin(std::process::Stdio::null()).output().expect("spawn strace")
+}
+
 struct LoopMount(std::path::PathBuf);
 impl Drop for LoopMount {
     fn drop(&mut self) {
@@ -88,15 +104,11 @@ fn fsync_failure_injected_by_strace_loses_only_that_pack() {
     let before = immutable_files(&env.repo());
     fs::write(env.path("src/g"), xorshift(3 << 20, 4)).unwrap();
     // fsync #1 is the lock file's, #2 the first pack's: that one fails with EIO
-    let o = Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync", "-e", "inject=fsync:error=EIO:when=2", bin()])
-        .args(["create", &env.archive("second"), "src"])
-        .env("GARRET_PASSPHRASE", PASSPHRASE)
-        .env("HOME", env.path("home"))
-        .env("GARRET_SECURITY_DIR", env.path("security"))
-        .env("GARRET_KEYS_DIR", env.path("keys"))
-        .output()
-        .unwrap();
+    let o = under_strace(
+        &env,
+        &["-o", "/dev/null", "-e", "trace=fsync", "-e", "inject=fsync:error=EIO:when=2"],
+        &["create", &env.archive("second"), "src"],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("fsync") && err.contains("Input/output error"), "{err}");
@@ -198,18 +210,11 @@ fn packs_on_xfs_and_btrfs_are_written_direct_and_read_back() {
             fs::write(env.path(&format!("src/d/small{i}")), xorshift(3000 + i * 1000, 50 + i as u64)).unwrap();
         }
         let trace = env.path("fcntl.trace");
-        let o = Command::new("strace")
-            .args(["-f", "-qq", "-e", "trace=fcntl", "-o"])
-            .arg(&trace)
-            .arg(bin())
-            .args(["create", &format!("{repo}::a"), "src"])
-            .current_dir(env.path(""))
-            .env("GARRET_PASSPHRASE", PASSPHRASE)
-            .env("HOME", env.path("home"))
-            .env("GARRET_SECURITY_DIR", env.path("security"))
-            .env("GARRET_KEYS_DIR", env.path("keys"))
-            .output()
-            .unwrap();
+        let o = under_strace(
+            &env,
+            &["-e", "trace=fcntl", "-o", &trace.display().to_string()],
+            &["create", &format!("{repo}::a"), "src"],
+        );
         assert_eq!(o.status.code(), Some(0), "{fs_type}: {}", String::from_utf8_lossy(&o.stderr));
         let t = fs::read_to_string(&trace).unwrap();
         assert!(t.contains("F_SETFL, O_WRONLY|O_DIRECT"), "{fs_type}: no pack was written with O_DIRECT:\n{t}");
