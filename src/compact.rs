@@ -91,9 +91,7 @@ pub fn run(repo: &mut Repository, threshold_percent: f64, dry_run: bool) -> Resu
     repo.finish_writes()?;
     faults::crash_point("compact-rewritten");
     // 2. Unindex the old packs, then delete their files.
-    for name in rewrite.iter().chain(&delete) {
-        repo.unindex_pack(name)?;
-    }
+    repo.unindex_packs(&rewrite.iter().chain(&delete).collect::<Vec<_>>())?;
     faults::crash_point("compact-unindexed");
     for name in rewrite.iter().chain(&delete) {
         // A mount that started meanwhile may still read these packs: leave them (unindexed

@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS blobs (
     length INTEGER NOT NULL,        -- envelope length
     raw_length INTEGER NOT NULL     -- uncompressed plaintext length
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs(pack);
+-- No index on blobs(pack): it was 40 % of the file and slowed every insert, for the sake of
+-- removing packs, which is rare and done in batches with one scan of the table.
+DROP INDEX IF EXISTS blobs_by_pack;
 ";
 
 const LOOKUP_SQL: &str =
@@ -178,14 +180,32 @@ impl Index {
 
     /// Forget a pack and its blobs (the pack file is gone or about to go).
     pub fn remove_pack(&mut self, name: &str) -> Result<()> {
+        self.remove_packs(&[name])
+    }
+
+    /// Forget packs and their blobs in one transaction. Blobs are found by one scan of the
+    /// table (there is no index by pack), so remove many packs in one call, not one at a time.
+    pub fn remove_packs<S: AsRef<str>>(&mut self, names: &[S]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        if let Some(pack) =
-            tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get::<_, i64>(0)).optional()?
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS doomed (pack INTEGER PRIMARY KEY); DELETE FROM temp.doomed;",
+        )?;
         {
-            tx.execute("DELETE FROM blobs WHERE pack = ?1", [pack])?;
-            tx.execute("DELETE FROM packs WHERE pack = ?1", [pack])?;
+            let mut st =
+                tx.prepare_cached("INSERT OR IGNORE INTO temp.doomed SELECT pack FROM packs WHERE name = ?1")?;
+            for name in names {
+                st.execute([name.as_ref()])?;
+            }
         }
+        tx.execute_batch(
+            "DELETE FROM blobs WHERE pack IN (SELECT pack FROM temp.doomed);
+             DELETE FROM packs WHERE pack IN (SELECT pack FROM temp.doomed);
+             DELETE FROM temp.doomed;",
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -299,5 +319,50 @@ mod tests {
         ix.add_pack("bb", 1, &[]).unwrap();
         ix.remove_pack("bb").unwrap();
         assert!(ix.pack_names().unwrap().is_empty());
+    }
+
+    /// Removing packs drops exactly their blobs, in one call for many packs; names not indexed
+    /// are ignored.
+    #[test]
+    fn remove_packs_drops_exactly_their_blobs() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut ix, _) = Index::open(&d.path().join("index.sqlite"), &Id([5; 32])).unwrap();
+        let entry = |b: u8, offset: u64| PackEntry { kind: 1, id: Id([b; 32]), offset, length: 40, raw_length: 12 };
+        ix.add_pack("p1", 100, &[entry(1, 0), entry(2, 40)]).unwrap();
+        ix.add_pack("p2", 100, &[entry(3, 0)]).unwrap();
+        ix.add_pack("p3", 100, &[entry(4, 0), entry(5, 40)]).unwrap();
+        ix.remove_packs(&["p1", "p3", "never-indexed"]).unwrap();
+        assert_eq!(ix.pack_names().unwrap(), HashSet::from(["p2".to_string()]));
+        let known = ix.known_blobs().unwrap();
+        assert_eq!(known.len(), 1);
+        assert!(known.contains_key(&Id([3; 32])));
+        // the temporary table is reusable within the connection
+        ix.remove_packs(&["p2"]).unwrap();
+        assert!(ix.known_blobs().unwrap().is_empty());
+        ix.remove_packs::<&str>(&[]).unwrap();
+    }
+
+    /// A cache written by an older garret still has the index by pack: it is dropped on open.
+    #[test]
+    fn the_old_index_by_pack_is_dropped_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("index.sqlite");
+        let repo = Id([5; 32]);
+        let (mut ix, _) = Index::open(&p, &repo).unwrap();
+        ix.add_pack("p1", 100, &[PackEntry { kind: 1, id: Id([1; 32]), offset: 0, length: 40, raw_length: 12 }])
+            .unwrap();
+        drop(ix);
+        let index_count = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'blobs_by_pack'", [], |r| r.get(0)).unwrap()
+        };
+        let conn = Connection::open(&p).unwrap();
+        conn.execute_batch("CREATE INDEX blobs_by_pack ON blobs(pack)").unwrap();
+        assert_eq!(index_count(&conn), 1);
+        drop(conn);
+        let (ix, fresh) = Index::open(&p, &repo).unwrap();
+        assert!(!fresh, "the cache is kept, only its index is dropped");
+        assert_eq!(ix.known_blobs().unwrap().len(), 1);
+        drop(ix);
+        assert_eq!(index_count(&Connection::open(&p).unwrap()), 0);
     }
 }

@@ -293,9 +293,7 @@ impl Repository {
             }
         }
         let removed = indexed.len();
-        for name in indexed {
-            self.index.remove_pack(&name)?;
-        }
+        self.index.remove_packs(&indexed.into_iter().collect::<Vec<_>>())?;
         if added > 0 || removed > 0 {
             self.known = None;
         }
@@ -545,7 +543,12 @@ impl Repository {
 
     /// Remove a pack from the index (its blobs indexed elsewhere stay).
     pub fn unindex_pack(&mut self, name: &str) -> Result<()> {
-        self.index.remove_pack(name)?;
+        self.unindex_packs(&[name])
+    }
+
+    /// [`unindex_pack`](Self::unindex_pack) for many packs at once (one scan of the index).
+    pub fn unindex_packs<S: AsRef<str>>(&mut self, names: &[S]) -> Result<()> {
+        self.index.remove_packs(names)?;
         self.known = None;
         Ok(())
     }
