@@ -26,21 +26,54 @@ impl Default for Compression {
 
 impl FromStr for Compression {
     type Err = String;
+    /// garret's own specs (`none`, `zstd[,N]`, `auto,zstd[,N]`) and, so that borg command lines
+    /// keep working, borg's other algorithms mapped to the zstd level closest in intent: `lz4`
+    /// (fast) to zstd,1, `zlib[,N]` to zstd,3 (`zlib,0` to none), `lzma[,N]` to zstd,19.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("invalid compression {s:?}: use none, zstd, zstd,N or auto,zstd,N with N in 1..22");
+        let bad = || {
+            format!(
+                "invalid compression {s:?}: use none, zstd, zstd,N or auto,zstd,N with N in 1..22 \
+                 (borg's lz4, zlib[,N] and lzma[,N] are accepted too)"
+            )
+        };
+        if s.starts_with("obfuscate,") {
+            return Err(format!(
+                "invalid compression {s:?}: garret pads every blob already (Padmé); drop the obfuscate,SPEC, part"
+            ));
+        }
         if let Some(rest) = s.strip_prefix("auto,") {
             return match rest.parse::<Compression>() {
                 Ok(Compression::Zstd(l)) => Ok(Compression::Auto(l)),
                 _ => Err(bad()),
             };
         }
+        let level = |n: Option<&str>, range: std::ops::RangeInclusive<i32>| -> Option<i32> {
+            match n {
+                None => Some(-1),
+                Some(n) => n.parse::<i32>().ok().filter(|l| range.contains(l)),
+            }
+        };
         let mut parts = s.split(',');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some("none"), None, None) => Ok(Compression::None),
-            (Some("zstd"), None, None) => Ok(Compression::Zstd(3)),
-            (Some("zstd"), Some(n), None) => match n.parse::<i32>() {
-                Ok(l) if (1..=22).contains(&l) => Ok(Compression::Zstd(l)),
-                _ => Err(bad()),
+        let (algo, n) = (parts.next().unwrap_or(""), parts.next());
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        match (algo, n) {
+            ("none", None) => Ok(Compression::None),
+            ("zstd", n) => match level(n, 1..=22) {
+                Some(-1) => Ok(Compression::Zstd(3)),
+                Some(l) => Ok(Compression::Zstd(l)),
+                None => Err(bad()),
+            },
+            ("lz4", None) => Ok(Compression::Zstd(1)),
+            ("zlib", n) => match level(n, 0..=9) {
+                Some(0) => Ok(Compression::None),
+                Some(_) => Ok(Compression::Zstd(3)),
+                None => Err(bad()),
+            },
+            ("lzma", n) => match level(n, 0..=9) {
+                Some(_) => Ok(Compression::Zstd(19)),
+                None => Err(bad()),
             },
             _ => Err(bad()),
         }
@@ -169,9 +202,25 @@ mod tests {
         assert_eq!("zstd,3".parse::<Compression>().unwrap(), Compression::Zstd(3));
         assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
         assert!("zstd,0".parse::<Compression>().is_err());
-        assert!("lz4".parse::<Compression>().is_err());
+        assert!("zstd,23".parse::<Compression>().is_err());
+        assert!("zstd,3,1".parse::<Compression>().is_err());
+        assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd(3));
         assert_eq!("auto,zstd,9".parse::<Compression>().unwrap(), Compression::Auto(9));
         assert!("auto,none".parse::<Compression>().is_err());
+        // borg's other algorithms, so that borg command lines keep working
+        assert_eq!("lz4".parse::<Compression>().unwrap(), Compression::Zstd(1));
+        assert_eq!("auto,lz4".parse::<Compression>().unwrap(), Compression::Auto(1));
+        assert_eq!("zlib".parse::<Compression>().unwrap(), Compression::Zstd(3));
+        assert_eq!("zlib,6".parse::<Compression>().unwrap(), Compression::Zstd(3));
+        assert_eq!("zlib,0".parse::<Compression>().unwrap(), Compression::None);
+        assert_eq!("lzma,9".parse::<Compression>().unwrap(), Compression::Zstd(19));
+        assert_eq!("auto,lzma".parse::<Compression>().unwrap(), Compression::Auto(19));
+        assert!("lz4,1".parse::<Compression>().is_err());
+        assert!("zlib,10".parse::<Compression>().is_err());
+        assert!("lzma,x".parse::<Compression>().is_err());
+        assert!("obfuscate,110,zstd".parse::<Compression>().unwrap_err().contains("pads every blob"));
+        assert!("brotli".parse::<Compression>().is_err());
+        assert!("".parse::<Compression>().is_err());
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub struct CreateArgs {
     /// Stay on the file system of each source path
     #[arg(short = 'x', long)]
     pub one_file_system: bool,
-    /// Compression: none, zstd, zstd,N (1..22), auto,zstd,N (store incompressible data raw)
+    /// Compression: none, zstd, zstd,N (1..22), auto,zstd,N (store incompressible data raw);
+    /// borg's lz4, zlib[,N] and lzma[,N] are read as zstd,1, zstd,3 and zstd,19
     #[arg(short = 'C', long, default_value = "zstd,3")]
     pub compression: Compression,
     /// Which file attributes must be unchanged to skip reading a file: ctime,size,inode

@@ -106,6 +106,25 @@ fn invalid_archive_names() {
     }
 }
 
+/// Cron lines written for borg keep working: borg's other compression algorithms are read as
+/// zstd levels; `obfuscate` (garret pads every blob already) is refused before anything is written.
+#[test]
+fn borg_compression_specs_are_accepted_and_obfuscate_is_refused() {
+    let env = setup();
+    for (i, spec) in ["lz4", "zlib,6", "lzma", "auto,lz4"].iter().enumerate() {
+        env.run(&["create", "-C", spec, &env.archive(&format!("c{i}")), "src"]).ok();
+    }
+    let r = env.run(&["list", "--short", &env.repo_str()]).ok();
+    assert_eq!(r.stdout.lines().collect::<Vec<_>>(), ["first", "c0", "c1", "c2", "c3"]);
+    env.extract_to("c0", "x", &[]).ok();
+    assert_eq!(std::fs::read(env.path("x/src/f")).unwrap(), b"data");
+    let before = immutable_files(&env.repo());
+    let r = env.run(&["create", "--compression", "obfuscate,110,zstd,3", &env.archive("o"), "src"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("pads every blob"), "{}", r.stderr);
+    assert_eq!(immutable_files(&env.repo()), before);
+}
+
 #[test]
 fn missing_source_path() {
     let env = setup();
