@@ -1,6 +1,7 @@
 //! `garret info REPO::NAME` (and the summary `create --stats/--json` prints).
 
 use super::common::{self, GlobalArgs};
+use super::filter::ArchiveFilter;
 use super::{location, Outcome};
 use anyhow::Result;
 use garret::archive::{self, Archive};
@@ -12,7 +13,9 @@ pub struct InfoArgs {
     /// Print JSON on stdout
     #[arg(long)]
     pub json: bool,
-    /// REPO::NAME, or REPO for a repository summary
+    #[command(flatten)]
+    pub filter: ArchiveFilter,
+    /// REPO::NAME, REPO with archive filters (e.g. --last 1), or REPO for a repository summary
     pub location: Option<String>,
 }
 
@@ -75,8 +78,35 @@ pub fn archive_json(repo: &Repository, a: &Archive, id: &Id) -> serde_json::Valu
 
 pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
     let loc = location::parse_opt(a.location.as_deref())?;
+    if loc.archive.is_some() && a.filter.is_set() {
+        anyhow::bail!(
+            "--prefix, --glob-archives, --sort-by, --first and --last select archives: give REPO, not REPO::NAME"
+        );
+    }
     let repo = common::open(g, &loc.repo, false)?;
     match &loc.archive {
+        None if a.filter.is_set() => {
+            let mut shown = vec![];
+            for entry in a.filter.select(&repo.manifest().archives)? {
+                let ar = Archive::load(&repo, entry)?;
+                shown.push(if a.json {
+                    archive_json(&repo, &ar, &entry.id)["archive"].take()
+                } else {
+                    serde_json::Value::String(archive_text(&ar, &entry.id))
+                });
+            }
+            if a.json {
+                let c = repo.config();
+                let repository = serde_json::json!({ "id": c.id, "location": repo.path().display().to_string() });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "archives": shown, "repository": repository }))?
+                );
+            } else {
+                let texts: Vec<&str> = shown.iter().filter_map(|v| v.as_str()).collect();
+                print!("{}", texts.join("\n"));
+            }
+        }
         Some(name) => {
             let entry = archive::lookup(&repo, name)?.clone();
             let ar = Archive::load(&repo, &entry)?;

@@ -1,8 +1,10 @@
 //! `garret list REPO` (archives) and `garret list REPO::NAME` (items).
 
 use super::common::{self, GlobalArgs};
+use super::filter::ArchiveFilter;
+use super::format::{Format, Value};
 use super::{location, Outcome};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use garret::archive::item::{Item, Kind};
 use garret::archive::{self, Archive};
 use std::io::Write;
@@ -16,13 +18,47 @@ pub struct ListArgs {
     #[arg(long)]
     pub json: bool,
     /// Names only
-    #[arg(long)]
+    #[arg(long, conflicts_with = "format")]
     pub short: bool,
+    /// Output format, as borg: e.g. '{archive:<36} {time} [{id}]{NL}' for archives, '{mode}
+    /// {user:6} {size:8} {mtime} {path}{extra}{NL}' for items (see `garret help list`)
+    #[arg(long, alias = "list-format", value_name = "FORMAT", long_help = FORMAT_HELP)]
+    pub format: Option<String>,
+    #[command(flatten)]
+    pub filter: ArchiveFilter,
     /// REPO or REPO::NAME
     pub location: Option<String>,
     /// Only list these paths (and what is below them)
     pub paths: Vec<String>,
 }
+
+const ARCHIVE_KEYS: &[&str] =
+    &["archive", "name", "id", "time", "start", "end", "hostname", "username", "comment", "command_line"];
+const ITEM_KEYS: &[&str] = &[
+    "type",
+    "mode",
+    "uid",
+    "gid",
+    "user",
+    "group",
+    "path",
+    "source",
+    "linktarget",
+    "size",
+    "mtime",
+    "isomtime",
+    "health",
+    "num_chunks",
+    "extra",
+    "archivename",
+    "archiveid",
+];
+const FORMAT_HELP: &str =
+    "Output format, in Python's format syntax as borg: {key}, {key:[[fill]align][width][.precision]}, {{ and }}, \
+and {NL} {TAB} {SPACE} {CR} for those characters.
+Archives: archive (or name), id, time (or start), end, hostname, username, comment, command_line.
+Items: type, mode, uid, gid, user, group, path, source, linktarget, size, mtime, isomtime, health, num_chunks, \
+extra (' -> target' or ' link to source'), archivename, archiveid.";
 
 fn kind_name(k: Kind) -> &'static str {
     match k {
@@ -58,12 +94,17 @@ fn item_json(it: &Item) -> serde_json::Value {
 
 pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
     let loc = location::parse_opt(a.location.as_deref())?;
+    let keys = if loc.archive.is_some() { ITEM_KEYS } else { ARCHIVE_KEYS };
+    let format = a.format.as_deref().map(|f| Format::parse(f, keys)).transpose()?;
+    if loc.archive.is_some() && a.filter.is_set() {
+        bail!("--prefix, --glob-archives, --sort-by, --first and --last select archives: give REPO, not REPO::NAME");
+    }
     let repo = common::open(g, &loc.repo, false)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match &loc.archive {
         None => {
-            let archives = &repo.manifest().archives;
+            let archives = a.filter.select(&repo.manifest().archives)?;
             if a.json {
                 let list: Vec<_> = archives
                     .iter()
@@ -72,7 +113,29 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                 writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({"archives": list}))?)?;
             } else {
                 for e in archives {
-                    if a.short {
+                    if let Some(f) = &format {
+                        // Only these keys need the archive object itself.
+                        let full = if ["end", "comment", "command_line"].iter().any(|k| f.uses(k)) {
+                            Some(Archive::load(&repo, e)?)
+                        } else {
+                            None
+                        };
+                        let line = f.render(&|k| {
+                            Value::Text(match k {
+                                "archive" | "name" => e.name.clone(),
+                                "id" => e.id.hex(),
+                                "time" | "start" => common::show_time(&e.time),
+                                "hostname" => e.hostname.clone(),
+                                "username" => e.username.clone(),
+                                "end" => full.as_ref().map(|a| common::show_time(&a.time_end)).unwrap_or_default(),
+                                "comment" => full.as_ref().map(|a| common::escape(&a.comment)).unwrap_or_default(),
+                                _ => {
+                                    full.as_ref().map(|a| common::escape(&a.command_line.join(" "))).unwrap_or_default()
+                                }
+                            })
+                        });
+                        write!(out, "{line}")?;
+                    } else if a.short {
                         writeln!(out, "{}", e.name)?;
                     } else {
                         writeln!(
@@ -97,26 +160,57 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                 if !wanted.is_empty() && !wanted.iter().any(|w| p == *w || p.starts_with(&format!("{w}/"))) {
                     continue;
                 }
+                let extra = || {
+                    let mut x = String::new();
+                    if let Some(t) = &it.target {
+                        x.push_str(&format!(" -> {}", common::escape(&String::from_utf8_lossy(t))));
+                    }
+                    if let Some(s) = &it.source {
+                        x.push_str(&format!(" link to {}", common::escape(&String::from_utf8_lossy(s))));
+                    }
+                    x
+                };
                 if a.json_lines {
                     writeln!(out, "{}", item_json(&it))?;
+                } else if let Some(f) = &format {
+                    let lossy = |b: &Option<Vec<u8>>| {
+                        b.as_ref().map(|b| common::escape(&String::from_utf8_lossy(b))).unwrap_or_default()
+                    };
+                    let line = f.render(&|k| match k {
+                        "uid" => Value::Num(it.uid as u64),
+                        "gid" => Value::Num(it.gid as u64),
+                        "size" => Value::Num(it.size),
+                        "num_chunks" => Value::Num(it.chunks.len() as u64),
+                        k => Value::Text(match k {
+                            "type" => kind_name(it.kind).to_string(),
+                            "mode" => it.mode_string(),
+                            "user" => it.user.clone().unwrap_or_else(|| it.uid.to_string()),
+                            "group" => it.group.clone().unwrap_or_else(|| it.gid.to_string()),
+                            "path" => common::escape(&p),
+                            "source" => lossy(&it.source),
+                            "linktarget" => lossy(&it.target),
+                            "mtime" => common::show_ns(it.mtime),
+                            "isomtime" => item_json(&it)["mtime"].as_str().unwrap_or_default().to_string(),
+                            "health" => if it.chunks_healthy.is_empty() { "healthy" } else { "broken" }.to_string(),
+                            "extra" => extra(),
+                            "archivename" => entry.name.clone(),
+                            _ => entry.id.hex(),
+                        }),
+                    });
+                    write!(out, "{line}")?;
                 } else if a.short {
                     writeln!(out, "{}", common::escape(&p))?;
                 } else {
-                    let mut line = format!(
-                        "{} {:<8} {:<8} {:>10} {} {}",
+                    let line = format!(
+                        "{} {:<8} {:<8} {:>10} {} {}{}",
                         it.mode_string(),
                         it.user.clone().unwrap_or_else(|| it.uid.to_string()),
                         it.group.clone().unwrap_or_else(|| it.gid.to_string()),
                         it.size,
                         common::show_ns(it.mtime),
-                        common::escape(&p)
+                        common::escape(&p),
+                        extra()
                     );
-                    if let Some(t) = &it.target {
-                        line.push_str(&format!(" -> {}", common::escape(&String::from_utf8_lossy(t))));
-                    }
-                    if let Some(s) = &it.source {
-                        line.push_str(&format!(" link to {}", common::escape(&String::from_utf8_lossy(s))));
-                    }
                     writeln!(out, "{line}")?;
                 }
             }

@@ -7,6 +7,8 @@ mod common;
 mod create;
 mod diff;
 mod extract;
+mod filter;
+mod format;
 mod info;
 mod init;
 mod key;

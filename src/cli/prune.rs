@@ -1,24 +1,11 @@
 //! `garret prune`, `garret delete`, `garret rename`, `garret compact`: retention and space.
 
 use super::common::{self, GlobalArgs};
+use super::filter::archive_glob;
 use super::{location, Outcome};
 use anyhow::{bail, Result};
 use garret::compact;
 use garret::prune::{self, Policy};
-
-fn archive_glob(glob: Option<&str>, prefix: Option<&str>) -> Result<Option<globset::GlobMatcher>> {
-    let pattern = match (glob, prefix) {
-        (Some(_), Some(_)) => bail!("--glob-archives and --prefix cannot be combined"),
-        (Some(g), None) => g.to_string(),
-        (None, Some(p)) => format!("{}*", globset::escape(p)),
-        (None, None) => return Ok(None),
-    };
-    Ok(Some(
-        globset::Glob::new(&pattern)
-            .map_err(|e| anyhow::anyhow!("invalid --glob-archives {pattern:?}: {e}"))?
-            .compile_matcher(),
-    ))
-}
 
 fn archive_line(name: &str, time: &str, id: &garret::id::Id) -> String {
     format!("{:<36} {} [{}]", name, common::show_time(time), id.hex())

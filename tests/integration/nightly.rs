@@ -245,8 +245,10 @@ fn placeholders_dry_run_and_timestamp() {
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     let names: Vec<&str> = v["archives"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
     let year = chrono_year();
-    assert!(names[0].starts_with(&format!("db-{year}-")), "{names:?}");
-    let old = &v["archives"][1]["time"];
+    // listed by archive time, as borg lists them: "old" first
+    assert_eq!(names[0], "old");
+    assert!(names[1].starts_with(&format!("db-{year}-")), "{names:?}");
+    let old = &v["archives"][0]["time"];
     let t = old.as_str().unwrap();
     assert!(t.contains("2020-01-02") || t.contains("2020-01-01"), "{t}");
     let info = env.run(&["info", "--json", &env.archive("old")]).ok().stdout;

@@ -424,3 +424,55 @@ fn a_read_located_before_a_compact_moved_its_blobs_still_succeeds() {
     assert!(got.as_deref() == Some(&big[..]), "src/big is missing from the export or differs");
     env.run(&["check", "--verify-data", &env.repo_str()]).ok();
 }
+
+/// `list` and `info` take borg's archive filters and `list` borg's `--format`, so that scripts
+/// written for borg (`borg list --last 1 --format '{archive}'`) keep working.
+#[test]
+fn list_and_info_select_and_format_archives_like_borg() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"twelve bytes").unwrap();
+    std::os::unix::fs::symlink("f", env.path("src/l")).unwrap();
+    // created out of time order: the listing is by archive time, not by creation
+    for (name, t) in
+        [("db-2", "2026-11-24T03:00:00"), ("projects-1", "2026-11-23T01:00:00"), ("db-1", "2026-11-22T03:00:00")]
+    {
+        env.run(&["create", "--timestamp", t, &env.archive(name), "src"]).ok();
+    }
+    let repo = env.repo_str();
+    let lines = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["list"];
+        a.extend_from_slice(args);
+        a.push(&repo);
+        env.run(&a).ok().stdout.lines().map(String::from).collect()
+    };
+    assert_eq!(lines(&["--short"]), ["db-1", "projects-1", "db-2"]);
+    assert_eq!(lines(&["--short", "-P", "db-", "--last", "1"]), ["db-2"]);
+    assert_eq!(lines(&["--short", "--glob-archives", "projects-*"]), ["projects-1"]);
+    assert_eq!(lines(&["--short", "--sort-by", "name", "--first", "2"]), ["db-1", "db-2"]);
+    assert_eq!(
+        lines(&["--format", "{archive:<12}|{archive:.4}|{comment}{NL}", "--last", "2"]),
+        ["projects-1  |proj|", "db-2        |db-2|"]
+    );
+    let items = env.run(&["list", "--format", "{type} {size:>4} {path}{extra}{NL}", &env.archive("db-1")]).ok();
+    assert_eq!(items.stdout, "d    0 src\n-   12 src/f\nl    0 src/l -> f\n");
+    let info = env.run(&["info", "--json", "--last", "2", &repo]).ok();
+    let v: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
+    let shown: Vec<&str> = v["archives"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(shown, ["projects-1", "db-2"]);
+    assert_eq!(v["archives"][1]["stats"]["nfiles"], 1);
+    let text = env.run(&["info", "-P", "db-", &repo]).ok();
+    assert_eq!(text.stdout.matches("Archive name: db-").count(), 2);
+    // bad input: one line, exit 2
+    for args in [
+        vec!["list", "--format", "{bogus}", &repo],
+        vec!["list", "--sort-by", "size", &repo],
+        vec!["list", "--last", "1", &env.archive("db-1")],
+        vec!["info", "-P", "db-", "-a", "db-*", &repo],
+    ] {
+        let r = env.run(&args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {}", r.stderr);
+    }
+}
