@@ -37,8 +37,8 @@ pub struct CheckOptions {
     pub repository: bool,
     pub archives: bool,
     pub verify_data: bool,
-    /// Only this archive (archive level).
-    pub archive: Option<String>,
+    /// Only these archives (archive level); `None`: all of them.
+    pub only: Option<Vec<String>>,
     pub max_duration: Option<Duration>,
     /// Where partial verification remembers its position.
     pub state_dir: Option<PathBuf>,
@@ -296,8 +296,8 @@ fn tiles_blob_area(entries: &[pack::PackEntry], blob_area: u64) -> bool {
 fn check_archives(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, bad: &HashSet<Id>) -> Result<()> {
     let index = repo.index().known_blobs()?;
     let mut referenced: HashSet<Id> = HashSet::new();
-    let entries: Vec<_> = match &opts.archive {
-        Some(n) => vec![crate::archive::lookup(repo, n)?.clone()],
+    let entries: Vec<_> = match &opts.only {
+        Some(names) => names.iter().map(|n| crate::archive::lookup(repo, n).cloned()).collect::<Result<_>>()?,
         None => repo.manifest().archives.clone(),
     };
     let missing = |id: &Id| !index.contains_key(id) || bad.contains(id);
@@ -356,7 +356,7 @@ fn check_archives(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport,
             }
         }
     }
-    if opts.archive.is_none() {
+    if opts.only.is_none() {
         rep.unreferenced_blobs = index.keys().filter(|id| !referenced.contains(id)).count() as u64;
     }
     Ok(())

@@ -47,7 +47,7 @@ pub fn run(repo: &mut Repository, verify_data: bool, state_dir: Option<std::path
     rep.packs_indexed = indexed;
     rep.unreadable_packs = unreadable;
     let opts =
-        CheckOptions { repository: true, archives: true, verify_data, archive: None, max_duration: None, state_dir };
+        CheckOptions { repository: true, archives: true, verify_data, only: None, max_duration: None, state_dir };
     rep.check = check::run(repo, &opts)?;
     let bad: Vec<Id> = rep.check.bad_blobs.iter().filter_map(|h| Id::from_hex(h)).collect();
     rep.blobs_dropped = bad.len();

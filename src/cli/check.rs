@@ -2,8 +2,9 @@
 //! 2 damage found.
 
 use super::common::{self, GlobalArgs};
+use super::filter::ArchiveFilter;
 use super::{location, Outcome};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use garret::check::{self, CheckOptions};
 
 #[derive(clap::Args, Debug)]
@@ -27,6 +28,9 @@ pub struct CheckArgs {
     /// later when the data is stored again); never deletes a pack
     #[arg(long)]
     pub repair: bool,
+    /// Which archives the archive level checks (borg's archive filters, e.g. --last 3)
+    #[command(flatten)]
+    pub filter: ArchiveFilter,
     /// REPO or REPO::NAME
     pub location: Option<String>,
 }
@@ -75,16 +79,24 @@ fn repair(g: &GlobalArgs, a: &CheckArgs, repo_path: &std::path::Path) -> Result<
 
 pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<Outcome> {
     let loc = location::parse_opt(a.location.as_deref())?;
+    if a.filter.is_set() && (loc.archive.is_some() || a.repair || a.repository_only) {
+        bail!("--prefix, --glob-archives, --sort-by, --first and --last select archives to check: give REPO, without --repair or --repository-only");
+    }
     if a.repair {
         loc.forbid_archive()?;
         return repair(g, a, &loc.repo);
     }
     let repo = common::open(g, &loc.repo, false)?;
+    let only = match (&loc.archive, a.filter.is_set()) {
+        (Some(name), _) => Some(vec![name.clone()]),
+        (None, true) => Some(a.filter.select(&repo.manifest().archives)?.iter().map(|e| e.name.clone()).collect()),
+        (None, false) => None,
+    };
     let opts = CheckOptions {
         repository: !a.archives_only && loc.archive.is_none(),
         archives: !a.repository_only,
         verify_data: a.verify_data,
-        archive: loc.archive.clone(),
+        only,
         max_duration: a.max_duration.map(std::time::Duration::from_secs),
         state_dir: Some(common::cache_dir()),
     };

@@ -465,3 +465,39 @@ fn repair_crashed_after_each_write_then_rerun_checks_clean() {
     assert!(crashed >= 10, "only {crashed} of {} sites were reached", sites.len());
     eprintln!("repair crashed at {crashed} of {} sites", sites.len());
 }
+
+/// borg's archive filters choose which archives the archive level reads (`check --last 1`).
+#[test]
+fn archive_filters_choose_the_archives_to_check() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("old")).unwrap();
+    fs::write(env.path("old/f"), xorshift(100_000, 7)).unwrap();
+    env.create_json("old", &["old"], &[]);
+    fs::create_dir(env.path("new")).unwrap();
+    fs::write(env.path("new/g"), xorshift(100_000, 8)).unwrap();
+    env.create_json("new", &["new"], &[]);
+    // lose the data pack holding old/f: only the archive "old" is damaged
+    let pack = {
+        let repo = open_repo(&env);
+        let it = items(&repo, "old").into_iter().find(|i| i.path == b"old/f").unwrap();
+        let loc = repo.index().lookup(&it.chunks[0].0).unwrap().unwrap();
+        garret::repository::Repository::pack_key(&loc.pack)
+    };
+    fs::remove_file(env.repo().join(pack)).unwrap();
+    let repo = env.repo_str();
+    let v = json(&env.run(&["check", "--archives-only", "--json", "--last", "1", &repo]).ok());
+    assert_eq!(v["archives_checked"], 1);
+    let r = env.run(&["check", "--archives-only", "-P", "ol", &repo]).code(2);
+    assert!(r.stderr.contains("old/f"), "{}", r.stderr);
+    // by name, "new" comes first and "old" last
+    env.run(&["check", "--archives-only", "--sort-by", "name", "--first", "1", &repo]).ok();
+    let r = env.run(&["check", "--archives-only", "--sort-by", "name", "--last", "1", &repo]).code(2);
+    assert!(r.stderr.contains("old/f"), "{}", r.stderr);
+    env.run(&["check", "--archives-only", "-a", "n*", &repo]).ok();
+    for args in [vec!["check", "--last", "1", &env.archive("new")], vec!["check", "--repair", "--last", "1", &repo]] {
+        let r = env.run(&args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("select archives to check"), "{}", r.stderr);
+    }
+}
