@@ -23,6 +23,26 @@ pub struct GlobalArgs {
     /// Same as --verbose (borg's log level flag)
     #[arg(long, global = true)]
     pub info: bool,
+    /// borg's other log level flags, accepted so borg command lines keep working: warnings and
+    /// errors always go to stderr, and exit codes say what happened
+    #[arg(long, global = true, hide = true)]
+    pub debug: bool,
+    #[arg(long, global = true, hide = true)]
+    pub warning: bool,
+    #[arg(long, global = true, hide = true)]
+    pub error: bool,
+    #[arg(long, global = true, hide = true)]
+    pub critical: bool,
+    /// Create files with this umask (octal, e.g. 0077), as borg's --umask
+    #[arg(long, global = true, value_name = "M", value_parser = parse_umask)]
+    pub umask: Option<u32>,
+}
+
+fn parse_umask(s: &str) -> std::result::Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("invalid umask {s:?}: use an octal mask like 0077"))
 }
 
 fn env_path(var: &str) -> Option<PathBuf> {

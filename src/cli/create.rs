@@ -42,6 +42,35 @@ pub struct CreateArgs {
     /// (default), mtime,size,inode, ..., or disabled
     #[arg(long, value_name = "MODE", default_value = "ctime,size,inode")]
     pub files_cache: String,
+    /// Same as --files-cache=disabled (borg 1.0)
+    #[arg(long, hide = true, conflicts_with = "files_cache")]
+    pub no_files_cache: bool,
+    /// Store only numeric user and group ids, not names
+    #[arg(long, alias = "numeric-owner")]
+    pub numeric_ids: bool,
+    /// Do not store extended attributes (ACLs included)
+    #[arg(long)]
+    pub noxattrs: bool,
+    /// Do not store ACLs (the system.posix_acl_* extended attributes)
+    #[arg(long)]
+    pub noacls: bool,
+    /// Accepted from borg command lines; what they turn off garret never stores (atime, ctime,
+    /// birth time, BSD flags), does anyway (sparse files) or does not need (checkpoints: packs
+    /// are durable as written, so a rerun after a crash stores only what is missing)
+    #[arg(long, hide = true)]
+    pub noatime: bool,
+    #[arg(long, hide = true)]
+    pub noctime: bool,
+    #[arg(long, hide = true)]
+    pub nobirthtime: bool,
+    #[arg(long, hide = true)]
+    pub noflags: bool,
+    #[arg(long, hide = true)]
+    pub nobsdflags: bool,
+    #[arg(long, hide = true)]
+    pub sparse: bool,
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    pub checkpoint_interval: Option<u64>,
     /// Archive time to record instead of now: yyyy-mm-ddThh:mm:ss (UTC), RFC 3339, or a file
     /// whose modification time to use
     #[arg(long, value_name = "TIMESTAMP")]
@@ -158,7 +187,8 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
         let text = std::fs::read_to_string(f).with_context(|| format!("--patterns-from {}", f.display()))?;
         patterns.add_patterns_file(&text).map_err(anyhow::Error::msg)?;
     }
-    let files_cache = files_cache::parse_mode(&a.files_cache).map_err(anyhow::Error::msg)?;
+    let files_cache =
+        if a.no_files_cache { None } else { files_cache::parse_mode(&a.files_cache).map_err(anyhow::Error::msg)? };
     let timestamp = a.timestamp.as_deref().map(parse_timestamp).transpose()?;
     let mut paths: Vec<PathBuf> = patterns.roots.clone();
     let is_stream = a.content_from_command || a.paths.iter().any(|p| p == "-");
@@ -179,6 +209,7 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
         exclude_if_present: a.exclude_if_present.clone(),
         keep_exclude_tags: a.keep_exclude_tags,
         one_file_system: a.one_file_system,
+        metadata: create::walk::Metadata { numeric_ids: a.numeric_ids, no_xattrs: a.noxattrs, no_acls: a.noacls },
         compression: a.compression,
         command_line: std::env::args().collect(),
         comment: a.comment.clone(),

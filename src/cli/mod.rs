@@ -81,6 +81,9 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let show_rc = cli.global.show_rc;
+    if let Some(m) = cli.global.umask {
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(m));
+    }
     let outcome = match run(cli) {
         Ok(o) => o,
         Err(e) => {
@@ -135,5 +138,35 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Umount(a) => mount::umount(a),
         Command::ExportTar(a) => tar::export_tar(g, a),
         Command::ImportTar(a) => tar::import_tar(g, a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap checks a command line's definition (duplicate flags, bad defaults, conflicts naming
+    /// missing arguments) only in debug assertions: run them for every subcommand.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Flags from borg cron lines parse, globally and after the subcommand.
+    #[test]
+    fn borg_flags_parse() {
+        let parse = |s: &str| Cli::try_parse_from(s.split_whitespace());
+        for line in [
+            "garret --umask 0077 --critical create --numeric-owner --noatime --noctime --nobirthtime --noflags \
+             --nobsdflags --noacls --noxattrs --sparse --checkpoint-interval 600 --no-files-cache r::a src",
+            "garret create --debug --warning --error --numeric-ids r::a src",
+            "garret list --last 1 --format {archive}{NL} r",
+        ] {
+            assert!(parse(line).is_ok(), "{line}: {:?}", parse(line).err());
+        }
+        for bad in ["garret --umask 0800 list r", "garret create --no-files-cache --files-cache disabled r::a src"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

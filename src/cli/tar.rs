@@ -256,6 +256,7 @@ pub fn import_tar(g: &GlobalArgs, a: &ImportTarArgs) -> Result<Outcome> {
         exclude_if_present: vec![],
         keep_exclude_tags: false,
         one_file_system: false,
+        metadata: Default::default(),
         compression: a.compression,
         command_line: std::env::args().collect(),
         comment: a.comment.clone(),

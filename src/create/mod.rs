@@ -71,6 +71,7 @@ pub struct CreateOptions {
     pub exclude_if_present: Vec<String>,
     pub keep_exclude_tags: bool,
     pub one_file_system: bool,
+    pub metadata: walk::Metadata,
     pub compression: Compression,
     pub command_line: Vec<String>,
     pub comment: String,
@@ -317,13 +318,15 @@ impl Pipeline<'_> {
     }
 }
 
-fn stream_item(s: &StreamSource) -> Item {
+fn stream_item(s: &StreamSource, numeric_ids: bool) -> Item {
     let mut it = Item::new(s.path.clone(), Kind::File);
     it.mode = s.mode & 0o7777;
     it.uid = rustix::process::getuid().as_raw();
     it.gid = rustix::process::getgid().as_raw();
-    it.user = uzers::get_current_username().map(|u| u.to_string_lossy().into_owned());
-    it.group = uzers::get_current_groupname().map(|g| g.to_string_lossy().into_owned());
+    if !numeric_ids {
+        it.user = uzers::get_current_username().map(|u| u.to_string_lossy().into_owned());
+        it.group = uzers::get_current_groupname().map(|g| g.to_string_lossy().into_owned());
+    }
     it.mtime =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
     it
@@ -371,6 +374,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(CHANNEL_EVENTS);
     let cfg = WalkConfig {
         roots: &opts.paths,
+        metadata: opts.metadata,
         patterns: &opts.patterns,
         exclude_caches: opts.exclude_caches,
         exclude_if_present: &opts.exclude_if_present,
@@ -395,7 +399,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
                 });
             }
             (Some(s), None) => {
-                let item = stream_item(&s);
+                let item = stream_item(&s, cfg.metadata.numeric_ids);
                 finish = Some(s.finish);
                 let mut reader = s.reader;
                 scope.spawn(move || {

@@ -224,21 +224,32 @@ pub fn join(prefix: &[u8], rel: &Path) -> Vec<u8> {
     out
 }
 
-/// uid/gid to name lookups, cached.
+/// uid/gid to name lookups, cached; none at all with `numeric_ids`.
 #[derive(Default)]
 pub struct Names {
+    numeric_ids: bool,
     users: HashMap<u32, Option<String>>,
     groups: HashMap<u32, Option<String>>,
 }
 
 impl Names {
+    pub fn new(numeric_ids: bool) -> Names {
+        Names { numeric_ids, ..Default::default() }
+    }
+
     fn user(&mut self, uid: u32) -> Option<String> {
+        if self.numeric_ids {
+            return None;
+        }
         self.users
             .entry(uid)
             .or_insert_with(|| uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned()))
             .clone()
     }
     fn group(&mut self, gid: u32) -> Option<String> {
+        if self.numeric_ids {
+            return None;
+        }
         self.groups
             .entry(gid)
             .or_insert_with(|| uzers::get_group_by_gid(gid).map(|g| g.name().to_string_lossy().into_owned()))

@@ -54,8 +54,33 @@ pub enum Event {
     Abort(String),
 }
 
+/// What of a file's metadata to store besides the basics (borg's --numeric-ids, --noxattrs,
+/// --noacls). The default stores everything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Metadata {
+    /// Only uid and gid, no user and group names.
+    pub numeric_ids: bool,
+    /// No extended attributes at all.
+    pub no_xattrs: bool,
+    /// No ACLs (the `system.posix_acl_*` extended attributes).
+    pub no_acls: bool,
+}
+
+impl Metadata {
+    /// The extended attributes to store of those read.
+    pub fn keep_xattrs(&self, mut x: Vec<crate::archive::item::Xattr>) -> Vec<crate::archive::item::Xattr> {
+        if self.no_xattrs {
+            x.clear();
+        } else if self.no_acls {
+            x.retain(|a| !a.0.starts_with(b"system.posix_acl_"));
+        }
+        x
+    }
+}
+
 pub struct WalkConfig<'a> {
     pub roots: &'a [PathBuf],
+    pub metadata: Metadata,
     pub patterns: &'a Patterns,
     pub exclude_caches: bool,
     pub exclude_if_present: &'a [String],
@@ -248,7 +273,7 @@ pub fn walk(cfg: &WalkConfig<'_>, tx: SyncSender<Vec<Event>>) -> Result<(), Hang
     let mut w = Walker {
         cfg,
         tx: EventSink::new(tx),
-        names: Names::default(),
+        names: Names::new(cfg.metadata.numeric_ids),
         hardlinks: HashMap::new(),
         root: Default::default(),
         pool: rayon::ThreadPoolBuilder::new()
@@ -445,7 +470,11 @@ impl Walker<'_, '_> {
             Err(e) => return Prepared::Failed(format!("{}: {e}", loc.path.display()), ap),
         };
         let ft = FileType::from_raw_mode(st.st_mode as _);
-        let xattrs = loc.xattrs();
+        let xattrs = if self.cfg.metadata.no_xattrs {
+            Ok(vec![])
+        } else {
+            loc.xattrs().map(|x| self.cfg.metadata.keep_xattrs(x))
+        };
         let target = (ft == FileType::Symlink).then(|| loc.read_link());
         let mut cache = None;
         if ft == FileType::RegularFile && !self.cfg.dry_run {
@@ -582,6 +611,23 @@ mod tests {
         });
         assert_eq!(n, out.iter().map(|c| c.len() as u64).sum::<u64>());
         out
+    }
+
+    /// --noacls drops only the ACL attributes, --noxattrs all of them.
+    #[test]
+    fn metadata_options_choose_the_extended_attributes() {
+        use crate::archive::item::Xattr;
+        let all = || {
+            ["user.a", "system.posix_acl_access", "security.selinux", "system.posix_acl_default"]
+                .map(|n| Xattr(n.as_bytes().to_vec(), b"v".to_vec()))
+                .to_vec()
+        };
+        let names = |m: Metadata| -> Vec<String> {
+            m.keep_xattrs(all()).iter().map(|x| String::from_utf8_lossy(&x.0).into_owned()).collect()
+        };
+        assert_eq!(names(Metadata::default()).len(), 4);
+        assert_eq!(names(Metadata { no_acls: true, ..Default::default() }), ["user.a", "security.selinux"]);
+        assert!(names(Metadata { no_xattrs: true, no_acls: true, ..Default::default() }).is_empty());
     }
 
     /// Small files are read whole, as one chunk; a file found bigger than its size said (it grew

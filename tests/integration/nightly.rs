@@ -333,3 +333,39 @@ fn one_file_system_keeps_the_mount_point_but_not_what_is_mounted_there() {
     assert_eq!(one.lines().collect::<Vec<_>>(), ["src", "src/here", "src/mnt"]);
     assert_eq!(all.lines().collect::<Vec<_>>(), ["src", "src/here", "src/mnt", "src/mnt/elsewhere"]);
 }
+
+/// borg's --numeric-ids (--numeric-owner) and --noxattrs on create, and the global --umask:
+/// every file garret makes in the repository gets the mask.
+#[test]
+fn numeric_ids_noxattrs_and_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.run(&["--umask", "0077", "init", "-e", "none", &env.repo_str()]).ok();
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"content").unwrap();
+    let has_xattr =
+        rustix::fs::setxattr(env.path("src/f").as_path(), "user.garret", b"v", rustix::fs::XattrFlags::empty()).is_ok();
+    env.run(&["--umask", "0077", "create", &env.archive("plain"), "src"]).ok();
+    env.run(&["create", "--umask", "0077", "--numeric-owner", "--noxattrs", &env.archive("bare"), "src"]).ok();
+    // every file of the repository was made under the mask (the index cache included)
+    let mut checked = 0;
+    for e in walkdir::WalkDir::new(env.repo()).into_iter().flatten().filter(|e| e.file_type().is_file()) {
+        let mode = e.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{}: {mode:o}", e.path().display());
+        checked += 1;
+    }
+    assert!(checked >= 6, "config, key, index, packs and manifests: {checked}");
+    env.run(&["create", "--numeric-ids", "--noacls", &env.archive("noacls"), "src"]).ok();
+    let repo = open_repo(&env);
+    let file = |archive: &str| items(&repo, archive).into_iter().find(|i| i.path == b"src/f").unwrap();
+    let (plain, bare, noacls) = (file("plain"), file("bare"), file("noacls"));
+    assert!(plain.user.is_some() && plain.group.is_some(), "names stored by default: {plain:?}");
+    assert_eq!((bare.user.as_deref(), bare.group.as_deref()), (None, None));
+    assert_eq!((bare.uid, bare.gid), (plain.uid, plain.gid));
+    assert_eq!((noacls.user.as_deref(), noacls.group.as_deref()), (None, None));
+    if has_xattr {
+        assert!(plain.xattrs.iter().any(|x| x.0 == b"user.garret" && x.1 == b"v"), "{plain:?}");
+        assert!(bare.xattrs.is_empty(), "{bare:?}");
+        assert!(noacls.xattrs.iter().any(|x| x.0 == b"user.garret"), "--noacls keeps other attributes");
+    }
+}
