@@ -33,6 +33,10 @@ pub struct ExtractOptions {
     pub privileged: bool,
     pub strip_components: usize,
     pub numeric_ids: bool,
+    /// Restore no extended attributes (`--noxattrs`).
+    pub no_xattrs: bool,
+    /// Restore no ACLs, the `system.posix_acl_*` extended attributes (`--noacls`).
+    pub no_acls: bool,
     /// Write runs of zeros as holes.
     pub sparse: bool,
     pub dry_run: bool,
@@ -133,6 +137,8 @@ struct Owner {
     root: bool,
     numeric: bool,
     privileged: bool,
+    no_xattrs: bool,
+    no_acls: bool,
     /// Local ids of archived user and group names (each lookup reads /etc/passwd or asks NSS).
     names: std::sync::Mutex<HashMap<(bool, String), Option<u32>>>,
 }
@@ -178,7 +184,10 @@ fn apply_fd_metadata(fd: BorrowedFd<'_>, it: &Item, owner: &Owner) -> std::io::R
     rustix::fs::fchmod(fd, owner.mode(it))?;
     for x in &it.xattrs {
         let privileged = x.0.starts_with(b"security.") || x.0.starts_with(b"trusted.");
-        if privileged && !(owner.root && owner.privileged) {
+        if (privileged && !(owner.root && owner.privileged))
+            || owner.no_xattrs
+            || (owner.no_acls && x.0.starts_with(b"system.posix_acl_"))
+        {
             continue;
         }
         match rustix::fs::fsetxattr(fd, os(&x.0), &x.1, XattrFlags::empty()) {
@@ -333,6 +342,8 @@ pub fn run(
             root: rustix::process::geteuid().is_root(),
             numeric: opts.numeric_ids,
             privileged: opts.privileged,
+            no_xattrs: opts.no_xattrs,
+            no_acls: opts.no_acls,
             names: Default::default(),
         },
         stats: ExtractStats::default(),

@@ -19,8 +19,22 @@ pub struct ExtractArgs {
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Use stored uid/gid, not user/group names (as root)
-    #[arg(long)]
+    #[arg(long, alias = "numeric-owner")]
     pub numeric_ids: bool,
+    /// Do not restore extended attributes (ACLs included)
+    #[arg(long)]
+    pub noxattrs: bool,
+    /// Do not restore ACLs (the system.posix_acl_* extended attributes)
+    #[arg(long)]
+    pub noacls: bool,
+    /// Accepted from borg command lines: garret stores no BSD flags and makes no checkpoint
+    /// archives
+    #[arg(long, hide = true)]
+    pub noflags: bool,
+    #[arg(long, hide = true)]
+    pub nobsdflags: bool,
+    #[arg(long, hide = true)]
+    pub consider_checkpoints: bool,
     /// Remove N leading path components
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub strip_components: usize,
@@ -88,6 +102,8 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
             .collect(),
         strip_components: a.strip_components,
         numeric_ids: a.numeric_ids,
+        no_xattrs: a.noxattrs,
+        no_acls: a.noacls,
         sparse: !a.no_sparse,
         dry_run: a.dry_run,
     };

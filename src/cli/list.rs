@@ -26,6 +26,9 @@ pub struct ListArgs {
     pub format: Option<String>,
     #[command(flatten)]
     pub filter: ArchiveFilter,
+    /// Accepted from borg command lines: garret makes no checkpoint archives
+    #[arg(long, hide = true)]
+    pub consider_checkpoints: bool,
     /// REPO or REPO::NAME
     pub location: Option<String>,
     /// Only list these paths (and what is below them)

@@ -161,7 +161,11 @@ mod tests {
             "garret --umask 0077 --critical create --numeric-owner --noatime --noctime --nobirthtime --noflags \
              --nobsdflags --noacls --noxattrs --sparse --checkpoint-interval 600 --no-files-cache r::a src",
             "garret create --debug --warning --error --numeric-ids r::a src",
-            "garret list --last 1 --format {archive}{NL} r",
+            "garret list --last 1 --format {archive}{NL} --consider-checkpoints r",
+            "garret extract --numeric-owner --noacls --noxattrs --noflags --nobsdflags --consider-checkpoints --sparse r::a",
+            "garret prune --save-space --checkpoint-interval 60 --keep-daily 7 r",
+            "garret delete --force --save-space r::a",
+            "garret compact --cleanup-commits --progress r",
         ] {
             assert!(parse(line).is_ok(), "{line}: {:?}", parse(line).err());
         }

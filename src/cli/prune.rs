@@ -54,6 +54,11 @@ pub struct PruneArgs {
     /// Run compact afterwards
     #[arg(long)]
     pub compact: bool,
+    /// Accepted from borg command lines (garret's prune needs neither)
+    #[arg(long, hide = true)]
+    pub save_space: bool,
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    pub checkpoint_interval: Option<u64>,
     /// Repository (or GARRET_REPO)
     pub repository: Option<String>,
 }
@@ -163,6 +168,12 @@ pub struct DeleteArgs {
     /// Delete archives whose names match GLOB
     #[arg(short = 'a', long, value_name = "GLOB")]
     pub glob_archives: Option<String>,
+    /// Accepted from borg command lines: deleting never reads an archive, so a damaged one
+    /// is deleted as any other (borg's --force)
+    #[arg(long, hide = true)]
+    pub force: bool,
+    #[arg(long, hide = true)]
+    pub save_space: bool,
     /// REPO::NAME, or REPO with --glob-archives/--prefix or further NAMEs
     pub location: Option<String>,
     /// More archive names
@@ -242,6 +253,11 @@ pub struct CompactArgs {
     /// JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Accepted from borg command lines: garret has no commit-only segments to clean up
+    #[arg(long, hide = true)]
+    pub cleanup_commits: bool,
+    #[arg(long, hide = true)]
+    pub progress: bool,
     /// Repository (or GARRET_REPO)
     pub repository: Option<String>,
 }

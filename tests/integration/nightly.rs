@@ -334,8 +334,8 @@ fn one_file_system_keeps_the_mount_point_but_not_what_is_mounted_there() {
     assert_eq!(all.lines().collect::<Vec<_>>(), ["src", "src/here", "src/mnt", "src/mnt/elsewhere"]);
 }
 
-/// borg's --numeric-ids (--numeric-owner) and --noxattrs on create, and the global --umask:
-/// every file garret makes in the repository gets the mask.
+/// borg's --numeric-ids (--numeric-owner), --noxattrs and --noacls on create and extract, and the
+/// global --umask: every file garret makes in the repository gets the mask.
 #[test]
 fn numeric_ids_noxattrs_and_umask() {
     use std::os::unix::fs::PermissionsExt;
@@ -367,5 +367,16 @@ fn numeric_ids_noxattrs_and_umask() {
         assert!(plain.xattrs.iter().any(|x| x.0 == b"user.garret" && x.1 == b"v"), "{plain:?}");
         assert!(bare.xattrs.is_empty(), "{bare:?}");
         assert!(noacls.xattrs.iter().any(|x| x.0 == b"user.garret"), "--noacls keeps other attributes");
+        // and on extract
+        let xattr = |dir: &str| {
+            let mut buf = [0u8; 16];
+            rustix::fs::getxattr(env.path(dir).join("src/f").as_path(), "user.garret", &mut buf).ok()
+        };
+        env.extract_to("plain", "all", &[]).ok();
+        env.extract_to("plain", "none", &["--noxattrs"]).ok();
+        env.extract_to("plain", "noacl", &["--noacls", "--numeric-owner"]).ok();
+        assert_eq!(xattr("all"), Some(1));
+        assert_eq!(xattr("none"), None);
+        assert_eq!(xattr("noacl"), Some(1));
     }
 }
