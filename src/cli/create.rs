@@ -48,6 +48,10 @@ pub struct CreateArgs {
     /// Store only numeric user and group ids, not names
     #[arg(long, alias = "numeric-owner")]
     pub numeric_ids: bool,
+    /// Read block and character devices and FIFOs (and symlinks to them) as regular files, e.g.
+    /// an LVM snapshot
+    #[arg(long)]
+    pub read_special: bool,
     /// Do not store extended attributes (ACLs included)
     #[arg(long)]
     pub noxattrs: bool,
@@ -210,6 +214,7 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
         keep_exclude_tags: a.keep_exclude_tags,
         one_file_system: a.one_file_system,
         metadata: create::walk::Metadata { numeric_ids: a.numeric_ids, no_xattrs: a.noxattrs, no_acls: a.noacls },
+        read_special: a.read_special,
         compression: a.compression,
         command_line: std::env::args().collect(),
         comment: a.comment.clone(),

@@ -257,6 +257,7 @@ pub fn import_tar(g: &GlobalArgs, a: &ImportTarArgs) -> Result<Outcome> {
         keep_exclude_tags: false,
         one_file_system: false,
         metadata: Default::default(),
+        read_special: false,
         compression: a.compression,
         command_line: std::env::args().collect(),
         comment: a.comment.clone(),

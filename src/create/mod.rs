@@ -72,6 +72,8 @@ pub struct CreateOptions {
     pub keep_exclude_tags: bool,
     pub one_file_system: bool,
     pub metadata: walk::Metadata,
+    /// Read devices and FIFOs as regular files (`--read-special`).
+    pub read_special: bool,
     pub compression: Compression,
     pub command_line: Vec<String>,
     pub comment: String,
@@ -375,6 +377,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
     let cfg = WalkConfig {
         roots: &opts.paths,
         metadata: opts.metadata,
+        read_special: opts.read_special,
         patterns: &opts.patterns,
         exclude_caches: opts.exclude_caches,
         exclude_if_present: &opts.exclude_if_present,

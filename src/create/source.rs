@@ -48,6 +48,25 @@ impl Loc {
         })
     }
 
+    /// [`stat`](Self::stat) of what a symlink points to (`--read-special`).
+    pub fn stat_follow(&self) -> std::io::Result<Stat> {
+        Ok(match &self.dir {
+            Some(d) => rustix::fs::statat(d, self.name.as_os_str(), AtFlags::empty())?,
+            None => rustix::fs::stat(self.name.as_os_str())?,
+        })
+    }
+
+    /// Open a device or FIFO to read its content, through a symlink if the entry is one
+    /// (`--read-special`). A FIFO's open waits for a writer, as with borg.
+    pub fn open_special(&self) -> std::io::Result<std::fs::File> {
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = match &self.dir {
+            Some(d) => rustix::fs::openat(d, self.name.as_os_str(), flags, Mode::empty())?,
+            None => rustix::fs::open(self.name.as_os_str(), flags, Mode::empty())?,
+        };
+        Ok(fd.into())
+    }
+
     pub fn read_link(&self) -> std::io::Result<Vec<u8>> {
         let target = match &self.dir {
             Some(d) => rustix::fs::readlinkat(d, self.name.as_os_str(), Vec::new())?,

@@ -81,6 +81,8 @@ impl Metadata {
 pub struct WalkConfig<'a> {
     pub roots: &'a [PathBuf],
     pub metadata: Metadata,
+    /// Read block and character devices and FIFOs (and symlinks to them) as regular files.
+    pub read_special: bool,
     pub patterns: &'a Patterns,
     pub exclude_caches: bool,
     pub exclude_if_present: &'a [String],
@@ -198,6 +200,10 @@ fn read_small(
             Ok(Err(e))
         }
     }
+}
+
+fn is_special(ft: FileType) -> bool {
+    matches!(ft, FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo)
 }
 
 /// Entries prepared in parallel at a time.
@@ -465,11 +471,18 @@ impl Walker<'_, '_> {
             Job::Excluded(ap) => return Prepared::Excluded(ap),
             Job::Failed(m, ap) => return Prepared::Failed(m, ap),
         };
-        let st = match loc.stat() {
+        let mut st = match loc.stat() {
             Ok(st) => st,
             Err(e) => return Prepared::Failed(format!("{}: {e}", loc.path.display()), ap),
         };
-        let ft = FileType::from_raw_mode(st.st_mode as _);
+        let mut ft = FileType::from_raw_mode(st.st_mode as _);
+        if self.cfg.read_special && ft == FileType::Symlink {
+            // A symlink to a device or FIFO is read through (e.g. /dev/vg/snap -> ../dm-3).
+            if let Some(t) = loc.stat_follow().ok().filter(|t| is_special(FileType::from_raw_mode(t.st_mode as _))) {
+                st = t;
+                ft = FileType::from_raw_mode(st.st_mode as _);
+            }
+        }
         let xattrs = if self.cfg.metadata.no_xattrs {
             Ok(vec![])
         } else {
@@ -521,6 +534,7 @@ impl Walker<'_, '_> {
                 None => unreachable!("prepare reads the target of every symlink"),
             },
             Kind::File => return self.file(loc, item, &st, cache),
+            Kind::CharDev | Kind::BlockDev | Kind::Fifo if self.cfg.read_special => return self.special(loc, item),
             _ => {}
         }
         let letter = match item.kind {
@@ -533,6 +547,38 @@ impl Walker<'_, '_> {
         };
         self.status(letter, &ap);
         self.tx.send(Event::Item(item))
+    }
+
+    /// `--read-special`: store a device's or FIFO's content as a regular file (no files cache:
+    /// nothing tells whether it changed).
+    fn special(&mut self, loc: Loc, mut item: Item) -> Result<(), Hangup> {
+        (item.kind, item.rdev, item.size) = (Kind::File, 0, 0);
+        if self.cfg.dry_run {
+            self.status('-', &item.path);
+            return self.tx.send(Event::Item(item));
+        }
+        let file = match loc.open_special() {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn(format!("{}: {e}", loc.path.display()));
+                self.status('E', &item.path);
+                return Ok(());
+            }
+        };
+        let ap = item.path.clone();
+        self.tx.send(Event::FileStart { item, key: None })?;
+        let (params, seed) = (self.cfg.params, self.cfg.seed);
+        let tx = &mut self.tx;
+        let read = read_content(&file, None, params, seed, &mut |c| tx.send(Event::Chunk(c)))?;
+        let changed = match read {
+            Ok(_) => false,
+            Err(e) => {
+                self.warn(format!("{}: read error, archived the bytes before it: {e}", loc.path.display()));
+                true
+            }
+        };
+        self.status(if changed { 'E' } else { 'A' }, &ap);
+        self.tx.send(Event::FileEnd { changed })
     }
 
     fn file(&mut self, loc: Loc, mut item: Item, st: &Stat, cache: Option<(CacheKey, Lookup)>) -> Result<(), Hangup> {

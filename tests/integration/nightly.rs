@@ -380,3 +380,63 @@ fn numeric_ids_noxattrs_and_umask() {
         assert_eq!(xattr("noacl"), Some(1));
     }
 }
+
+/// Feed `data` into the FIFO at `path` once a reader opens it; gives up after 60 s (so a failing
+/// test ends instead of blocking on the FIFO).
+fn feed_fifo(path: std::path::PathBuf, data: Vec<u8>) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        for _ in 0..6000 {
+            // O_NONBLOCK: fails with ENXIO while no reader has the FIFO open
+            if let Ok(f) = fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&path) {
+                let mut f = f;
+                let _ = rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::empty());
+                return f.write_all(&data).is_ok();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        false
+    })
+}
+
+/// borg's --read-special: a FIFO (here fed by a writer, as a dump tool would) and a symlink to
+/// one outside the tree are stored as regular files with what was read; without the flag the
+/// FIFO is stored as a FIFO and not read.
+#[test]
+fn read_special_stores_what_a_fifo_delivers() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/plain"), b"plain").unwrap();
+    for f in ["src/fifo", "outside-fifo"] {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            env.path(f).as_path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink(env.path("outside-fifo"), env.path("src/link")).unwrap();
+    let (a, b) = (xorshift(3_000_000, 5), xorshift(700_000, 6));
+    let feeders = [feed_fifo(env.path("src/fifo"), a.clone()), feed_fifo(env.path("outside-fifo"), b.clone())];
+    env.run(&["create", "--read-special", &env.archive("special"), "src"]).ok();
+    assert!(feeders.into_iter().all(|f| f.join().unwrap()), "both FIFOs were read");
+    env.run(&["create", &env.archive("plain"), "src"]).ok();
+    let repo = open_repo(&env);
+    let kinds = |name: &str| -> Vec<(Vec<u8>, garret::archive::item::Kind, u64)> {
+        items(&repo, name).into_iter().map(|i| (i.path, i.kind, i.size)).collect()
+    };
+    use garret::archive::item::Kind;
+    let special = kinds("special");
+    assert!(special.contains(&(b"src/fifo".to_vec(), Kind::File, a.len() as u64)), "{special:?}");
+    assert!(special.contains(&(b"src/link".to_vec(), Kind::File, b.len() as u64)), "{special:?}");
+    let plain = kinds("plain");
+    assert!(plain.contains(&(b"src/fifo".to_vec(), Kind::Fifo, 0)), "{plain:?}");
+    assert!(plain.iter().any(|(p, k, _)| p == b"src/link" && *k == Kind::Symlink), "{plain:?}");
+    env.extract_to("special", "x", &[]).ok();
+    assert_eq!(fs::read(env.path("x/src/fifo")).unwrap(), a);
+    assert_eq!(fs::read(env.path("x/src/link")).unwrap(), b);
+}
