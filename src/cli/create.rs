@@ -31,6 +31,9 @@ pub struct CreateArgs {
     /// Keep the tag files (and their directory) of excluded directories
     #[arg(long)]
     pub keep_exclude_tags: bool,
+    /// Exclude files and directories flagged "no dump" (chattr +d)
+    #[arg(long)]
+    pub exclude_nodump: bool,
     /// Stay on the file system of each source path
     #[arg(short = 'x', long)]
     pub one_file_system: bool,
@@ -215,6 +218,7 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
         one_file_system: a.one_file_system,
         metadata: create::walk::Metadata { numeric_ids: a.numeric_ids, no_xattrs: a.noxattrs, no_acls: a.noacls },
         read_special: a.read_special,
+        exclude_nodump: a.exclude_nodump,
         compression: a.compression,
         command_line: std::env::args().collect(),
         comment: a.comment.clone(),

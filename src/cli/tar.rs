@@ -258,6 +258,7 @@ pub fn import_tar(g: &GlobalArgs, a: &ImportTarArgs) -> Result<Outcome> {
         one_file_system: false,
         metadata: Default::default(),
         read_special: false,
+        exclude_nodump: false,
         compression: a.compression,
         command_line: std::env::args().collect(),
         comment: a.comment.clone(),

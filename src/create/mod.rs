@@ -74,6 +74,8 @@ pub struct CreateOptions {
     pub metadata: walk::Metadata,
     /// Read devices and FIFOs as regular files (`--read-special`).
     pub read_special: bool,
+    /// Leave out what carries the "no dump" flag (`--exclude-nodump`).
+    pub exclude_nodump: bool,
     pub compression: Compression,
     pub command_line: Vec<String>,
     pub comment: String,
@@ -378,6 +380,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         roots: &opts.paths,
         metadata: opts.metadata,
         read_special: opts.read_special,
+        exclude_nodump: opts.exclude_nodump,
         patterns: &opts.patterns,
         exclude_caches: opts.exclude_caches,
         exclude_if_present: &opts.exclude_if_present,

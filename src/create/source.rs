@@ -48,6 +48,17 @@ impl Loc {
         })
     }
 
+    /// Whether the entry carries the "no dump" flag (`chattr +d`; `--exclude-nodump`). File
+    /// systems that do not report it say no.
+    pub fn nodump(&self) -> bool {
+        use rustix::fs::{StatxAttributes, StatxFlags};
+        let st = match &self.dir {
+            Some(d) => rustix::fs::statx(d, self.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW, StatxFlags::empty()),
+            None => rustix::fs::statx(rustix::fs::CWD, self.name.as_os_str(), AtFlags::empty(), StatxFlags::empty()),
+        };
+        st.is_ok_and(|st| st.stx_attributes.contains(StatxAttributes::NODUMP))
+    }
+
     /// [`stat`](Self::stat) of what a symlink points to (`--read-special`).
     pub fn stat_follow(&self) -> std::io::Result<Stat> {
         Ok(match &self.dir {

@@ -83,6 +83,8 @@ pub struct WalkConfig<'a> {
     pub metadata: Metadata,
     /// Read block and character devices and FIFOs (and symlinks to them) as regular files.
     pub read_special: bool,
+    /// Leave out entries flagged "no dump" (`chattr +d`), directories with all they hold.
+    pub exclude_nodump: bool,
     pub patterns: &'a Patterns,
     pub exclude_caches: bool,
     pub exclude_if_present: &'a [String],
@@ -349,7 +351,7 @@ impl Walker<'_, '_> {
             Err(_) => (0, false), // reported when the root entry is prepared
         };
         // `create REPO::A /`: the root itself has no archive path and is not stored.
-        if !prefix.is_empty() && self.cfg.patterns.is_excluded(&prefix) {
+        if !prefix.is_empty() && (self.cfg.patterns.is_excluded(&prefix) || (self.cfg.exclude_nodump && top.nodump())) {
             batch.push(Job::Excluded(prefix));
             return self.run_batch(batch);
         }
@@ -378,7 +380,7 @@ impl Walker<'_, '_> {
                 }
                 t => t == FileType::Directory,
             };
-            if self.cfg.patterns.is_excluded(&ap) {
+            if self.cfg.patterns.is_excluded(&ap) || (self.cfg.exclude_nodump && loc.nodump()) {
                 batch.push(Job::Excluded(ap));
             } else if is_dir {
                 self.enter(loc, ap, root_dev, &mut batch, &mut stack);

@@ -440,3 +440,29 @@ fn read_special_stores_what_a_fifo_delivers() {
     assert_eq!(fs::read(env.path("x/src/fifo")).unwrap(), a);
     assert_eq!(fs::read(env.path("x/src/link")).unwrap(), b);
 }
+
+/// borg's --exclude-nodump: entries flagged "no dump" (chattr +d) are left out, a flagged
+/// directory with everything below it.
+#[test]
+fn exclude_nodump_leaves_out_flagged_files_and_directories() {
+    let env = Env::new();
+    env.init("none");
+    for d in ["src", "src/skipdir"] {
+        fs::create_dir(env.path(d)).unwrap();
+    }
+    for f in ["src/keep", "src/skipfile", "src/skipdir/inner"] {
+        fs::write(env.path(f), f.as_bytes()).unwrap();
+    }
+    for p in ["src/skipfile", "src/skipdir"] {
+        let f = fs::File::open(env.path(p)).unwrap();
+        let flags = rustix::fs::ioctl_getflags(&f).expect("file flags (chattr) on the test file system");
+        rustix::fs::ioctl_setflags(&f, flags | rustix::fs::IFlags::NODUMP).unwrap();
+    }
+    let r = env.run(&["create", "--exclude-nodump", "--list", &env.archive("a"), "src"]).ok();
+    assert!(r.stderr.contains("x src/skipfile") && r.stderr.contains("x src/skipdir"), "{}", r.stderr);
+    env.run(&["create", &env.archive("b"), "src"]).ok();
+    let repo = open_repo(&env);
+    let paths = |name: &str| -> Vec<String> { items(&repo, name).iter().map(|i| i.path_lossy()).collect() };
+    assert_eq!(paths("a"), ["src", "src/keep"]);
+    assert_eq!(paths("b"), ["src", "src/keep", "src/skipdir", "src/skipdir/inner", "src/skipfile"]);
+}
