@@ -109,6 +109,13 @@ pub struct CreateArgs {
     /// Mode (octal) of the file made from standard input
     #[arg(long, default_value = "0660")]
     pub stdin_mode: String,
+    /// Owner of the file made from standard input (default: the user running garret; its id is
+    /// looked up here, 0 when unknown)
+    #[arg(long, value_name = "USER")]
+    pub stdin_user: Option<String>,
+    /// Group of the file made from standard input (default: the running user's group)
+    #[arg(long, value_name = "GROUP")]
+    pub stdin_group: Option<String>,
     /// Run the command given after `--` and store its output as one file (--stdin-name)
     #[arg(long)]
     pub content_from_command: bool,
@@ -158,6 +165,8 @@ fn stream_source(a: &CreateArgs) -> Result<Option<StreamSource>> {
         return Ok(Some(StreamSource {
             path,
             mode,
+            user: a.stdin_user.clone(),
+            group: a.stdin_group.clone(),
             reader: Box::new(stdout),
             finish: Box::new(move || {
                 let status = child.wait().map_err(|e| garret::Error::io(format!("waiting for {shown:?}"), e))?;
@@ -170,7 +179,14 @@ fn stream_source(a: &CreateArgs) -> Result<Option<StreamSource>> {
         }));
     }
     if a.paths.len() == 1 && a.paths[0] == "-" {
-        return Ok(Some(StreamSource { path, mode, reader: Box::new(std::io::stdin()), finish: Box::new(|| Ok(())) }));
+        return Ok(Some(StreamSource {
+            path,
+            mode,
+            user: a.stdin_user.clone(),
+            group: a.stdin_group.clone(),
+            reader: Box::new(std::io::stdin()),
+            finish: Box::new(|| Ok(())),
+        }));
     }
     if a.paths.iter().any(|p| p == "-") {
         bail!("`-` (standard input) cannot be combined with other paths");

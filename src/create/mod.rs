@@ -51,6 +51,9 @@ const CHANNEL_EVENTS: usize = 2;
 pub struct StreamSource {
     pub path: Vec<u8>,
     pub mode: u32,
+    /// Owner names to record (`--stdin-user`, `--stdin-group`); `None`: the running user's.
+    pub user: Option<String>,
+    pub group: Option<String>,
     pub reader: Box<dyn Read + Send>,
     /// Called after the stream ended and before the commit; an error aborts the create (the dump
     /// command failed: a half dump must never look like a good backup).
@@ -325,11 +328,17 @@ impl Pipeline<'_> {
 fn stream_item(s: &StreamSource, numeric_ids: bool) -> Item {
     let mut it = Item::new(s.path.clone(), Kind::File);
     it.mode = s.mode & 0o7777;
-    it.uid = rustix::process::getuid().as_raw();
-    it.gid = rustix::process::getgid().as_raw();
+    it.uid = match &s.user {
+        Some(u) => uzers::get_user_by_name(u).map_or(0, |u| u.uid()),
+        None => rustix::process::getuid().as_raw(),
+    };
+    it.gid = match &s.group {
+        Some(g) => uzers::get_group_by_name(g).map_or(0, |g| g.gid()),
+        None => rustix::process::getgid().as_raw(),
+    };
     if !numeric_ids {
-        it.user = uzers::get_current_username().map(|u| u.to_string_lossy().into_owned());
-        it.group = uzers::get_current_groupname().map(|g| g.to_string_lossy().into_owned());
+        it.user = s.user.clone().or_else(|| uzers::get_current_username().map(|u| u.to_string_lossy().into_owned()));
+        it.group = s.group.clone().or_else(|| uzers::get_current_groupname().map(|g| g.to_string_lossy().into_owned()));
     }
     it.mtime =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);

@@ -466,3 +466,32 @@ fn exclude_nodump_leaves_out_flagged_files_and_directories() {
     assert_eq!(paths("a"), ["src", "src/keep"]);
     assert_eq!(paths("b"), ["src", "src/keep", "src/skipdir", "src/skipdir/inner", "src/skipfile"]);
 }
+
+/// --stdin-user and --stdin-group set the owner of the file made from standard input (ids looked
+/// up here, 0 for names unknown here); by default it is the running user's.
+#[test]
+fn stdin_owner_options() {
+    let env = Env::new();
+    env.init("none");
+    create_from_stdin(&env, "default", b"one", &[]).ok();
+    create_from_stdin(&env, "root", b"two", &["--stdin-user", "root", "--stdin-group", "root", "--stdin-mode", "0600"])
+        .ok();
+    create_from_stdin(&env, "ghost", b"three", &["--stdin-user", "no-such-user-here", "--stdin-group", "nogroup-x"])
+        .ok();
+    let repo = open_repo(&env);
+    let item = |name: &str| items(&repo, name).into_iter().next().unwrap();
+    let me = rustix::process::getuid().as_raw();
+    let d = item("default");
+    assert_eq!(d.uid, me);
+    assert!(d.user.is_some());
+    let r = item("root");
+    assert_eq!(
+        (r.user.as_deref(), r.group.as_deref(), r.uid, r.gid, r.mode),
+        (Some("root"), Some("root"), 0, 0, 0o600)
+    );
+    let g = item("ghost");
+    assert_eq!(
+        (g.user.as_deref(), g.group.as_deref(), g.uid, g.gid),
+        (Some("no-such-user-here"), Some("nogroup-x"), 0, 0)
+    );
+}
