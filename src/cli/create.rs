@@ -117,8 +117,20 @@ pub struct CreateArgs {
     #[arg(long, value_name = "GROUP")]
     pub stdin_group: Option<String>,
     /// Run the command given after `--` and store its output as one file (--stdin-name)
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["paths_from_stdin", "paths_from_command"])]
     pub content_from_command: bool,
+    /// Back up exactly the paths read from standard input (one per line, or --paths-delimiter):
+    /// directories without their contents, no exclusion rules
+    #[arg(long, conflicts_with = "paths_from_command")]
+    pub paths_from_stdin: bool,
+    /// Run the command given after `--` and back up exactly the paths it prints, as
+    /// --paths-from-stdin; if it fails, nothing is created
+    #[arg(long)]
+    pub paths_from_command: bool,
+    /// What separates the paths of --paths-from-stdin/--paths-from-command (\n, \0 or \t
+    /// escapes allowed; default: a newline)
+    #[arg(long, value_name = "DELIM", default_value = "\\n")]
+    pub paths_delimiter: String,
     /// REPO::NAME (placeholders like {now:%Y-%m-%d} and {hostname} are expanded)
     pub archive: String,
     /// Files and directories to back up (`-` for standard input), or the command
@@ -194,6 +206,68 @@ fn stream_source(a: &CreateArgs) -> Result<Option<StreamSource>> {
     Ok(None)
 }
 
+/// `--paths-from-stdin` / `--paths-from-command`: the paths to archive, each as is.
+fn listed_paths(a: &CreateArgs) -> Result<Option<Vec<PathBuf>>> {
+    use std::io::Read;
+    let data = if a.paths_from_stdin {
+        if !a.paths.is_empty() {
+            bail!("--paths-from-stdin reads the paths from standard input: give no PATH arguments");
+        }
+        let mut data = Vec::new();
+        std::io::stdin().read_to_end(&mut data).context("reading paths from standard input")?;
+        data
+    } else if a.paths_from_command {
+        let Some((prog, args)) = a.paths.split_first() else {
+            bail!("--paths-from-command needs a command after `--`, e.g. -- find /srv -mtime -1");
+        };
+        let shown = a.paths.iter().map(|s| s.to_string_lossy()).collect::<Vec<_>>().join(" ");
+        let out = std::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run {shown:?}"))?;
+        if !out.status.success() {
+            bail!("{shown:?} failed ({}); the archive was not created", out.status);
+        }
+        out.stdout
+    } else {
+        return Ok(None);
+    };
+    let delim = match a.paths_delimiter.as_str() {
+        "\\n" => "\n".to_string(),
+        "\\0" => "\0".to_string(),
+        "\\t" => "\t".to_string(),
+        "" => bail!("--paths-delimiter must not be empty"),
+        d => d.to_string(),
+    };
+    let paths: Vec<PathBuf> = split_bytes(&data, delim.as_bytes())
+        .filter(|p| !p.is_empty())
+        .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+        .collect();
+    if paths.is_empty() {
+        bail!("nothing to back up: no paths were given on standard input or by the command");
+    }
+    Ok(Some(paths))
+}
+
+fn split_bytes<'a>(data: &'a [u8], delim: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut rest = Some(data);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.windows(delim.len()).position(|w| w == delim) {
+            Some(i) => {
+                rest = Some(&r[i + delim.len()..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
 pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
     let loc = location::parse(&a.archive)?;
     let name = location::expand_placeholders(loc.require_archive()?)?;
@@ -213,16 +287,19 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
     let files_cache =
         if a.no_files_cache { None } else { files_cache::parse_mode(&a.files_cache).map_err(anyhow::Error::msg)? };
     let timestamp = a.timestamp.as_deref().map(parse_timestamp).transpose()?;
+    let listed = listed_paths(a)?;
     let mut paths: Vec<PathBuf> = patterns.roots.clone();
     let is_stream = a.content_from_command || a.paths.iter().any(|p| p == "-");
-    if !is_stream {
+    if let Some(l) = &listed {
+        paths = l.clone();
+    } else if !is_stream {
         paths.extend(a.paths.iter().map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p.as_bytes()))));
         if paths.is_empty() {
             bail!("nothing to back up: give PATHs, `-` for standard input, or --content-from-command -- COMMAND");
         }
     }
     let mut repo = common::open(g, &loc.repo, !a.dry_run)?;
-    let stream = stream_source(a)?;
+    let stream = if listed.is_some() { None } else { stream_source(a)? };
     let reporter = StderrReporter::new(a.list, a.filter.clone()).with_progress(a.progress);
     let opts = CreateOptions {
         name,
@@ -235,6 +312,7 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
         metadata: create::walk::Metadata { numeric_ids: a.numeric_ids, no_xattrs: a.noxattrs, no_acls: a.noacls },
         read_special: a.read_special,
         exclude_nodump: a.exclude_nodump,
+        listed: listed.is_some(),
         compression: a.compression,
         command_line: std::env::args().collect(),
         comment: a.comment.clone(),

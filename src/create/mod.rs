@@ -79,6 +79,8 @@ pub struct CreateOptions {
     pub read_special: bool,
     /// Leave out what carries the "no dump" flag (`--exclude-nodump`).
     pub exclude_nodump: bool,
+    /// Archive exactly `paths`, each as one entry (`--paths-from-stdin`).
+    pub listed: bool,
     pub compression: Compression,
     pub command_line: Vec<String>,
     pub comment: String,
@@ -390,6 +392,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         metadata: opts.metadata,
         read_special: opts.read_special,
         exclude_nodump: opts.exclude_nodump,
+        listed: opts.listed,
         patterns: &opts.patterns,
         exclude_caches: opts.exclude_caches,
         exclude_if_present: &opts.exclude_if_present,

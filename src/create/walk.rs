@@ -85,6 +85,9 @@ pub struct WalkConfig<'a> {
     pub read_special: bool,
     /// Leave out entries flagged "no dump" (`chattr +d`), directories with all they hold.
     pub exclude_nodump: bool,
+    /// Archive exactly the roots, in the order given, each as one entry: directories without
+    /// their contents and no exclusion rules (`--paths-from-stdin`, `--paths-from-command`).
+    pub listed: bool,
     pub patterns: &'a Patterns,
     pub exclude_caches: bool,
     pub exclude_if_present: &'a [String],
@@ -290,8 +293,12 @@ pub fn walk(cfg: &WalkConfig<'_>, tx: SyncSender<Vec<Event>>) -> Result<(), Hang
             .build()
             .ok(),
     };
-    for root in cfg.roots {
-        w.root(root)?;
+    if cfg.listed {
+        w.listed()?;
+    } else {
+        for root in cfg.roots {
+            w.root(root)?;
+        }
     }
     w.tx.flush()
 }
@@ -328,6 +335,9 @@ impl Walker<'_, '_> {
     /// The files-cache key of `p`, a path below the current root: the hash of its absolute form
     /// (the root is made absolute once, not with a getcwd per file).
     fn cache_key(&self, p: &Path) -> PathKey {
+        if self.cfg.listed {
+            return PathKey::of(std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).as_os_str().as_bytes());
+        }
         let (root, abs) = &self.root;
         let abs = abs.as_os_str().as_bytes();
         match p.strip_prefix(root) {
@@ -336,6 +346,22 @@ impl Walker<'_, '_> {
             Ok(rest) => PathKey::of_parts(&[abs, b"/", rest.as_os_str().as_bytes()]),
             Err(_) => PathKey::of(std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).as_os_str().as_bytes()),
         }
+    }
+
+    /// [`WalkConfig::listed`]: the roots as entries of their own, prepared in batches.
+    fn listed(&mut self) -> Result<(), Hangup> {
+        let mut batch: Vec<Job> = Vec::with_capacity(BATCH_ENTRIES);
+        for p in self.cfg.roots {
+            let ap = source::archive_root(p);
+            if ap.is_empty() {
+                continue; // "/" or "." has no archive path of its own
+            }
+            batch.push(Job::Entry(Loc::root(p), ap));
+            if batch.len() >= BATCH_ENTRIES {
+                self.run_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        self.run_batch(batch)
     }
 
     /// Walk one root depth first, entries of a directory in bytewise name order, a directory

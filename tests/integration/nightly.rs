@@ -495,3 +495,54 @@ fn stdin_owner_options() {
         (Some("no-such-user-here"), Some("nogroup-x"), 0, 0)
     );
 }
+
+/// borg's --paths-from-stdin and --paths-from-command: exactly the listed paths, in the order
+/// given, directories without their contents; a failing command creates nothing.
+#[test]
+fn paths_from_stdin_and_command_archive_exactly_the_listed_paths() {
+    use std::io::Write;
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src/dir")).unwrap();
+    for f in ["src/dir/a", "src/dir/b", "src/other"] {
+        fs::write(env.path(f), f.as_bytes()).unwrap();
+    }
+    let with_stdin = |args: &[&str], input: &[u8]| -> Run {
+        let mut child =
+            env.cmd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let o = child.wait_with_output().unwrap();
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
+    };
+    with_stdin(&["create", "--paths-from-stdin", &env.archive("stdin")], b"src/dir\nsrc/dir/a\n\n").ok();
+    env.run(&[
+        "create",
+        "--paths-from-command",
+        "--paths-delimiter",
+        "\\0",
+        &env.archive("cmd"),
+        "--",
+        "sh",
+        "-c",
+        "printf 'src/other\\0src/dir/b\\0'",
+    ])
+    .ok();
+    let r =
+        env.run(&["create", "--paths-from-command", &env.archive("bad"), "--", "sh", "-c", "echo src/other; exit 3"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("failed") && r.stderr.contains("not created"), "{}", r.stderr);
+    let r = with_stdin(&["create", "--paths-from-stdin", &env.archive("bad2"), "src"], b"src/other\n");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let repo = open_repo(&env);
+    let paths = |name: &str| -> Vec<String> { items(&repo, name).iter().map(|i| i.path_lossy()).collect() };
+    assert_eq!(paths("stdin"), ["src/dir", "src/dir/a"]);
+    assert_eq!(paths("cmd"), ["src/other", "src/dir/b"]);
+    assert!(garret::archive::lookup(&repo, "bad").is_err() && garret::archive::lookup(&repo, "bad2").is_err());
+    env.extract_to("stdin", "x", &[]).ok();
+    assert_eq!(fs::read(env.path("x/src/dir/a")).unwrap(), b"src/dir/a");
+    assert!(!env.path("x/src/dir/b").exists());
+}
