@@ -1,7 +1,7 @@
 //! `garret prune`, `garret delete`, `garret rename`, `garret compact`: retention and space.
 
 use super::common::{self, GlobalArgs};
-use super::filter::archive_glob;
+use super::filter::{archive_glob, ArchiveFilter};
 use super::{location, Outcome};
 use anyhow::{bail, Result};
 use garret::compact;
@@ -162,12 +162,9 @@ pub struct DeleteArgs {
     /// JSON on stdout: {"deleted": [{"name", "id", "time"}], "dry_run"}
     #[arg(long)]
     pub json: bool,
-    /// Delete archives whose names start with this prefix
-    #[arg(short = 'P', long)]
-    pub prefix: Option<String>,
-    /// Delete archives whose names match GLOB
-    #[arg(short = 'a', long, value_name = "GLOB")]
-    pub glob_archives: Option<String>,
+    /// Delete the archives these select (e.g. -a 'tmp-*', --first 3)
+    #[command(flatten)]
+    pub filter: ArchiveFilter,
     /// Accepted from borg command lines: deleting never reads an archive, so a damaged one
     /// is deleted as any other (borg's --force)
     #[arg(long, hide = true)]
@@ -182,16 +179,18 @@ pub struct DeleteArgs {
 
 pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
     let loc = location::parse_opt(a.location.as_deref())?;
-    let glob = archive_glob(a.glob_archives.as_deref(), a.prefix.as_deref())?;
+    let f = &a.filter;
+    let narrows = f.prefix.is_some() || f.glob_archives.is_some() || f.first.is_some() || f.last.is_some();
     let mut names: Vec<String> = loc.archive.iter().cloned().chain(a.names.iter().cloned()).collect();
-    if names.is_empty() && glob.is_none() {
-        bail!("name the archives to delete (REPO::NAME [NAME...] or --glob-archives GLOB); to delete a whole repository, remove its directory");
+    if names.is_empty() && !narrows {
+        bail!("name the archives to delete (REPO::NAME [NAME...], or REPO with --glob-archives GLOB, --prefix, --first N or --last N); to delete a whole repository, remove its directory");
     }
     let mut repo = common::open(g, &loc.repo, !a.dry_run)?;
-    if let Some(gm) = &glob {
-        names.extend(repo.manifest().archives.iter().filter(|e| gm.is_match(&e.name)).map(|e| e.name.clone()));
+    if narrows {
+        names.extend(f.select(&repo.manifest().archives)?.iter().map(|e| e.name.clone()));
     }
-    names.dedup();
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
     for n in &names {
         garret::archive::lookup(&repo, n)?;
     }

@@ -173,6 +173,8 @@ fn prune_bad_input_changes_nothing() {
     assert_eq!(r.code, 2, "one unknown name: nothing is deleted");
     let r = env.run(&["delete", &env.repo_str()]);
     assert_eq!(r.code, 2, "deleting a whole repository is refused");
+    let r = env.run(&["delete", "--sort-by", "name", &env.repo_str()]);
+    assert_eq!(r.code, 2, "sorting alone selects every archive: refused too");
     assert_eq!(immutable_files(&env.repo()), before);
     assert_eq!(names(&env), vec!["a", "b"]);
 }
@@ -197,6 +199,11 @@ fn delete_rename_and_deletions_survive_index_rebuild() {
     let r = env.run(&["delete", "--json", "-a", "db-*", &env.repo_str()]).ok();
     assert_eq!(deleted(&r), (vec!["db-1".to_string(), "db-2".to_string()], false));
     assert_eq!(names(&env), vec!["files-1", "files-2"]);
+    // borg's --first/--last select by archive time
+    let r = env.run(&["delete", "--dry-run", "--json", "--first", "1", &env.repo_str()]).ok();
+    assert_eq!(deleted(&r), (vec!["files-1".to_string()], true));
+    let r = env.run(&["delete", "--dry-run", "--json", "--last", "1", "-P", "files-", &env.repo_str()]).ok();
+    assert_eq!(deleted(&r), (vec!["files-2".to_string()], true));
     env.run(&["delete", &env.archive("files-1")]).ok();
     let r = env.run(&["rename", "--json", &env.archive("files-2"), "renamed"]).ok();
     assert_eq!(r.stdout.trim(), r#"{"new":"renamed","old":"files-2"}"#);
