@@ -49,25 +49,55 @@ fn env_path(var: &str) -> Option<PathBuf> {
     std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
+/// Where client state lives by default: GARRET_BASE_DIR (as BORG_BASE_DIR), else $HOME.
 fn home() -> PathBuf {
-    env_path("HOME").unwrap_or_else(|| PathBuf::from("/root"))
+    env_path("GARRET_BASE_DIR").or_else(|| env_path("HOME")).unwrap_or_else(|| PathBuf::from("/root"))
 }
 
 /// Where client caches live: GARRET_CACHE_DIR, else $XDG_CACHE_HOME/garret, else ~/.cache/garret.
+/// The passphrase read from an open file descriptor (GARRET_PASSPHRASE_FD, as borg's
+/// BORG_PASSPHRASE_FD): everything up to the end, without a trailing newline.
+fn passphrase_from_fd(fd: &str) -> Result<Vec<u8>> {
+    let bad = |why: String| anyhow!("GARRET_PASSPHRASE_FD={fd:?}: {why}; give the number of an open file descriptor");
+    let n: i32 = fd.trim().parse().ok().filter(|n| *n >= 0).ok_or_else(|| bad("not a descriptor number".into()))?;
+    // SAFETY: the descriptor is only borrowed for the reads below and never closed here; an fd
+    // that is not open makes the first read fail with EBADF.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(n) };
+    let mut p = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) => break,
+            Ok(k) => p.extend_from_slice(&buf[..k]),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(bad(e.to_string())),
+        }
+    }
+    while p.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+        p.pop();
+    }
+    Ok(p)
+}
+
 pub fn cache_dir() -> PathBuf {
     env_path("GARRET_CACHE_DIR")
         .unwrap_or_else(|| env_path("XDG_CACHE_HOME").unwrap_or_else(|| home().join(".cache")).join("garret"))
 }
 
+/// GARRET_CONFIG_DIR, else $XDG_CONFIG_HOME/garret, else ~/.config/garret; GARRET_SECURITY_DIR,
+/// GARRET_KEYS_DIR and GARRET_KEY_FILE override their parts of it.
 pub fn client_dirs() -> ClientDirs {
-    let config = env_path("XDG_CONFIG_HOME").unwrap_or_else(|| home().join(".config")).join("garret");
+    let config = env_path("GARRET_CONFIG_DIR")
+        .unwrap_or_else(|| env_path("XDG_CONFIG_HOME").unwrap_or_else(|| home().join(".config")).join("garret"));
     ClientDirs {
         security: env_path("GARRET_SECURITY_DIR").unwrap_or_else(|| config.join("security")),
         keys: env_path("GARRET_KEYS_DIR").unwrap_or_else(|| config.join("keys")),
+        key_file: env_path("GARRET_KEY_FILE"),
     }
 }
 
-/// The passphrase from GARRET_PASSPHRASE, GARRET_PASSCOMMAND or a prompt. `new` asks twice.
+/// The passphrase from GARRET_PASSPHRASE, GARRET_PASSCOMMAND, GARRET_PASSPHRASE_FD or a prompt.
+/// `new` asks twice.
 pub fn passphrase(new: bool) -> Result<Vec<u8>> {
     if new {
         if let Ok(p) = std::env::var("GARRET_NEW_PASSPHRASE") {
@@ -96,8 +126,20 @@ pub fn passphrase(new: bool) -> Result<Vec<u8>> {
         }
         return Ok(p);
     }
+    if let Ok(fd) = std::env::var("GARRET_PASSPHRASE_FD") {
+        // Read once: a second request in the same run gets the same passphrase, as it would
+        // from GARRET_PASSPHRASE.
+        static READ: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        if let Some(p) = READ.get() {
+            return Ok(p.clone());
+        }
+        let p = passphrase_from_fd(&fd)?;
+        return Ok(READ.get_or_init(|| p).clone());
+    }
     if !std::io::stdin().is_terminal() {
-        return Err(anyhow!("no passphrase: set GARRET_PASSPHRASE or GARRET_PASSCOMMAND, or run garret in a terminal"));
+        return Err(anyhow!(
+            "no passphrase: set GARRET_PASSPHRASE, GARRET_PASSCOMMAND or GARRET_PASSPHRASE_FD, or run garret in a terminal"
+        ));
     }
     let p = rpassword::prompt_password("Enter passphrase: ").context("reading passphrase")?;
     if new {

@@ -45,6 +45,8 @@ pub struct ClientDirs {
     pub security: PathBuf,
     /// Key files of `-e keyfile` repositories.
     pub keys: PathBuf,
+    /// The key file to use instead of one under `keys` (GARRET_KEY_FILE, as BORG_KEY_FILE).
+    pub key_file: Option<PathBuf>,
 }
 
 /// Supplies the passphrase when (and only when) one is needed.
@@ -94,7 +96,7 @@ pub struct WriteStats {
 }
 
 fn keyfile_path(client: &ClientDirs, repo: &Id) -> PathBuf {
-    client.keys.join(repo.hex())
+    client.key_file.clone().unwrap_or_else(|| client.keys.join(repo.hex()))
 }
 
 impl Repository {

@@ -273,3 +273,85 @@ fn repository_from_garret_repo() {
     let r = env.run(&["create", &format!("{}::a::b", env.repo_str()), "src"]);
     one_line_error(&r, "contains '::'");
 }
+
+/// GARRET_PASSPHRASE_FD (borg's BORG_PASSPHRASE_FD) reads the passphrase from an inherited
+/// descriptor; a bad one is a one-line error.
+#[test]
+fn passphrase_from_a_file_descriptor() {
+    use std::os::unix::process::CommandExt;
+    let env = setup();
+    let pass = env.path("pass");
+    fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+    let run_with_fd = |fd_var: &str| {
+        let file = fs::File::open(&pass).unwrap();
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let mut c = env.cmd();
+        c.env_remove("GARRET_PASSPHRASE").env("GARRET_PASSPHRASE_FD", fd_var).args([
+            "list",
+            "--short",
+            &env.repo_str(),
+        ]);
+        // SAFETY: dup2 is async-signal-safe; it puts the open file at descriptor 7 in the child.
+        unsafe {
+            c.pre_exec(move || if libc::dup2(raw, 7) == 7 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+        }
+        let o = c.output().unwrap();
+        drop(file);
+        Run {
+            code: o.status.code().unwrap(),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
+    };
+    let r = run_with_fd("7");
+    assert_eq!((r.code, r.stdout.trim()), (0, "first"), "{}", r.stderr);
+    one_line_error(&run_with_fd("seven"), "GARRET_PASSPHRASE_FD");
+    one_line_error(&run_with_fd("9"), "GARRET_PASSPHRASE_FD");
+}
+
+/// GARRET_KEY_FILE (borg's BORG_KEY_FILE) names the key file of a keyfile repository, at init
+/// and afterwards; GARRET_CONFIG_DIR and GARRET_BASE_DIR move the client's own state.
+#[test]
+fn key_file_and_client_directories_from_the_environment() {
+    let env = Env::new();
+    let key = env.path("my.key");
+    let base = env.path("base");
+    let with = |args: &[&str]| {
+        let o = env
+            .cmd()
+            .env_remove("GARRET_KEYS_DIR")
+            .env_remove("GARRET_SECURITY_DIR")
+            .env("GARRET_KEY_FILE", &key)
+            .env("GARRET_BASE_DIR", &base)
+            .args(args)
+            .output()
+            .unwrap();
+        Run {
+            code: o.status.code().unwrap(),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
+    };
+    with(&["init", "-e", "keyfile", "--kdf-memory", "64", &env.repo_str()]).ok();
+    assert!(key.is_file(), "the key went to GARRET_KEY_FILE");
+    assert!(!env.path("keys").exists() && !env.path("home/.config").exists());
+    fs::create_dir(env.path("src")).unwrap();
+    with(&["create", &env.archive("a"), "src"]).ok();
+    assert!(base.join(".config/garret/security").is_dir(), "client state under GARRET_BASE_DIR");
+    assert!(base.join(".cache/garret").is_dir(), "files cache under GARRET_BASE_DIR");
+    let moved = env.path("elsewhere.key");
+    fs::rename(&key, &moved).unwrap();
+    let r = with(&["list", &env.repo_str()]);
+    assert_eq!(r.code, 2, "the key file is where GARRET_KEY_FILE says: {}", r.stderr);
+    fs::rename(&moved, &key).unwrap();
+    let o = env
+        .cmd()
+        .env_remove("GARRET_SECURITY_DIR")
+        .env("GARRET_KEY_FILE", &key)
+        .env("GARRET_CONFIG_DIR", env.path("cfg"))
+        .args(["list", "--short", &env.repo_str()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(env.path("cfg/security").is_dir(), "GARRET_CONFIG_DIR holds the security state");
+}

@@ -15,7 +15,7 @@ fn open_writer(env: &Env) -> Repository {
         &env.repo(),
         OpenOptions {
             passphrase: &pf,
-            client: ClientDirs { security: env.path("security"), keys: env.path("keys") },
+            client: ClientDirs { security: env.path("security"), keys: env.path("keys"), key_file: None },
             write_lock: Some(std::time::Duration::from_secs(1)),
             adopt: false,
         },

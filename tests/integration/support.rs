@@ -280,7 +280,11 @@ pub fn open_repo_at(env: &Env, repo: &Path) -> garret::repository::Repository {
         repo,
         garret::repository::OpenOptions {
             passphrase: &pf,
-            client: garret::repository::ClientDirs { security: env.path("security"), keys: env.path("keys") },
+            client: garret::repository::ClientDirs {
+                security: env.path("security"),
+                keys: env.path("keys"),
+                key_file: None,
+            },
             write_lock: None,
             adopt: false,
         },
