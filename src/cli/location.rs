@@ -86,9 +86,25 @@ pub fn expand_placeholders(name: &str) -> Result<String> {
                 h.split('.').next().unwrap_or(&h).to_string()
             }
             "fqdn" => garret::repository::lock::hostname(),
+            "reverse-fqdn" => garret::repository::lock::hostname().rsplit('.').collect::<Vec<_>>().join("."),
             "user" => uzers::get_current_username().map(|u| u.to_string_lossy().into_owned()).unwrap_or_default(),
+            "pid" => std::process::id().to_string(),
+            "uuid4" => uuid4(),
+            // borg's version placeholders name the program that made the archive: garret here
+            "garretversion" | "borgversion" => env!("CARGO_PKG_VERSION").to_string(),
+            "garretmajor" | "borgmajor" => env!("CARGO_PKG_VERSION_MAJOR").to_string(),
+            "garretminor" | "borgminor" => {
+                format!("{}.{}", env!("CARGO_PKG_VERSION_MAJOR"), env!("CARGO_PKG_VERSION_MINOR"))
+            }
+            "garretpatch" | "borgpatch" => format!(
+                "{}.{}.{}",
+                env!("CARGO_PKG_VERSION_MAJOR"),
+                env!("CARGO_PKG_VERSION_MINOR"),
+                env!("CARGO_PKG_VERSION_PATCH")
+            ),
             _ => bail!(
-                "unknown placeholder {{{key}}} in archive name {name:?}; known: now, utcnow, hostname, fqdn, user"
+                "unknown placeholder {{{key}}} in archive name {name:?}; known: now, utcnow, hostname, fqdn, \
+                 reverse-fqdn, user, pid, uuid4, garretversion, garretmajor, garretminor, garretpatch"
             ),
         };
         out.push_str(&v);
@@ -96,6 +112,16 @@ pub fn expand_placeholders(name: &str) -> Result<String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// A random (version 4) UUID, lowercase, as borg's {uuid4}.
+fn uuid4() -> String {
+    let mut b = [0u8; 16];
+    garret::crypto::random_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 fn format_time<Tz: chrono::TimeZone>(t: chrono::DateTime<Tz>, fmt: Option<&str>) -> Result<String>
@@ -128,5 +154,19 @@ mod tests {
         assert_eq!(expand_placeholders("a{{b}}").unwrap(), "a{b}");
         assert!(expand_placeholders("x-{nope}").is_err());
         assert!(expand_placeholders("x-{now").is_err());
+        assert_eq!(expand_placeholders("{pid}").unwrap(), std::process::id().to_string());
+        let (u, v) = (expand_placeholders("{uuid4}").unwrap(), expand_placeholders("{uuid4}").unwrap());
+        assert_ne!(u, v);
+        let groups: Vec<usize> = u.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{u}");
+        assert_eq!(&u[14..15], "4", "version 4: {u}");
+        assert!("89ab".contains(&u[19..20]), "RFC 4122 variant: {u}");
+        let fqdn = expand_placeholders("{fqdn}").unwrap();
+        let rev = expand_placeholders("{reverse-fqdn}").unwrap();
+        assert_eq!(rev.split('.').rev().collect::<Vec<_>>().join("."), fqdn);
+        let v = env!("CARGO_PKG_VERSION");
+        assert_eq!(expand_placeholders("{borgversion}").unwrap(), v);
+        assert!(v.starts_with(&expand_placeholders("{garretminor}").unwrap()));
+        assert_eq!(expand_placeholders("{borgpatch}").unwrap(), v.split('-').next().unwrap());
     }
 }
