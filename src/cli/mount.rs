@@ -6,6 +6,7 @@
 //! and SIGHUP unmount cleanly.
 
 use super::common::{self, GlobalArgs};
+use super::filter::ArchiveFilter;
 use super::{location, Outcome};
 use anyhow::{bail, Context, Result};
 use garret::archive;
@@ -32,6 +33,9 @@ pub struct MountArgs {
     /// JSON on stdout once mounted: mount point, repository, archive, archives shown, pid
     #[arg(long)]
     pub json: bool,
+    /// Which archives a repository mount shows (borg's archive filters, e.g. --last 7)
+    #[command(flatten)]
+    pub filter: ArchiveFilter,
     /// REPO or REPO::NAME
     pub location: String,
     pub mountpoint: PathBuf,
@@ -62,6 +66,10 @@ fn parse_options(options: Option<&str>) -> Result<(Access, bool)> {
 
 pub fn run(g: &GlobalArgs, a: &MountArgs) -> Result<Outcome> {
     let (access, kernel_cache) = parse_options(a.options.as_deref())?;
+    if a.filter.is_set() && a.location.contains("::") {
+        bail!("--prefix, --glob-archives, --sort-by, --first and --last select archives: give REPO, not REPO::NAME");
+    }
+    a.filter.select(&[])?; // bad --sort-by or --glob-archives: refused before mounting
     mount::check_available()?;
     let child = std::env::var_os(CHILD_ENV).is_some();
     if !a.foreground && !child {
@@ -75,8 +83,12 @@ pub fn run(g: &GlobalArgs, a: &MountArgs) -> Result<Outcome> {
         Some(name) => Some(archive::lookup(&repo, name)?.clone()),
         None => None,
     };
-    let fs =
-        GarretFs::new(repo, single, &MountOptions { numeric_ids: a.numeric_ids, cache_bytes: 64 << 20, kernel_cache })?;
+    let only = match a.filter.is_set() {
+        true => Some(a.filter.select(&repo.manifest().archives)?.iter().map(|e| e.name.clone()).collect()),
+        false => None,
+    };
+    let opts = MountOptions { numeric_ids: a.numeric_ids, cache_bytes: 64 << 20, kernel_cache, only };
+    let fs = GarretFs::new(repo, single, &opts)?;
     if fs.skipped() > 0 {
         eprintln!("garret: warning: {} item(s) with invalid paths are not shown", fs.skipped());
     }

@@ -36,6 +36,8 @@ pub struct MountOptions {
     pub cache_bytes: u64,
     /// Read through the kernel's page cache even where direct I/O is possible (`-o kernel_cache`).
     pub kernel_cache: bool,
+    /// Show only these archives, in this order (borg's archive filters); `None`: all of them.
+    pub only: Option<Vec<String>>,
 }
 
 /// The bytes of one read: a range of one cached chunk, or pieces of several copied together.
@@ -148,7 +150,11 @@ impl GarretFs {
                 fs.tree = RwLock::new(tree);
             }
             None => {
-                fs.entries = fs.shared.repo.manifest().archives.clone();
+                let all = &fs.shared.repo.manifest().archives;
+                fs.entries = match &opts.only {
+                    Some(names) => names.iter().filter_map(|n| all.iter().find(|e| &e.name == n).cloned()).collect(),
+                    None => all.clone(),
+                };
                 let dirs = fs
                     .entries
                     .iter()

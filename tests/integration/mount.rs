@@ -429,3 +429,38 @@ fn reads_bypass_the_page_cache_unless_kernel_cache_is_asked_for() {
         .code(2);
     assert!(r.stderr.contains("kernel_cache") && r.stderr.lines().count() == 1, "{}", r.stderr);
 }
+
+/// borg's archive filters choose which archives a repository mount shows.
+#[test]
+fn mount_shows_the_archives_the_filters_select() {
+    if !fuse_usable() {
+        return;
+    }
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"x").unwrap();
+    for n in ["db-1", "files-1", "db-2"] {
+        env.create_json(n, &["src"], &[]);
+    }
+    let listing = |at: &Path| -> Vec<String> {
+        let mut v: Vec<String> =
+            fs::read_dir(at).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    {
+        let m = mount_with(&env, &["--last", "2"], &env.repo_str(), "m1");
+        assert_eq!(listing(&m.at), ["db-2", "files-1"]);
+    }
+    {
+        let m = mount_with(&env, &["-P", "db-"], &env.repo_str(), "m2");
+        assert_eq!(listing(&m.at), ["db-1", "db-2"]);
+        assert_eq!(fs::read(m.at.join("db-1/src/f")).unwrap(), b"x");
+    }
+    fs::create_dir_all(env.path("m3")).unwrap();
+    let m3 = env.path("m3").display().to_string();
+    let r = env.run(&["mount", "--sort-by", "size", &env.repo_str(), &m3]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!mounted(&env.path("m3")));
+}
