@@ -17,16 +17,30 @@ mod location;
 mod mount;
 mod prune;
 mod tar;
+mod with_lock;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Exit codes, as borg: 0 success, 1 warnings, 2 errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Ok = 0,
-    Warning = 1,
-    Error = 2,
+    Ok,
+    Warning,
+    Error,
+    /// The exit code of a command run by `with-lock`, passed on.
+    Exit(u8),
+}
+
+impl Outcome {
+    fn code(self) -> u8 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Warning => 1,
+            Outcome::Error => 2,
+            Outcome::Exit(c) => c,
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -76,6 +90,8 @@ pub enum Command {
     ExportTar(tar::ExportTarArgs),
     /// Create an archive from a tar file (e.g. from `borg export-tar`)
     ImportTar(tar::ImportTarArgs),
+    /// Run a command while holding the repository lock (no writer runs meanwhile)
+    WithLock(with_lock::WithLockArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -92,14 +108,14 @@ pub fn main() -> ExitCode {
         }
     };
     if show_rc {
-        let name = match outcome {
-            Outcome::Ok => "success",
-            Outcome::Warning => "warning",
-            Outcome::Error => "error",
+        let name = match outcome.code() {
+            0 => "success",
+            1 => "warning",
+            _ => "error",
         };
-        eprintln!("terminating with {name} status, rc {}", outcome as u8);
+        eprintln!("terminating with {name} status, rc {}", outcome.code());
     }
-    ExitCode::from(outcome as u8)
+    ExitCode::from(outcome.code())
 }
 
 /// The error and its causes on one line, leaving out causes the message already contains.
@@ -138,6 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Umount(a) => mount::umount(a),
         Command::ExportTar(a) => tar::export_tar(g, a),
         Command::ImportTar(a) => tar::import_tar(g, a),
+        Command::WithLock(a) => with_lock::run(g, a),
     }
 }
 
@@ -166,6 +183,7 @@ mod tests {
             "garret prune --save-space --checkpoint-interval 60 --keep-daily 7 r",
             "garret delete --force --save-space r::a",
             "garret compact --cleanup-commits --progress r",
+            "garret with-lock r rsync -a --delete r/ offsite:/r/",
         ] {
             assert!(parse(line).is_ok(), "{line}: {:?}", parse(line).err());
         }

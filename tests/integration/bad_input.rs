@@ -355,3 +355,25 @@ fn key_file_and_client_directories_from_the_environment() {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(env.path("cfg/security").is_dir(), "GARRET_CONFIG_DIR holds the security state");
 }
+
+/// borg's with-lock: the command runs while the repository lock is held (a create inside it
+/// is refused), its exit code is passed on, and the lock is gone afterwards.
+#[test]
+fn with_lock_holds_the_lock_for_the_command() {
+    let env = setup();
+    let repo = env.repo_str();
+    let lock = format!("{repo}/lock");
+    let r = env.run(&["with-lock", &repo, "sh", "-c", &format!("test -f {lock} && exit 7")]);
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    assert!(!env.repo().join("lock").exists());
+    let inner = format!("{} create --lock-wait 0 {repo}::inside src", bin());
+    let r = env.run(&["with-lock", &repo, "sh", "-c", &inner]);
+    assert_eq!(r.code, 2, "the create inside is refused: {}", r.stderr);
+    assert!(r.stderr.contains("lock"), "{}", r.stderr);
+    env.run(&["with-lock", &repo, "true"]).ok();
+    env.run(&["create", &env.archive("after"), "src"]).ok();
+    one_line_error(
+        &env.run(&["with-lock", &env.path("nothing-here").display().to_string(), "true"]),
+        "not a garret repository",
+    );
+}
