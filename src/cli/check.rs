@@ -45,7 +45,10 @@ fn repair(g: &GlobalArgs, a: &CheckArgs, repo_path: &std::path::Path) -> Result<
             eprintln!("garret: found: {}", common::one_line(e));
         }
         if rep.unreadable_packs > 0 {
-            eprintln!("garret: warning: {} pack(s) have unreadable headers; their blobs are lost (the files stay for inspection)", rep.unreadable_packs);
+            common::warn(&format!(
+                "{} pack(s) have unreadable headers; their blobs are lost (the files stay for inspection)",
+                rep.unreadable_packs
+            ));
         }
         for p in &rep.packs_quarantined {
             eprintln!("quarantined: pack {p} (damaged; moved to quarantine/, its readable blobs were copied)");
@@ -108,7 +111,7 @@ pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<Outcome> {
             eprintln!("garret: error: {}", common::one_line(e));
         }
         for w in &rep.warnings {
-            eprintln!("garret: warning: {}", common::one_line(w));
+            common::warn(w);
         }
         if g.verbose || g.info {
             eprintln!(

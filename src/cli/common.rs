@@ -23,8 +23,8 @@ pub struct GlobalArgs {
     /// Same as --verbose (borg's log level flag)
     #[arg(long, global = true)]
     pub info: bool,
-    /// borg's other log level flags, accepted so borg command lines keep working: warnings and
-    /// errors always go to stderr, and exit codes say what happened
+    /// borg's other log level flags: --error and --critical leave warning lines out of stderr
+    /// (the exit code still says 1), --debug and --warning change nothing
     #[arg(long, global = true, hide = true)]
     pub debug: bool,
     #[arg(long, global = true, hide = true)]
@@ -36,6 +36,20 @@ pub struct GlobalArgs {
     /// Create files with this umask (octal, e.g. 0077), as borg's --umask
     #[arg(long, global = true, value_name = "M", value_parser = parse_umask)]
     pub umask: Option<u32>,
+}
+
+/// Set by `--error`/`--critical`: warning lines are not printed.
+static QUIET_WARNINGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn quiet_warnings(on: bool) {
+    QUIET_WARNINGS.store(on, Ordering::Relaxed);
+}
+
+/// Print a warning line on stderr, unless `--error` or `--critical` asked for none.
+pub fn warn(msg: &str) {
+    if !QUIET_WARNINGS.load(Ordering::Relaxed) {
+        eprintln!("garret: warning: {}", one_line(msg));
+    }
 }
 
 fn parse_umask(s: &str) -> std::result::Result<u32, String> {
@@ -148,7 +162,7 @@ pub fn passphrase(new: bool) -> Result<Vec<u8>> {
             return Err(anyhow!("passphrases do not match; run the command again"));
         }
         if p.is_empty() {
-            eprintln!("garret: warning: empty passphrase");
+            warn("empty passphrase");
         }
     }
     Ok(p.into_bytes())
@@ -184,7 +198,7 @@ pub fn open_with(g: &GlobalArgs, repo: &std::path::Path, write: bool, adopt: boo
         },
     )?;
     for w in &r.warnings {
-        eprintln!("garret: warning: {}", one_line(w));
+        warn(w);
     }
     Ok(r)
 }
@@ -280,7 +294,9 @@ impl indicatif::TermLike for LineTerm {
 impl Reporter for StderrReporter {
     fn warning(&self, msg: &str) {
         self.warned.store(true, Ordering::Relaxed);
-        self.line(format!("garret: warning: {}", one_line(msg)));
+        if !QUIET_WARNINGS.load(Ordering::Relaxed) {
+            self.line(format!("garret: warning: {}", one_line(msg)));
+        }
     }
     fn item(&self, status: char, path: &[u8]) {
         if self.list && self.filter.as_ref().is_none_or(|f| f.contains(status)) {

@@ -97,6 +97,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let show_rc = cli.global.show_rc;
+    common::quiet_warnings(cli.global.error || cli.global.critical);
     if let Some(m) = cli.global.umask {
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(m));
     }

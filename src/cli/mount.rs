@@ -90,7 +90,7 @@ pub fn run(g: &GlobalArgs, a: &MountArgs) -> Result<Outcome> {
     let opts = MountOptions { numeric_ids: a.numeric_ids, cache_bytes: 64 << 20, kernel_cache, only };
     let fs = GarretFs::new(repo, single, &opts)?;
     if fs.skipped() > 0 {
-        eprintln!("garret: warning: {} item(s) with invalid paths are not shown", fs.skipped());
+        common::warn(&format!("{} item(s) with invalid paths are not shown", fs.skipped()));
     }
     let summary = serde_json::json!({
         "mountpoint": std::path::absolute(&a.mountpoint).unwrap_or_else(|_| a.mountpoint.clone()).display().to_string(),

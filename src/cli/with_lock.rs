@@ -27,7 +27,7 @@ pub fn run(g: &GlobalArgs, a: &WithLockArgs) -> Result<Outcome> {
     let wait = std::time::Duration::from_secs_f64(g.lock_wait.max(0.0));
     let lock = garret::repository::lock::Lock::acquire(&loc.repo, wait, &mut warnings)?;
     for w in &warnings {
-        eprintln!("garret: warning: {w}");
+        super::common::warn(w);
     }
     let shown = a.command.iter().map(|s| s.to_string_lossy()).collect::<Vec<_>>().join(" ");
     let status = std::process::Command::new(&a.command[0])

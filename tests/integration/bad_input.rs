@@ -183,6 +183,11 @@ fn unreadable_source_file_is_a_warning() {
     let r = run(&["list", "--short", &env.archive("a")]).ok();
     assert!(r.stdout.contains("src/readable"));
     assert!(!r.stdout.contains("src/secret"));
+    // borg's --critical (and --error): no warning lines, but still exit code 1
+    let r = run(&["create", "--critical", &env.archive("b"), "src"]).code(1);
+    assert_eq!(r.stderr, "", "quiet, as cron wants it");
+    let r = run(&["--error", "create", &env.archive("c"), "src"]).code(1);
+    assert_eq!(r.stderr, "");
 }
 
 #[test]
