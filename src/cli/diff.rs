@@ -12,6 +12,16 @@ pub struct DiffArgs {
     /// One JSON object per changed path
     #[arg(long)]
     pub json_lines: bool,
+    /// Accepted from borg command lines: the output is always sorted by path
+    #[arg(long, hide = true)]
+    pub sort: bool,
+    /// Only differences in content (added, removed, modified, link targets), no metadata
+    #[arg(long)]
+    pub content_only: bool,
+    /// Accepted from borg command lines: garret always compares chunk ids (every archive of a
+    /// repository is cut with the same parameters)
+    #[arg(long, hide = true)]
+    pub same_chunker_params: bool,
     /// REPO::ARCHIVE1
     pub archive: String,
     /// ARCHIVE2 (in the same repository)
@@ -49,7 +59,18 @@ pub fn run(g: &GlobalArgs, a: &DiffArgs) -> Result<Outcome> {
     let (a1, a2) = (Archive::load(&repo, &e1)?, Archive::load(&repo, &e2)?);
     let paths: Vec<Vec<u8>> =
         a.paths.iter().map(|p| p.trim_start_matches('/').trim_end_matches('/').as_bytes().to_vec()).collect();
-    let changes = diff::run(&repo, &a1, &a2, &paths)?;
+    let mut changes = diff::run(&repo, &a1, &a2, &paths)?;
+    if a.content_only {
+        for cs in changes.values_mut() {
+            cs.retain(|c| {
+                matches!(
+                    c,
+                    Change::Added { .. } | Change::Removed { .. } | Change::Modified { .. } | Change::Target { .. }
+                )
+            });
+        }
+        changes.retain(|_, cs| !cs.is_empty());
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for (path, cs) in &changes {

@@ -185,10 +185,18 @@ mod tests {
             "garret delete --force --save-space r::a",
             "garret compact --cleanup-commits --progress r",
             "garret with-lock r rsync -a --delete r/ offsite:/r/",
+            "garret diff --sort --content-only --same-chunker-params r::a b",
+            "garret export-tar --tar-format PAX r::a a.tar",
+            "garret import-tar --checkpoint-interval 300 r::a a.tar",
+            "garret check --progress --save-space r",
         ] {
             assert!(parse(line).is_ok(), "{line}: {:?}", parse(line).err());
         }
-        for bad in ["garret --umask 0800 list r", "garret create --no-files-cache --files-cache disabled r::a src"] {
+        for bad in [
+            "garret --umask 0800 list r",
+            "garret create --no-files-cache --files-cache disabled r::a src",
+            "garret export-tar --tar-format GNU r::a a.tar",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

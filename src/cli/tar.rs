@@ -19,6 +19,10 @@ pub struct ExportTarArgs {
     /// Filter the tar stream through CMD (e.g. "gzip -9"); default: by FILE's extension
     #[arg(long, value_name = "CMD")]
     pub tar_filter: Option<String>,
+    /// Tar format: PAX, the only one garret writes (GNU tar reads it; borg's GNU and BORG
+    /// formats are refused)
+    #[arg(long, value_name = "FORMAT", default_value = "PAX", value_parser = ["PAX"])]
+    pub tar_format: String,
     /// Print each exported item
     #[arg(long)]
     pub list: bool,
@@ -64,6 +68,9 @@ pub struct ImportTarArgs {
     /// Print the archive's details as JSON
     #[arg(long)]
     pub json: bool,
+    /// Accepted from borg command lines: packs are durable as written, no checkpoints needed
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    pub checkpoint_interval: Option<u64>,
     /// REPO::NAME
     pub archive: String,
     /// Input tar file, or - for standard input

@@ -62,6 +62,29 @@ fn diff_reports_exactly_the_changes_made() {
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     let added = v["changes"][0]["added"].as_u64().unwrap();
     assert!(added <= 8 << 20, "at most the changed chunk and the one after it: {line}");
+    // --content-only: no mode or mtime changes
+    let r = env.run(&["diff", "--content-only", "--json-lines", &env.archive("a"), "b"]).ok();
+    let content: Vec<(String, Vec<String>)> = r
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let kinds =
+                v["changes"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap().to_string()).collect();
+            (v["path"].as_str().unwrap().to_string(), kinds)
+        })
+        .collect();
+    let want: Vec<(String, Vec<String>)> = [
+        ("src/big", "modified"),
+        ("src/d/new", "added"),
+        ("src/edit", "modified"),
+        ("src/gone", "removed"),
+        ("src/link", "target"),
+    ]
+    .into_iter()
+    .map(|(p, k)| (p.to_string(), vec![k.to_string()]))
+    .collect();
+    assert_eq!(content, want, "{}", r.stdout);
     // path filter and text output
     let r = env.run(&["diff", &env.archive("a"), "b", "src/d"]).ok();
     assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
