@@ -5,11 +5,14 @@ use anyhow::{bail, Result};
 use garret::repository::manifest::ArchiveEntry;
 
 /// The glob an archive name must match, from `--glob-archives` or `--prefix` (at most one).
+/// Both take the archive-name placeholders first, as borg's do (borgmatic prunes with
+/// `--glob-archives '{hostname}-*'`).
 pub fn archive_glob(glob: Option<&str>, prefix: Option<&str>) -> Result<Option<globset::GlobMatcher>> {
+    let expand = super::location::expand_placeholders;
     let pattern = match (glob, prefix) {
         (Some(_), Some(_)) => bail!("--glob-archives and --prefix cannot be combined"),
-        (Some(g), None) => g.to_string(),
-        (None, Some(p)) => format!("{}*", globset::escape(p)),
+        (Some(g), None) => expand(g)?,
+        (None, Some(p)) => format!("{}*", globset::escape(&expand(p)?)),
         (None, None) => return Ok(None),
     };
     Ok(Some(
@@ -136,6 +139,16 @@ mod tests {
         assert!(all_with("size").select(&v).unwrap_err().to_string().contains("--sort-by"));
         let f = ArchiveFilter { prefix: Some("a".into()), glob_archives: Some("b".into()), ..all_with("name") };
         assert!(f.select(&v).is_err());
+        // placeholders, as borg expands them in these options
+        let host = super::super::location::expand_placeholders("{hostname}").unwrap();
+        let w = vec![
+            entry(&format!("{host}-1"), "2026-11-24T03:00:00+00:00", 1),
+            entry("other-1", "2026-11-24T04:00:00+00:00", 2),
+        ];
+        let f = ArchiveFilter { glob_archives: Some("{hostname}-*".into()), ..all_with("timestamp") };
+        assert_eq!(names(&f, &w), [format!("{host}-1")]);
+        let f = ArchiveFilter { prefix: Some("{hostname}-".into()), ..all_with("timestamp") };
+        assert_eq!(names(&f, &w), [format!("{host}-1")]);
     }
 
     fn all_with(sort_by: &str) -> ArchiveFilter {

@@ -129,7 +129,10 @@ where
     Tz::Offset: std::fmt::Display,
 {
     use std::fmt::Write;
-    let fmt = fmt.unwrap_or("%Y-%m-%dT%H:%M:%S");
+    // Python's %f (borg, borgmatic's default archive names) is microseconds: 6 digits, where
+    // chrono's %f gives 9.
+    let python = fmt.map(|f| f.replace("%f", "%6f"));
+    let fmt = python.as_deref().unwrap_or("%Y-%m-%dT%H:%M:%S");
     let mut s = String::new();
     write!(s, "{}", t.format(fmt)).map_err(|_| anyhow::anyhow!("invalid time format {fmt:?} in archive name"))?;
     Ok(s)
@@ -166,6 +169,10 @@ mod tests {
         assert_eq!(rev.split('.').rev().collect::<Vec<_>>().join("."), fqdn);
         let v = env!("CARGO_PKG_VERSION");
         assert_eq!(expand_placeholders("{borgversion}").unwrap(), v);
+        // borgmatic's default name: Python's %f is 6 digits of microseconds
+        let name = expand_placeholders("{hostname}-{now:%Y-%m-%dT%H:%M:%S.%f}").unwrap();
+        let frac = name.rsplit('.').next().unwrap();
+        assert!(frac.len() == 6 && frac.bytes().all(|b| b.is_ascii_digit()), "{name}");
         assert!(v.starts_with(&expand_placeholders("{garretminor}").unwrap()));
         assert_eq!(expand_placeholders("{borgpatch}").unwrap(), v.split('-').next().unwrap());
     }
