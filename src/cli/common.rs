@@ -38,6 +38,14 @@ pub struct GlobalArgs {
     pub umask: Option<u32>,
 }
 
+/// `GARRET_<name>`, or else borg's `BORG_<name>`: tools that drive borg (borgmatic with
+/// `local_path: garret`) hand over the passphrase and repository in borg's variables. Only for
+/// these; client directories stay garret's own.
+pub fn var(name: &str) -> Option<String> {
+    debug_assert!(["PASSPHRASE", "NEW_PASSPHRASE", "PASSCOMMAND", "PASSPHRASE_FD", "REPO"].contains(&name));
+    std::env::var(format!("GARRET_{name}")).or_else(|_| std::env::var(format!("BORG_{name}"))).ok()
+}
+
 /// Set by `--error`/`--critical`: warning lines are not printed.
 static QUIET_WARNINGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -110,18 +118,18 @@ pub fn client_dirs() -> ClientDirs {
     }
 }
 
-/// The passphrase from GARRET_PASSPHRASE, GARRET_PASSCOMMAND, GARRET_PASSPHRASE_FD or a prompt.
-/// `new` asks twice.
+/// The passphrase from GARRET_PASSPHRASE, GARRET_PASSCOMMAND, GARRET_PASSPHRASE_FD (each else
+/// its BORG_ twin) or a prompt. `new` asks twice.
 pub fn passphrase(new: bool) -> Result<Vec<u8>> {
     if new {
-        if let Ok(p) = std::env::var("GARRET_NEW_PASSPHRASE") {
+        if let Some(p) = var("NEW_PASSPHRASE") {
             return Ok(p.into_bytes());
         }
     }
-    if let Ok(p) = std::env::var("GARRET_PASSPHRASE") {
+    if let Some(p) = var("PASSPHRASE") {
         return Ok(p.into_bytes());
     }
-    if let Ok(cmd) = std::env::var("GARRET_PASSCOMMAND") {
+    if let Some(cmd) = var("PASSCOMMAND") {
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(&cmd)
@@ -140,7 +148,7 @@ pub fn passphrase(new: bool) -> Result<Vec<u8>> {
         }
         return Ok(p);
     }
-    if let Ok(fd) = std::env::var("GARRET_PASSPHRASE_FD") {
+    if let Some(fd) = var("PASSPHRASE_FD") {
         // Read once: a second request in the same run gets the same passphrase, as it would
         // from GARRET_PASSPHRASE.
         static READ: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();

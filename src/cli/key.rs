@@ -95,9 +95,9 @@ pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
             let loc = location::parse_opt(repository.as_deref())?;
             loc.forbid_archive()?;
             let old = common::passphrase(false)?;
-            let new = match std::env::var("GARRET_NEW_PASSPHRASE") {
-                Ok(p) => p.into_bytes(),
-                Err(_) => common::prompt_new_passphrase()?,
+            let new = match common::var("NEW_PASSPHRASE") {
+                Some(p) => p.into_bytes(),
+                None => common::prompt_new_passphrase()?,
             };
             keys::change_passphrase(&loc.repo, &client, &old, &new, None)?;
             report(*json, "passphrase_changed", &loc.repo, "passphrase changed for");

@@ -10,7 +10,7 @@ pub struct Location {
     pub archive: Option<String>,
 }
 
-/// Parse `REPO`, `REPO::NAME` or `::NAME` (repository from GARRET_REPO).
+/// Parse `REPO`, `REPO::NAME` or `::NAME` (repository from GARRET_REPO, else BORG_REPO).
 pub fn parse(s: &str) -> Result<Location> {
     // Split at the first "::" so that a name containing "::" reaches validation and is refused.
     let (repo, archive) = match s.split_once("::") {
@@ -18,8 +18,8 @@ pub fn parse(s: &str) -> Result<Location> {
         None => (s.to_string(), None),
     };
     let repo = if repo.is_empty() {
-        match std::env::var("GARRET_REPO") {
-            Ok(r) if !r.is_empty() => r,
+        match super::common::var("REPO") {
+            Some(r) if !r.is_empty() => r,
             _ => bail!("no repository given: write REPO::NAME or set GARRET_REPO"),
         }
     } else {

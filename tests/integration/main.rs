@@ -4,6 +4,7 @@ mod support;
 
 mod bad_input;
 mod check;
+mod compat;
 mod crash;
 mod dedup;
 mod faults;

@@ -1,0 +1,89 @@
+//! borg compatibility end to end: borgmatic (Debian's 1.7), which drives borg by its command
+//! line, driving garret instead (`local_path: garret`): init, create, prune, check, list,
+//! info and extract, with the flags borgmatic really passes (`-C lz4`, `--exclude-from`,
+//! `--glob-archives '{hostname}-*'`, `check --last N`, `{now:...%f}` names, BORG_PASSPHRASE).
+
+use crate::support::*;
+use std::fs;
+use std::process::Command;
+
+fn borgmatic(env: &Env, config: &std::path::Path, args: &[&str]) -> Run {
+    let o = Command::new("borgmatic")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", env.path("home"))
+        .env("GARRET_SECURITY_DIR", env.path("security"))
+        .env("GARRET_CACHE_DIR", env.path("cache"))
+        .arg("--config")
+        .arg(config)
+        .args(["--syslog-verbosity", "-1", "-v", "2"])
+        .args(args)
+        .current_dir(env.dir.path())
+        .output()
+        .expect("borgmatic is installed (apt-get install borgmatic; .ci/run does it)");
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into(),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+    }
+}
+
+#[test]
+fn borgmatic_drives_garret_through_a_whole_nightly_cycle() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("home")).unwrap();
+    fs::create_dir_all(env.path("src/keep")).unwrap();
+    fs::write(env.path("src/keep/f"), b"first night").unwrap();
+    fs::write(env.path("src/scratch.tmp"), b"excluded").unwrap();
+    let config = env.path("borgmatic.yaml");
+    fs::write(
+        &config,
+        format!(
+            "location:\n    source_directories:\n        - {src}\n    repositories:\n        - {repo}\n    local_path: {bin}\n    exclude_patterns:\n        - '*.tmp'\n    exclude_caches: true\n    one_file_system: true\nstorage:\n    encryption_passphrase: \"{pass}\"\n    compression: lz4\nretention:\n    keep_secondly: 1\nconsistency:\n    checks:\n        - name: repository\n        - name: archives\n    check_last: 3\n",
+            src = env.path("src").display(),
+            repo = env.repo().display(),
+            bin = bin(),
+            pass = PASSPHRASE,
+        ),
+    )
+    .unwrap();
+    let ok = |args: &[&str]| {
+        let r = borgmatic(&env, &config, args);
+        assert_eq!(r.code, 0, "borgmatic {args:?}:\n{}\n{}", r.stdout, r.stderr);
+        r
+    };
+    ok(&["init", "--encryption", "repokey"]);
+    ok(&["create"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // another second: another archive
+    fs::write(env.path("src/keep/f"), b"second night").unwrap();
+    ok(&["create", "--stats"]);
+    let list = |env: &Env| -> Vec<String> {
+        env.run(&["list", "--short", &env.repo_str()]).ok().stdout.lines().map(String::from).collect()
+    };
+    let names = list(&env);
+    assert_eq!(names.len(), 2, "{names:?}");
+    let host = garret::repository::lock::hostname();
+    let short = host.split('.').next().unwrap().to_string();
+    assert!(names.iter().all(|n| n.starts_with(&format!("{short}-"))), "{names:?}");
+    // prune keeps the newest only, selected by borgmatic's --glob-archives '{hostname}-*'
+    let said = |r: &Run| format!("{}{}", r.stdout, r.stderr);
+    let r = ok(&["prune", "--stats", "--list"]);
+    assert!(said(&r).contains("--glob-archives {hostname}-*"), "{}", said(&r));
+    assert_eq!(list(&env), [names[1].clone()]);
+    let r = ok(&["check"]);
+    assert!(said(&r).contains("--last 3"), "{}", said(&r));
+    ok(&["list"]);
+    let r = ok(&["info", "--json"]);
+    let json = said(&r).lines().find(|l| l.starts_with('[')).map(String::from).expect("borgmatic prints garret's JSON");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v[0]["archives"], 1, "{}", r.stdout);
+    fs::create_dir_all(env.path("restore")).unwrap();
+    let dest = env.path("restore").display().to_string();
+    ok(&["extract", "--archive", "latest", "--destination", &dest]);
+    let restored = env.path("restore").join(env.path("src/keep/f").strip_prefix("/").unwrap());
+    assert_eq!(fs::read(&restored).unwrap(), b"second night");
+    let excluded = env.path("restore").join(env.path("src/scratch.tmp").strip_prefix("/").unwrap());
+    assert!(!excluded.exists(), "'*.tmp' was excluded");
+    // garret itself finds nothing wrong
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+}
