@@ -577,6 +577,18 @@ impl Walker<'_, '_> {
         self.tx.send(Event::Item(item))
     }
 
+    /// The file `open` gave, or `None` after a warning naming it (status E).
+    fn opened(&self, open: std::io::Result<File>, loc: &Loc, path: &[u8]) -> Option<File> {
+        match open {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.warn(format!("{}: {e}", loc.path.display()));
+                self.status('E', path);
+                None
+            }
+        }
+    }
+
     /// `--read-special`: store a device's or FIFO's content as a regular file (no files cache:
     /// nothing tells whether it changed).
     fn special(&mut self, loc: Loc, mut item: Item) -> Result<(), Hangup> {
@@ -585,14 +597,7 @@ impl Walker<'_, '_> {
             self.status('-', &item.path);
             return self.tx.send(Event::Item(item));
         }
-        let file = match loc.open_special() {
-            Ok(f) => f,
-            Err(e) => {
-                self.warn(format!("{}: {e}", loc.path.display()));
-                self.status('E', &item.path);
-                return Ok(());
-            }
-        };
+        let Some(file) = self.opened(loc.open_special(), &loc, &item.path) else { return Ok(()) };
         let ap = item.path.clone();
         self.tx.send(Event::FileStart { item, key: None })?;
         let (params, seed) = (self.cfg.params, self.cfg.seed);
@@ -626,14 +631,7 @@ impl Walker<'_, '_> {
             Lookup::Changed => true,
             Lookup::Absent => false,
         };
-        let file = match loc.open() {
-            Ok(f) => f,
-            Err(e) => {
-                self.warn(format!("{}: {e}", loc.path.display()));
-                self.status('E', &item.path);
-                return Ok(());
-            }
-        };
+        let Some(file) = self.opened(loc.open(), &loc, &item.path) else { return Ok(()) };
         let ap = item.path.clone();
         self.tx.send(Event::FileStart { item, key: Some(key) })?;
         let (params, seed) = (self.cfg.params, self.cfg.seed);
