@@ -72,19 +72,23 @@ impl ArchiveFilter {
             })
             .collect::<Result<Vec<_>>>()?;
         let glob = archive_glob(self.glob_archives.as_deref(), self.prefix.as_deref())?;
-        let instant = |e: &ArchiveEntry| chrono::DateTime::parse_from_rfc3339(&e.time).ok();
-        let mut v: Vec<&ArchiveEntry> =
-            archives.iter().filter(|e| glob.as_ref().is_none_or(|g| g.is_match(&e.name))).collect();
-        v.sort_by(|a, b| {
+        // Each archive's time parsed once, not once per comparison.
+        let mut v: Vec<(Option<chrono::DateTime<chrono::FixedOffset>>, &ArchiveEntry)> = archives
+            .iter()
+            .filter(|e| glob.as_ref().is_none_or(|g| g.is_match(&e.name)))
+            .map(|e| (chrono::DateTime::parse_from_rfc3339(&e.time).ok(), e))
+            .collect();
+        v.sort_by(|(ta, a), (tb, b)| {
             keys.iter()
                 .map(|k| match k {
-                    Key::Timestamp => instant(a).cmp(&instant(b)),
+                    Key::Timestamp => ta.cmp(tb),
                     Key::Name => a.name.cmp(&b.name),
                     Key::Id => a.id.0.cmp(&b.id.0),
                 })
                 .find(|o| o.is_ne())
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
+        let mut v: Vec<&ArchiveEntry> = v.into_iter().map(|(_, e)| e).collect();
         if let Some(n) = self.first {
             v.truncate(n);
         }
