@@ -103,6 +103,9 @@ pub fn main() -> ExitCode {
     }
     let outcome = match run(cli) {
         Ok(o) => o,
+        // The reader of our output went away (`garret list REPO | head -1`): end quietly with the
+        // code of a process killed by SIGPIPE (128 + 13), as coreutils do and borg documents.
+        Err(e) if broken_pipe(&e) => Outcome::Exit(141),
         Err(e) => {
             eprintln!("garret: error: {}", common::one_line(&error_chain(&e)));
             Outcome::Error
@@ -117,6 +120,10 @@ pub fn main() -> ExitCode {
         eprintln!("terminating with {name} status, rc {}", outcome.code());
     }
     ExitCode::from(outcome.code())
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// The error and its causes on one line, leaving out causes the message already contains.

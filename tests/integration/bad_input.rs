@@ -382,3 +382,25 @@ fn with_lock_holds_the_lock_for_the_command() {
         "not a garret repository",
     );
 }
+
+/// When the reader of garret's output goes away (`garret extract --stdout ... | head -c 10`),
+/// garret ends quietly with the code of a process killed by SIGPIPE (141), as coreutils do.
+#[test]
+fn a_reader_that_goes_away_ends_garret_quietly() {
+    use std::io::Read;
+    let env = setup();
+    fs::write(env.path("src/big"), xorshift(4 << 20, 3)).unwrap();
+    env.create_json("big", &["src"], &[]);
+    let mut child = env
+        .cmd()
+        .args(["extract", "--stdout", &env.archive("big"), "src/big"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap(); // and the pipe is closed here
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(141), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+}
