@@ -51,8 +51,8 @@ fn content_size(it: &Item) -> u64 {
     it.size
 }
 
-/// Compare two versions of one path.
-fn compare(old: &Item, new: &Item) -> Vec<Change> {
+/// Compare two versions of one path; with `numeric_ids`, owners by uid and gid only.
+fn compare(old: &Item, new: &Item, numeric_ids: bool) -> Vec<Change> {
     let mut out = vec![];
     if old.kind != new.kind
         && !(matches!(old.kind, Kind::File | Kind::Hardlink) && matches!(new.kind, Kind::File | Kind::Hardlink))
@@ -88,9 +88,9 @@ fn compare(old: &Item, new: &Item) -> Vec<Change> {
     if old.mode != new.mode {
         out.push(Change::Mode { old_mode: old.mode_string(), new_mode: new.mode_string() });
     }
-    let (ou, og) = owner(old);
-    let (nu, ng) = owner(new);
-    if (ou != nu || og != ng) || old.uid != new.uid || old.gid != new.gid {
+    let ids = |it: &Item| (it.uid.to_string(), it.gid.to_string());
+    let ((ou, og), (nu, ng)) = if numeric_ids { (ids(old), ids(new)) } else { (owner(old), owner(new)) };
+    if ou != nu || og != ng || old.uid != new.uid || old.gid != new.gid {
         out.push(Change::Owner { old_user: ou, old_group: og, new_user: nu, new_group: ng });
     }
     if old.mtime != new.mtime && old.kind != Kind::Dir {
@@ -104,12 +104,14 @@ fn selected(path: &[u8], wanted: &[Vec<u8>]) -> bool {
         || wanted.iter().any(|w| path == &w[..] || (path.starts_with(w) && path.get(w.len()) == Some(&b'/')))
 }
 
-/// Changes from `old` to `new`, by path (sorted), limited to `paths` when given.
+/// Changes from `old` to `new`, by path (sorted), limited to `paths` when given; with
+/// `numeric_ids`, owners are compared and shown by uid and gid only (borg's --numeric-ids).
 pub fn run(
     repo: &Repository,
     old: &Archive,
     new: &Archive,
     paths: &[Vec<u8>],
+    numeric_ids: bool,
 ) -> Result<BTreeMap<Vec<u8>, Vec<Change>>> {
     let mut before: HashMap<Vec<u8>, Item> = HashMap::new();
     for it in old.items(repo) {
@@ -125,7 +127,7 @@ pub fn run(
             continue;
         }
         let changes = match before.remove(&it.path) {
-            Some(o) => compare(&o, &it),
+            Some(o) => compare(&o, &it, numeric_ids),
             None => vec![Change::Added { size: content_size(&it) }],
         };
         if !changes.is_empty() {
@@ -136,4 +138,37 @@ pub fn run(
         out.insert(p, vec![Change::Removed { size: content_size(&o) }]);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(user: &str, uid: u32) -> Item {
+        let mut it = Item::new(b"f".to_vec(), Kind::File);
+        (it.user, it.uid, it.group, it.gid) = (Some(user.into()), uid, Some("staff".into()), 50);
+        it
+    }
+
+    fn owner_changed(old: &Item, new: &Item, numeric_ids: bool) -> bool {
+        compare(old, new, numeric_ids).iter().any(|c| matches!(c, Change::Owner { .. }))
+    }
+
+    /// By default an owner differs by name or id; with numeric ids only by id (a user renamed on
+    /// the host is no change then).
+    #[test]
+    fn owners_by_name_or_by_id() {
+        let (alice, renamed, other_id) = (file("alice", 1000), file("alicia", 1000), file("alice", 1001));
+        assert!(owner_changed(&alice, &renamed, false));
+        assert!(!owner_changed(&alice, &renamed, true));
+        assert!(owner_changed(&alice, &other_id, false));
+        assert!(owner_changed(&alice, &other_id, true));
+        assert!(!owner_changed(&alice, &alice.clone(), true));
+        match &compare(&alice, &other_id, true)[..] {
+            [Change::Owner { old_user, new_user, .. }] => {
+                assert_eq!((old_user.as_str(), new_user.as_str()), ("1000", "1001"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -12,6 +12,9 @@ pub struct DiffArgs {
     /// One JSON object per changed path
     #[arg(long)]
     pub json_lines: bool,
+    /// Compare and show owners by uid and gid only, not by user and group names
+    #[arg(long, alias = "numeric-owner")]
+    pub numeric_ids: bool,
     /// Accepted from borg command lines: the output is always sorted by path
     #[arg(long, hide = true)]
     pub sort: bool,
@@ -59,7 +62,7 @@ pub fn run(g: &GlobalArgs, a: &DiffArgs) -> Result<Outcome> {
     let (a1, a2) = (Archive::load(&repo, &e1)?, Archive::load(&repo, &e2)?);
     let paths: Vec<Vec<u8>> =
         a.paths.iter().map(|p| p.trim_start_matches('/').trim_end_matches('/').as_bytes().to_vec()).collect();
-    let mut changes = diff::run(&repo, &a1, &a2, &paths)?;
+    let mut changes = diff::run(&repo, &a1, &a2, &paths, a.numeric_ids)?;
     if a.content_only {
         for cs in changes.values_mut() {
             cs.retain(|c| {
