@@ -122,8 +122,16 @@ pub fn main() -> ExitCode {
     ExitCode::from(outcome.code())
 }
 
+/// A broken pipe on standard output, whose reader went away. One on another pipe (a failed
+/// `--tar-filter` command) stays an error.
 fn broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    let epipe = e
+        .chain()
+        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe));
+    let mut p = libc::pollfd { fd: 1, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one valid pollfd and a zero timeout; poll only reads and writes `p`.
+    let stdout_gone = unsafe { libc::poll(&mut p, 1, 0) } == 1 && p.revents & libc::POLLERR != 0;
+    epipe && stdout_gone
 }
 
 /// The error and its causes on one line, leaving out causes the message already contains.

@@ -403,4 +403,8 @@ fn a_reader_that_goes_away_ends_garret_quietly() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(141), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+    // a filter command that stops reading is an error, though: the export did not finish
+    let r = env.run(&["export-tar", "--tar-filter", "head -c 10", &env.archive("big"), "out.tar"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("Broken pipe"), "{}", r.stderr);
 }
