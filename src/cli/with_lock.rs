@@ -10,6 +10,9 @@ use std::ffi::OsString;
 
 #[derive(clap::Args, Debug)]
 pub struct WithLockArgs {
+    /// After the command, print {"repository", "command", "exit_code"} on stdout
+    #[arg(long)]
+    pub json: bool,
     /// Repository path
     pub repository: String,
     /// The command and its arguments
@@ -37,6 +40,13 @@ pub fn run(g: &GlobalArgs, a: &WithLockArgs) -> Result<Outcome> {
     drop(lock);
     let status = status?;
     use std::os::unix::process::ExitStatusExt;
-    let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(2);
-    Ok(Outcome::Exit(code.clamp(0, 255) as u8))
+    let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(2).clamp(0, 255);
+    if a.json {
+        let command: Vec<String> = a.command.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        println!(
+            "{}",
+            serde_json::json!({ "repository": loc.repo.display().to_string(), "command": command, "exit_code": code })
+        );
+    }
+    Ok(Outcome::Exit(code as u8))
 }

@@ -375,7 +375,9 @@ fn with_lock_holds_the_lock_for_the_command() {
     let r = env.run(&["with-lock", &repo, "sh", "-c", &inner]);
     assert_eq!(r.code, 2, "the create inside is refused: {}", r.stderr);
     assert!(r.stderr.contains("lock"), "{}", r.stderr);
-    env.run(&["with-lock", &repo, "true"]).ok();
+    let r = env.run(&["with-lock", "--json", &repo, "true"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!((v["exit_code"].as_i64(), v["command"][0].as_str()), (Some(0), Some("true")));
     env.run(&["create", &env.archive("after"), "src"]).ok();
     one_line_error(
         &env.run(&["with-lock", &env.path("nothing-here").display().to_string(), "true"]),
