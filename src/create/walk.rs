@@ -351,12 +351,35 @@ impl Walker<'_, '_> {
     /// [`WalkConfig::listed`]: the roots as entries of their own, prepared in batches.
     fn listed(&mut self) -> Result<(), Hangup> {
         let mut batch: Vec<Job> = Vec::with_capacity(BATCH_ENTRIES);
+        // Each path is reached through its parent directory, so a symlink is stored as one
+        // rather than followed (as borg does here); consecutive paths usually share a parent.
+        let mut parent: Option<(PathBuf, std::io::Result<Arc<OwnedFd>>)> = None;
         for p in self.cfg.roots {
             let ap = source::archive_root(p);
             if ap.is_empty() {
                 continue; // "/" or "." has no archive path of its own
             }
-            batch.push(Job::Entry(Loc::root(p), ap));
+            let job = match (p.parent(), p.file_name()) {
+                (Some(dir), Some(name)) => {
+                    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+                    if parent.as_ref().is_none_or(|(d, _)| d != dir) {
+                        parent = None;
+                    }
+                    let (d, fd) = parent.get_or_insert_with(|| {
+                        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                        (
+                            dir.to_path_buf(),
+                            rustix::fs::open(dir, flags, Mode::empty()).map(Arc::new).map_err(Into::into),
+                        )
+                    });
+                    match fd {
+                        Ok(fd) => Job::Entry(Loc::child(fd, d, name.to_owned()), ap),
+                        Err(e) => Job::Failed(format!("{}: {e}", d.display()), ap),
+                    }
+                }
+                _ => Job::Entry(Loc::root(p), ap),
+            };
+            batch.push(job);
             if batch.len() >= BATCH_ENTRIES {
                 self.run_batch(std::mem::take(&mut batch))?;
             }

@@ -507,6 +507,7 @@ fn paths_from_stdin_and_command_archive_exactly_the_listed_paths() {
     for f in ["src/dir/a", "src/dir/b", "src/other"] {
         fs::write(env.path(f), f.as_bytes()).unwrap();
     }
+    std::os::unix::fs::symlink("dir", env.path("src/link")).unwrap();
     let with_stdin = |args: &[&str], input: &[u8]| -> Run {
         let mut child =
             env.cmd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -518,7 +519,7 @@ fn paths_from_stdin_and_command_archive_exactly_the_listed_paths() {
             stderr: String::from_utf8_lossy(&o.stderr).into(),
         }
     };
-    with_stdin(&["create", "--paths-from-stdin", &env.archive("stdin")], b"src/dir\nsrc/dir/a\n\n").ok();
+    with_stdin(&["create", "--paths-from-stdin", &env.archive("stdin")], b"src/dir\nsrc/dir/a\n\nsrc/link\n").ok();
     env.run(&[
         "create",
         "--paths-from-command",
@@ -539,7 +540,13 @@ fn paths_from_stdin_and_command_archive_exactly_the_listed_paths() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     let repo = open_repo(&env);
     let paths = |name: &str| -> Vec<String> { items(&repo, name).iter().map(|i| i.path_lossy()).collect() };
-    assert_eq!(paths("stdin"), ["src/dir", "src/dir/a"]);
+    assert_eq!(paths("stdin"), ["src/dir", "src/dir/a", "src/link"]);
+    let link = items(&repo, "stdin").into_iter().find(|i| i.path == b"src/link").unwrap();
+    assert_eq!(
+        (link.kind, link.target.as_deref()),
+        (garret::archive::item::Kind::Symlink, Some(&b"dir"[..])),
+        "a listed symlink is stored, not followed"
+    );
     assert_eq!(paths("cmd"), ["src/other", "src/dir/b"]);
     assert!(garret::archive::lookup(&repo, "bad").is_err() && garret::archive::lookup(&repo, "bad2").is_err());
     env.extract_to("stdin", "x", &[]).ok();
