@@ -42,7 +42,7 @@ pub struct GlobalArgs {
 /// `local_path: garret`) hand over the passphrase and repository in borg's variables. Only for
 /// these; client directories stay garret's own.
 pub fn var(name: &str) -> Option<String> {
-    debug_assert!(["PASSPHRASE", "NEW_PASSPHRASE", "PASSCOMMAND", "PASSPHRASE_FD", "REPO"].contains(&name));
+    debug_assert!(["NEW_PASSPHRASE", "REPO"].contains(&name));
     std::env::var(format!("GARRET_{name}")).or_else(|_| std::env::var(format!("BORG_{name}"))).ok()
 }
 
@@ -121,42 +121,47 @@ pub fn client_dirs() -> ClientDirs {
 /// The passphrase from GARRET_PASSPHRASE, GARRET_PASSCOMMAND, GARRET_PASSPHRASE_FD (each else
 /// its BORG_ twin) or a prompt. `new` asks twice.
 pub fn passphrase(new: bool) -> Result<Vec<u8>> {
-    if new {
-        if let Some(p) = var("NEW_PASSPHRASE") {
+    // Every GARRET_ source before any BORG_ one: a BORG_PASSPHRASE meant for borg jobs must not
+    // override this job's GARRET_PASSCOMMAND.
+    for prefix in ["GARRET_", "BORG_"] {
+        let get = |name: &str| std::env::var(format!("{prefix}{name}")).ok();
+        if new {
+            if let Some(p) = get("NEW_PASSPHRASE") {
+                return Ok(p.into_bytes());
+            }
+        }
+        if let Some(p) = get("PASSPHRASE") {
             return Ok(p.into_bytes());
         }
-    }
-    if let Some(p) = var("PASSPHRASE") {
-        return Ok(p.into_bytes());
-    }
-    if let Some(cmd) = var("PASSCOMMAND") {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&cmd)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .context("running GARRET_PASSCOMMAND")?;
-        if !out.status.success() {
-            return Err(anyhow!(
-                "GARRET_PASSCOMMAND failed ({}); fix the command or set GARRET_PASSPHRASE",
-                out.status
-            ));
+        if let Some(cmd) = get("PASSCOMMAND") {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .with_context(|| format!("running {prefix}PASSCOMMAND"))?;
+            if !out.status.success() {
+                return Err(anyhow!(
+                    "{prefix}PASSCOMMAND failed ({}); fix the command or set GARRET_PASSPHRASE",
+                    out.status
+                ));
+            }
+            let mut p = out.stdout;
+            while p.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+                p.pop();
+            }
+            return Ok(p);
         }
-        let mut p = out.stdout;
-        while p.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
-            p.pop();
+        if let Some(fd) = get("PASSPHRASE_FD") {
+            // Read once: a second request in the same run gets the same passphrase, as it would
+            // from GARRET_PASSPHRASE.
+            static READ: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            if let Some(p) = READ.get() {
+                return Ok(p.clone());
+            }
+            let p = passphrase_from_fd(&fd)?;
+            return Ok(READ.get_or_init(|| p).clone());
         }
-        return Ok(p);
-    }
-    if let Some(fd) = var("PASSPHRASE_FD") {
-        // Read once: a second request in the same run gets the same passphrase, as it would
-        // from GARRET_PASSPHRASE.
-        static READ: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-        if let Some(p) = READ.get() {
-            return Ok(p.clone());
-        }
-        let p = passphrase_from_fd(&fd)?;
-        return Ok(READ.get_or_init(|| p).clone());
     }
     if !std::io::stdin().is_terminal() {
         return Err(anyhow!(

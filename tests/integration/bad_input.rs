@@ -410,3 +410,28 @@ fn a_reader_that_goes_away_ends_garret_quietly() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("Broken pipe"), "{}", r.stderr);
 }
+
+/// borg's variables stand in for garret's (borgmatic passes BORG_PASSPHRASE), but never over
+/// any GARRET_ one: a BORG_PASSPHRASE meant for borg jobs leaves GARRET_PASSCOMMAND in charge.
+#[test]
+fn borg_passphrase_variables_are_a_fallback_only() {
+    let env = setup();
+    let list = |vars: &[(&str, String)]| {
+        let mut c = env.cmd();
+        c.env_remove("GARRET_PASSPHRASE").args(["list", "--short", &env.repo_str()]);
+        for (k, v) in vars {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        (o.status.code().unwrap(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    assert_eq!(list(&[("BORG_PASSPHRASE", PASSPHRASE.to_string())]).0, 0);
+    let both = [("BORG_PASSPHRASE", "for-borg".to_string()), ("GARRET_PASSCOMMAND", format!("echo '{PASSPHRASE}'"))];
+    let (code, err) = list(&both);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = list(&[("BORG_PASSPHRASE", "for-borg".to_string())]);
+    assert_eq!(code, 2);
+    assert!(err.contains("passphrase"), "{err}");
+    let r = env.cmd().env("BORG_REPO", env.repo()).args(["list", "--short", "::first"]).output().unwrap();
+    assert_eq!(r.status.code(), Some(0), "BORG_REPO names the repository: {}", String::from_utf8_lossy(&r.stderr));
+}
