@@ -171,11 +171,7 @@ fn unreadable_source_file_is_a_warning() {
             .current_dir(env.dir.path())
             .output()
             .unwrap();
-        Run {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into(),
-            stderr: String::from_utf8_lossy(&o.stderr).into(),
-        }
+        Run::from(o)
     };
     run(&["init", "-e", "none", &env.repo_str()]).ok();
     let r = run(&["create", &env.archive("a"), "src"]).code(1);
@@ -302,11 +298,7 @@ fn passphrase_from_a_file_descriptor() {
         }
         let o = c.output().unwrap();
         drop(file);
-        Run {
-            code: o.status.code().unwrap(),
-            stdout: String::from_utf8_lossy(&o.stdout).into(),
-            stderr: String::from_utf8_lossy(&o.stderr).into(),
-        }
+        Run::from(o)
     };
     let r = run_with_fd("7");
     assert_eq!((r.code, r.stdout.trim()), (0, "first"), "{}", r.stderr);
@@ -331,11 +323,7 @@ fn key_file_and_client_directories_from_the_environment() {
             .args(args)
             .output()
             .unwrap();
-        Run {
-            code: o.status.code().unwrap(),
-            stdout: String::from_utf8_lossy(&o.stdout).into(),
-            stderr: String::from_utf8_lossy(&o.stderr).into(),
-        }
+        Run::from(o)
     };
     with(&["init", "-e", "keyfile", "--kdf-memory", "64", &env.repo_str()]).ok();
     assert!(key.is_file(), "the key went to GARRET_KEY_FILE");

@@ -21,11 +21,7 @@ fn borgmatic(env: &Env, config: &std::path::Path, args: &[&str]) -> Run {
         .current_dir(env.dir.path())
         .output()
         .expect("borgmatic is installed (apt-get install borgmatic; .ci/run does it)");
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
+    Run::from(o)
 }
 
 #[test]

@@ -59,21 +59,12 @@ fn files_cache_never_reuses_chunks_the_repository_lost() {
 }
 
 fn create_from_stdin(env: &Env, name: &str, data: &[u8], extra: &[&str]) -> Run {
-    use std::io::Write;
     let a = env.archive(name);
     let mut args = vec!["create", "--json"];
     args.extend_from_slice(extra);
     args.push(&a);
     args.push("-");
-    let mut child =
-        env.cmd().args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(data).unwrap();
-    let o = child.wait_with_output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
+    env.run_with_stdin(&args, data)
 }
 
 /// A pg_dump-like text dump: rows of a table; on later nights, a few thousand rows in a few
@@ -500,7 +491,6 @@ fn stdin_owner_options() {
 /// given, directories without their contents; a failing command creates nothing.
 #[test]
 fn paths_from_stdin_and_command_archive_exactly_the_listed_paths() {
-    use std::io::Write;
     let env = Env::new();
     env.init("none");
     fs::create_dir_all(env.path("src/dir")).unwrap();
@@ -508,17 +498,7 @@ fn paths_from_stdin_and_command_archive_exactly_the_listed_paths() {
         fs::write(env.path(f), f.as_bytes()).unwrap();
     }
     std::os::unix::fs::symlink("dir", env.path("src/link")).unwrap();
-    let with_stdin = |args: &[&str], input: &[u8]| -> Run {
-        let mut child =
-            env.cmd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let o = child.wait_with_output().unwrap();
-        Run {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into(),
-            stderr: String::from_utf8_lossy(&o.stderr).into(),
-        }
-    };
+    let with_stdin = |args: &[&str], input: &[u8]| env.run_with_stdin(args, input);
     with_stdin(&["create", "--paths-from-stdin", &env.archive("stdin")], b"src/dir\nsrc/dir/a\n\nsrc/link\n").ok();
     env.run(&[
         "create",
