@@ -12,6 +12,7 @@ use crate::archive::item::{ChunkRef, Item, Kind};
 use crate::archive::Archive;
 use crate::error::{Error, IoContext, Result};
 use crate::id::ObjectType;
+use crate::patterns::Patterns;
 use crate::progress::Reporter;
 use crate::repository::Repository;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
@@ -290,6 +291,7 @@ pub fn to_writer(
     repo: &Repository,
     archive: &Archive,
     paths: &[Vec<u8>],
+    excludes: &Patterns,
     out: &mut dyn std::io::Write,
     reporter: &dyn Reporter,
 ) -> Result<ExtractStats> {
@@ -301,7 +303,7 @@ pub fn to_writer(
         if crate::archive::is_master(&it, &sources) {
             masters.insert(it.path.clone(), it.chunks.clone());
         }
-        if !selected(&it.path, paths) {
+        if !selected(&it.path, paths) || excludes.is_excluded(&it.path) {
             continue;
         }
         let chunks = match it.kind {
@@ -519,7 +521,7 @@ impl Extractor<'_> {
     }
 
     fn excluded(&self, path: &[u8]) -> bool {
-        self.opts.excludes.excludes_path_or_parent(path)
+        self.opts.excludes.is_excluded(path)
     }
 
     fn restore(&mut self, it: &Item, rel: &[u8]) -> Result<()> {

@@ -2,11 +2,16 @@
 //! (no leading '/').
 //!
 //! `--exclude GLOB` and `--exclude-from FILE` lines default to the `fm:` style (`*` also matches
-//! '/'); `--patterns-from FILE` lines default to `sh:` (`*` stays within a component, `**` crosses)
-//! and carry a prefix: `+` include, `-` exclude, `!` exclude, `R` a root path to back up, `P` a
-//! default style for the following lines. Styles: `fm:`, `sh:`, `pp:` (path prefix), `pf:` (full
-//! path). The first pattern that matches decides; a path no pattern matches is included. An
-//! excluded directory is never descended into.
+//! '/'); `--pattern P` values and `--patterns-from FILE` lines default to `sh:` (`*` stays within a
+//! component, `**` crosses) and carry a prefix: `+` include, `-` exclude, `!` exclude and do not
+//! descend, `R` a root path to back up, `P` a default style for the following patterns. Styles:
+//! `fm:`, `sh:`, `pp:` (path prefix), `pf:` (full path).
+//!
+//! As borg's: a pattern other than `pf:` matches a path and everything below it, and the first
+//! pattern that matches a path or one of its parent directories decides; a path no pattern matches
+//! is included. `--exclude` patterns and `!` lines stop the walk at a directory they match; a
+//! directory matched by a `-` line is not stored, but is still walked when include patterns could
+//! select something below it (`- home/*` after `+ pf:home/bob/notes.txt`).
 
 use globset::{GlobBuilder, GlobMatcher};
 use std::ffi::OsStr;
@@ -27,16 +32,33 @@ enum Matcher {
     Full(Vec<u8>),
 }
 
+/// What the first matching pattern says about a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Include,
+    /// Not stored; a directory is still walked (a `-` line).
+    Exclude,
+    /// Not stored and, if a directory, not walked (`--exclude`, a `!` line).
+    ExcludeNoRecurse,
+}
+
 struct Rule {
-    include: bool,
+    decision: Decision,
     matcher: Matcher,
 }
 
-#[derive(Default)]
 pub struct Patterns {
     rules: Vec<Rule>,
-    /// Roots named by `R` lines of a patterns file.
+    /// Roots named by `R` lines.
     pub roots: Vec<PathBuf>,
+    /// The style of `--pattern` values without one (`P` values change it).
+    default_style: Style,
+}
+
+impl Default for Patterns {
+    fn default() -> Self {
+        Patterns { rules: Vec::new(), roots: Vec::new(), default_style: Style::Sh }
+    }
 }
 
 fn split_style(p: &str, default: Style) -> Result<(Style, &str), String> {
@@ -72,10 +94,44 @@ fn matcher(style: Style, p: &str) -> Result<Matcher, String> {
     })
 }
 
+impl Matcher {
+    /// Whether this pattern matches `path` itself (not its parents).
+    fn hits(&self, path: &[u8]) -> bool {
+        match self {
+            Matcher::Glob(g) => g.is_match(Path::new(OsStr::from_bytes(path))),
+            Matcher::Prefix(p) => {
+                p.is_empty() || path == &p[..] || (path.starts_with(p) && path.get(p.len()) == Some(&b'/'))
+            }
+            Matcher::Full(p) => path == &p[..],
+        }
+    }
+
+    /// Whether this pattern matches `path` or, unless it is a `pf:` pattern, one of its parents.
+    fn hits_or_parent(&self, path: &[u8]) -> bool {
+        if self.hits(path) {
+            return true;
+        }
+        if !matches!(self, Matcher::Glob(_)) {
+            return false; // a prefix already covers what lies below; a full path only itself
+        }
+        path.iter().enumerate().any(|(i, &b)| b == b'/' && self.hits(&path[..i]))
+    }
+}
+
+fn parse_style_name(name: &str) -> Result<Style, String> {
+    Ok(match name {
+        "fm" => Style::Fm,
+        "sh" => Style::Sh,
+        "pp" => Style::PathPrefix,
+        "pf" => Style::PathFull,
+        _ => return Err(format!("unknown pattern style {name:?}: use fm, sh, pp or pf")),
+    })
+}
+
 impl Patterns {
     pub fn add_exclude(&mut self, pattern: &str) -> Result<(), String> {
         let (style, p) = split_style(pattern, Style::Fm)?;
-        self.rules.push(Rule { include: false, matcher: matcher(style, p)? });
+        self.rules.push(Rule { decision: Decision::ExcludeNoRecurse, matcher: matcher(style, p)? });
         Ok(())
     }
 
@@ -87,30 +143,42 @@ impl Patterns {
         Ok(())
     }
 
-    /// Lines of a `--patterns-from` file.
+    /// One `--pattern` value: a patterns-file line (`+ sh:home/*`, `R /srv`, `P fm`).
+    pub fn add_pattern(&mut self, line: &str) -> Result<(), String> {
+        let mut style = self.default_style;
+        let r = self.add_line(line.trim(), &mut style);
+        self.default_style = style;
+        r
+    }
+
+    /// Lines of a `--patterns-from` file (each file starts with the `sh:` style).
     pub fn add_patterns_file(&mut self, text: &str) -> Result<(), String> {
-        let mut default = Style::Sh;
+        let mut style = Style::Sh;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let (kind, rest) = line.split_at(1);
-            let rest = rest.trim_start();
-            match kind {
-                "+" | "-" | "!" => {
-                    let (style, p) = split_style(rest, default)?;
-                    self.rules.push(Rule { include: kind == "+", matcher: matcher(style, p)? });
-                }
-                "R" => self.roots.push(PathBuf::from(rest)),
-                "P" => {
-                    default = match rest {
-                        "fm" => Style::Fm,
-                        "sh" => Style::Sh,
-                        "pp" => Style::PathPrefix,
-                        "pf" => Style::PathFull,
-                        _ => return Err(format!("patterns file: unknown style {rest:?} in line {line:?}")),
-                    }
-                }
-                _ => return Err(format!("patterns file: line {line:?} must start with +, -, !, R or P")),
-            }
+            self.add_line(line, &mut style).map_err(|e| format!("patterns file: {e}"))?;
         }
+        Ok(())
+    }
+
+    fn add_line(&mut self, line: &str, default: &mut Style) -> Result<(), String> {
+        let Some(kind) = line.chars().next() else { return Err("empty pattern".into()) };
+        let rest = line[kind.len_utf8()..].trim_start();
+        let decision = match kind {
+            '+' => Decision::Include,
+            '-' => Decision::Exclude,
+            '!' => Decision::ExcludeNoRecurse,
+            'R' => {
+                self.roots.push(PathBuf::from(rest));
+                return Ok(());
+            }
+            'P' => {
+                *default = parse_style_name(rest)?;
+                return Ok(());
+            }
+            _ => return Err(format!("pattern {line:?} must start with +, -, !, R or P (e.g. \"- sh:**/.cache\")")),
+        };
+        let (style, p) = split_style(rest, *default)?;
+        self.rules.push(Rule { decision, matcher: matcher(style, p)? });
         Ok(())
     }
 
@@ -118,38 +186,20 @@ impl Patterns {
         self.rules.is_empty()
     }
 
-    /// Whether the archive path is excluded.
-    /// Excluded by a pattern, itself or through an excluded parent directory (extract,
-    /// export-tar: archive paths, no walk that could prune directories).
-    pub fn excludes_path_or_parent(&self, path: &[u8]) -> bool {
-        if self.is_empty() {
-            return false;
-        }
-        let mut end = 0;
-        while end <= path.len() {
-            let next = path[end..].iter().position(|&b| b == b'/').map(|i| end + i).unwrap_or(path.len());
-            if self.is_excluded(&path[..next]) {
-                return true;
-            }
-            end = next + 1;
-        }
-        false
+    /// Whether some pattern includes paths (only then can a walk find anything below a
+    /// directory a `-` line excludes).
+    pub fn has_includes(&self) -> bool {
+        self.rules.iter().any(|r| r.decision == Decision::Include)
     }
 
+    /// The verdict of the first pattern that matches the archive path or one of its parents.
+    pub fn decide(&self, path: &[u8]) -> Decision {
+        self.rules.iter().find(|r| r.matcher.hits_or_parent(path)).map_or(Decision::Include, |r| r.decision)
+    }
+
+    /// Whether the archive path is left out.
     pub fn is_excluded(&self, path: &[u8]) -> bool {
-        for r in &self.rules {
-            let hit = match &r.matcher {
-                Matcher::Glob(g) => g.is_match(Path::new(OsStr::from_bytes(path))),
-                Matcher::Prefix(p) => {
-                    p.is_empty() || path == &p[..] || (path.starts_with(p) && path.get(p.len()) == Some(&b'/'))
-                }
-                Matcher::Full(p) => path == &p[..],
-            };
-            if hit {
-                return !r.include;
-            }
-        }
-        false
+        self.decide(path) != Decision::Include
     }
 }
 
@@ -183,5 +233,45 @@ mod tests {
         assert!(!p.is_excluded(b"srv/keep/x"));
         assert!(p.is_excluded(b"srv"));
         assert!(p.add_patterns_file("? x").is_err());
+    }
+
+    /// borg's example patterns file: a `-` directory is walked for includes below it, a `!`
+    /// directory is not, and an include covers what lies below it.
+    #[test]
+    fn dash_excludes_are_walked_bang_excludes_are_not() {
+        let mut p = Patterns::default();
+        p.add_patterns_file(
+            "P sh\nR /\n- /home/*/.cache\n+ /home/susan\n+ pf:/home/bobby/specialfile.txt\n- /home/*\n! /proc\n",
+        )
+        .unwrap();
+        assert!(p.has_includes());
+        assert_eq!(p.decide(b"home/bobby"), Decision::Exclude);
+        assert_eq!(p.decide(b"home/bobby/specialfile.txt"), Decision::Include);
+        assert_eq!(p.decide(b"home/bobby/other.txt"), Decision::Exclude, "- home/* covers what is below");
+        assert_eq!(p.decide(b"home/bobby/specialfile.txt/x"), Decision::Exclude, "pf: is one path only");
+        assert_eq!(p.decide(b"home/susan/.cache/x"), Decision::Exclude, "the earlier line wins");
+        assert_eq!(p.decide(b"home/susan/notes/a.txt"), Decision::Include);
+        assert_eq!(p.decide(b"proc"), Decision::ExcludeNoRecurse);
+        assert_eq!(p.decide(b"proc/1/fd"), Decision::ExcludeNoRecurse);
+        assert_eq!(p.decide(b"etc/hosts"), Decision::Include);
+        let mut e = Patterns::default();
+        e.add_exclude("home/*").unwrap();
+        assert_eq!(e.decide(b"home/bob/x"), Decision::ExcludeNoRecurse);
+        assert!(!e.has_includes());
+    }
+
+    #[test]
+    fn single_patterns_share_a_default_style() {
+        let mut p = Patterns::default();
+        p.add_pattern("- *.o").unwrap();
+        assert!(!p.is_excluded(b"a/x.o"), "sh: by default");
+        p.add_pattern("P fm").unwrap();
+        p.add_pattern("-*.tmp").unwrap();
+        assert!(p.is_excluded(b"a/x.tmp"), "fm: after P fm");
+        p.add_pattern("R /srv").unwrap();
+        assert_eq!(p.roots, vec![PathBuf::from("/srv")]);
+        for bad in ["home", "P xx", "- re:^a", "+ a["] {
+            assert!(p.add_pattern(bad).is_err(), "{bad}");
+        }
     }
 }

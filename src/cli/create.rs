@@ -2,26 +2,18 @@
 //! `create --content-from-command REPO::NAME -- COMMAND...`.
 
 use super::common::{self, GlobalArgs, StderrReporter};
-use super::{info, location, Outcome};
+use super::{info, location, select, Outcome};
 use anyhow::{bail, Context, Result};
 use garret::compress::Compression;
 use garret::create::{self, files_cache, CreateOptions, StreamSource};
-use garret::patterns::Patterns;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct CreateArgs {
-    /// Exclude paths matching PATTERN (fm: style by default, e.g. '**/pgdata'); repeatable
-    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
-    pub exclude: Vec<String>,
-    /// Read exclude patterns from FILE, one per line
-    #[arg(long, value_name = "FILE")]
-    pub exclude_from: Vec<PathBuf>,
-    /// Read include/exclude patterns from FILE (+ include, - exclude, R root, P style)
-    #[arg(long, value_name = "FILE")]
-    pub patterns_from: Vec<PathBuf>,
+    #[command(flatten)]
+    pub select: select::SelectionArgs,
     /// Exclude directories that hold a valid CACHEDIR.TAG
     #[arg(long)]
     pub exclude_caches: bool,
@@ -272,18 +264,7 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
     let loc = location::parse(&a.archive)?;
     let name = location::expand_placeholders(loc.require_archive()?)?;
     garret::archive::validate_name(&name)?;
-    let mut patterns = Patterns::default();
-    for e in &a.exclude {
-        patterns.add_exclude(e).map_err(anyhow::Error::msg)?;
-    }
-    for f in &a.exclude_from {
-        let text = std::fs::read_to_string(f).with_context(|| format!("--exclude-from {}", f.display()))?;
-        patterns.add_exclude_file(&text).map_err(anyhow::Error::msg)?;
-    }
-    for f in &a.patterns_from {
-        let text = std::fs::read_to_string(f).with_context(|| format!("--patterns-from {}", f.display()))?;
-        patterns.add_patterns_file(&text).map_err(anyhow::Error::msg)?;
-    }
+    let patterns = a.select.patterns()?;
     let files_cache =
         if a.no_files_cache { None } else { files_cache::parse_mode(&a.files_cache).map_err(anyhow::Error::msg)? };
     let timestamp = a.timestamp.as_deref().map(parse_timestamp).transpose()?;

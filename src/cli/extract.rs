@@ -50,12 +50,8 @@ pub struct ExtractArgs {
     /// Print a JSON summary on stdout: {"archive", "items", "bytes", "data_errors", "warnings", "duration"}
     #[arg(long, conflicts_with = "stdout")]
     pub json: bool,
-    /// Leave out paths matching PATTERN (fm: style, as create); repeatable
-    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
-    pub exclude: Vec<String>,
-    /// Read exclude patterns from FILE
-    #[arg(long, value_name = "FILE")]
-    pub exclude_from: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    pub select: super::select::SelectionArgs,
     /// Also restore device nodes, setuid/setgid bits and security./trusted. xattrs (as root)
     #[arg(long)]
     pub privileged: bool,
@@ -72,6 +68,7 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
     let entry = archive::lookup(&repo, &name)?.clone();
     let ar = Archive::load(&repo, &entry)?;
     let reporter = StderrReporter::new(a.list, None);
+    let excludes = a.select.patterns()?;
     if a.stdout {
         let paths: Vec<Vec<u8>> = a
             .paths
@@ -80,16 +77,8 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
             .collect();
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-        extract::to_writer(&repo, &ar, &paths, &mut out, &reporter)?;
+        extract::to_writer(&repo, &ar, &paths, &excludes, &mut out, &reporter)?;
         return Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok });
-    }
-    let mut excludes = garret::patterns::Patterns::default();
-    for e in &a.exclude {
-        excludes.add_exclude(e).map_err(anyhow::Error::msg)?;
-    }
-    for f in &a.exclude_from {
-        let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("--exclude-from {}: {e}", f.display()))?;
-        excludes.add_exclude_file(&text).map_err(anyhow::Error::msg)?;
     }
     let opts = ExtractOptions {
         excludes,

@@ -16,6 +16,7 @@ mod list;
 mod location;
 mod mount;
 mod prune;
+mod select;
 mod tar;
 mod with_lock;
 
@@ -94,8 +95,36 @@ pub enum Command {
     WithLock(with_lock::WithLockArgs),
 }
 
+/// The command line definition: clap's, with every flag allowed more than once (the last value
+/// wins, as in borg's argparse; a cron line that gives `-x --one-file-system` still runs).
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().args_override_self(true)
+}
+
+/// Parse a command line (the process's: `std::env::args_os()`).
+fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::FromArgMatches;
+    let m = command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&m)?;
+    if let Some((_, sub)) = m.subcommand() {
+        match &mut cli.command {
+            Command::Create(a) => select::record_order(sub, &mut a.select),
+            Command::Extract(a) => select::record_order(sub, &mut a.select),
+            Command::ExportTar(a) => select::record_order(sub, &mut a.select),
+            _ => {}
+        }
+    }
+    Ok(cli)
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error exits with 2, as borg's (clap's `exit` prints help and version with 0).
+    let cli = parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let show_rc = cli.global.show_rc;
     common::quiet_warnings(cli.global.error || cli.global.critical);
     if let Some(m) = cli.global.umask {
@@ -189,7 +218,7 @@ mod tests {
     /// Flags from borg cron lines parse, globally and after the subcommand.
     #[test]
     fn borg_flags_parse() {
-        let parse = |s: &str| Cli::try_parse_from(s.split_whitespace());
+        let parse = |s: &str| parse_from(s.split_whitespace());
         for line in [
             "garret --umask 0077 --critical create --numeric-owner --noatime --noctime --nobirthtime --noflags \
              --nobsdflags --noacls --noxattrs --sparse --checkpoint-interval 600 --no-files-cache r::a src",
@@ -204,6 +233,9 @@ mod tests {
             "garret export-tar --tar-format PAX r::a a.tar",
             "garret import-tar --checkpoint-interval 300 r::a a.tar",
             "garret check --progress --save-space r",
+            "garret create -x --one-file-system --stats -s -C lz4 -C zstd,3 r::a src",
+            "garret extract --pattern=-home/bob --pattern=+home r::a",
+            "garret export-tar --pattern=-home/bob --patterns-from p.lst r::a a.tar",
         ] {
             assert!(parse(line).is_ok(), "{line}: {:?}", parse(line).err());
         }
@@ -214,5 +246,25 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// `--exclude` and `--pattern` values keep their command-line order (borg applies the first
+    /// that matches); a repeated single-value flag keeps its last value.
+    #[test]
+    fn selection_flags_keep_their_order() {
+        let cli = parse_from([
+            "garret", "create", "--pattern", "+ home/susan", "-e", "home/*", "--pattern=- **/*.o", "-C", "lz4",
+            "--exclude", "x", "-C", "zstd,5", "r::a", "home",
+        ])
+        .unwrap();
+        let Command::Create(a) = cli.command else { panic!("not create") };
+        assert_eq!(a.select.exclude, ["home/*", "x"]);
+        assert_eq!(a.select.pattern, ["+ home/susan", "- **/*.o"]);
+        assert_eq!(a.select.order, [true, false, true, false]);
+        assert_eq!(a.compression.to_string(), "zstd,5");
+        let p = a.select.patterns().unwrap();
+        assert!(!p.is_excluded(b"home/susan/a.o"), "the include came first");
+        assert!(p.is_excluded(b"home/bob"));
+        assert!(p.is_excluded(b"x/y"));
     }
 }

@@ -29,9 +29,8 @@ pub struct ExportTarArgs {
     /// Remove N leading path components
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub strip_components: usize,
-    /// Leave out paths matching PATTERN (fm: style, as create); repeatable
-    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
-    pub exclude: Vec<String>,
+    #[command(flatten)]
+    pub select: super::select::SelectionArgs,
     /// JSON summary on stdout: {"archive", "file", "items", "bytes", "warnings"} (needs a FILE)
     #[arg(long)]
     pub json: bool,
@@ -123,10 +122,7 @@ pub fn export_tar(g: &GlobalArgs, a: &ExportTarArgs) -> Result<Outcome> {
     let repo = common::open(g, &loc.repo, false)?;
     let entry = archive::lookup(&repo, &name)?.clone();
     let ar = Archive::load(&repo, &entry)?;
-    let mut excludes = garret::patterns::Patterns::default();
-    for e in &a.exclude {
-        excludes.add_exclude(e).map_err(anyhow::Error::msg)?;
-    }
+    let excludes = a.select.patterns()?;
     let opts = export::ExportOptions {
         paths: a
             .paths

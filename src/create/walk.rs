@@ -10,7 +10,7 @@ use super::files_cache::{FilesCache, Lookup, PathKey, Stamp};
 use super::source::{self, Loc, Names};
 use crate::archive::item::{Item, Kind};
 use crate::chunker::{Chunker, ChunkerParams};
-use crate::patterns::Patterns;
+use crate::patterns::{Decision, Patterns};
 use crate::progress::Reporter;
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
@@ -215,6 +215,14 @@ fn is_special(ft: FileType) -> bool {
 const BATCH_ENTRIES: usize = 256;
 
 /// A walked path waiting to be archived, in walk order.
+/// What the walk does with a path (see `Walker::verdict`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Store,
+    Skip,
+    WalkOnly,
+}
+
 enum Job {
     /// Where it is and its archive path.
     Entry(Loc, Vec<u8>),
@@ -400,12 +408,11 @@ impl Walker<'_, '_> {
             Err(_) => (0, false), // reported when the root entry is prepared
         };
         // `create REPO::A /`: the root itself has no archive path and is not stored.
-        if !prefix.is_empty() && (self.cfg.patterns.is_excluded(&prefix) || (self.cfg.exclude_nodump && top.nodump())) {
+        let verdict = if prefix.is_empty() { Verdict::Store } else { self.verdict(&prefix, &top, root_is_dir) };
+        if root_is_dir && verdict != Verdict::Skip {
+            self.enter(top, prefix, verdict == Verdict::Store, root_dev, &mut batch, &mut stack);
+        } else if verdict == Verdict::Skip {
             batch.push(Job::Excluded(prefix));
-            return self.run_batch(batch);
-        }
-        if root_is_dir {
-            self.enter(top, prefix, root_dev, &mut batch, &mut stack);
         } else if !prefix.is_empty() {
             batch.push(Job::Entry(top, prefix));
         }
@@ -429,10 +436,11 @@ impl Walker<'_, '_> {
                 }
                 t => t == FileType::Directory,
             };
-            if self.cfg.patterns.is_excluded(&ap) || (self.cfg.exclude_nodump && loc.nodump()) {
+            let verdict = self.verdict(&ap, &loc, is_dir);
+            if verdict == Verdict::Skip {
                 batch.push(Job::Excluded(ap));
             } else if is_dir {
-                self.enter(loc, ap, root_dev, &mut batch, &mut stack);
+                self.enter(loc, ap, verdict == Verdict::Store, root_dev, &mut batch, &mut stack);
             } else {
                 batch.push(Job::Entry(loc, ap));
             }
@@ -443,16 +451,33 @@ impl Walker<'_, '_> {
         self.run_batch(batch)
     }
 
-    /// Queue directory `loc` and, unless an exclusion tag or `--one-file-system` says no, open
-    /// it and push its entries to walk next.
-    fn enter(&self, loc: Loc, ap: Vec<u8>, root_dev: u64, batch: &mut Vec<Job>, stack: &mut Vec<Frame>) {
+    /// What the walk does with `ap`: store it, skip it, or (a directory a `-` pattern excludes
+    /// while include patterns could select something below it) walk it without storing it.
+    fn verdict(&self, ap: &[u8], loc: &Loc, is_dir: bool) -> Verdict {
+        if self.cfg.exclude_nodump && loc.nodump() {
+            return Verdict::Skip;
+        }
+        match self.cfg.patterns.decide(ap) {
+            Decision::Include => Verdict::Store,
+            Decision::Exclude if is_dir && self.cfg.patterns.has_includes() => Verdict::WalkOnly,
+            Decision::Exclude | Decision::ExcludeNoRecurse => Verdict::Skip,
+        }
+    }
+
+    /// Queue directory `loc` (unless `store` is false: a directory only walked through) and,
+    /// unless an exclusion tag or `--one-file-system` says no, open it and push its entries to
+    /// walk next.
+    fn enter(&self, loc: Loc, ap: Vec<u8>, store: bool, root_dev: u64, batch: &mut Vec<Job>, stack: &mut Vec<Frame>) {
+        if !store {
+            batch.push(Job::Excluded(ap.clone()));
+        }
         let fd = match loc.open_dir() {
             Ok(fd) => fd,
             Err(e) => {
                 let vanished = e.kind() == std::io::ErrorKind::NotFound;
                 let msg = format!("{}: {e}", loc.path.display());
                 let shown = loc.path.as_os_str().as_bytes().to_vec();
-                if !ap.is_empty() {
+                if store && !ap.is_empty() {
                     batch.push(Job::Entry(loc, ap)); // its own metadata may still be readable
                 }
                 if !vanished {
@@ -463,6 +488,9 @@ impl Walker<'_, '_> {
         };
         let tags = self.exclusion_tags(&fd);
         if !tags.is_empty() {
+            if !store {
+                return; // excluded already; nothing below it is walked (as borg)
+            }
             batch.push(Job::Excluded(ap.clone()));
             if self.cfg.keep_exclude_tags {
                 let fd = Arc::new(fd);
@@ -482,7 +510,7 @@ impl Walker<'_, '_> {
         let entries = if crosses { Ok(None) } else { source::Listing::read(&fd).map(Some) };
         crate::faults::pause_point("dir-listed");
         let path = loc.path.clone();
-        if !ap.is_empty() {
+        if store && !ap.is_empty() {
             batch.push(Job::Entry(loc, ap.clone()));
         }
         match entries {

@@ -173,7 +173,7 @@ pub fn export(
         if master {
             masters.insert(it.path.clone(), (it.chunks.clone(), it.size));
         }
-        if !selected(&it.path, &opts.paths) || opts.excludes.excludes_path_or_parent(&it.path) {
+        if !selected(&it.path, &opts.paths) || opts.excludes.is_excluded(&it.path) {
             continue;
         }
         let Some(comps) = components(&it.path) else {

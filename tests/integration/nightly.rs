@@ -220,6 +220,74 @@ fn selection_options() {
     assert!(r.stderr.contains("not supported"));
 }
 
+/// borg's pattern semantics: a directory a `-` line excludes is still walked for what include
+/// lines select below it, `--exclude` and `!` stop the walk, an include covers what is below it,
+/// and `--exclude`/`--pattern` values apply in command-line order, before `--patterns-from`
+/// files, before `--exclude-from` files.
+#[test]
+fn borg_patterns_reach_includes_below_excluded_directories() {
+    let env = Env::new();
+    env.init("none");
+    let h = env.path("home");
+    for d in ["susan", "susan/.cache", "susan/notes", "bobby/.cache", "bobby/work", "alice"] {
+        fs::create_dir_all(h.join(d)).unwrap();
+        fs::write(h.join(d).join("f.txt"), d).unwrap();
+        fs::write(h.join(d).join("g.o"), d).unwrap();
+    }
+    fs::write(h.join("bobby/specialfile.txt"), b"special").unwrap();
+    // The example of `borg help patterns`, with relative paths.
+    fs::write(
+        env.path("patterns.lst"),
+        "P sh\nR home\n- home/*/.cache\n+ home/susan\n+ pf:home/bobby/specialfile.txt\n- home/*\n! home/alice\n",
+    )
+    .unwrap();
+    let listed = |name: &str| -> Vec<String> {
+        let a = env.archive(name);
+        env.run(&["list", "--short", &a]).ok().stdout.lines().map(String::from).collect()
+    };
+    env.run(&["create", &env.archive("doc"), "--patterns-from", "patterns.lst"]).ok();
+    assert_eq!(
+        listed("doc"),
+        [
+            "home",
+            "home/bobby/specialfile.txt",
+            "home/susan",
+            "home/susan/f.txt",
+            "home/susan/g.o",
+            "home/susan/notes",
+            "home/susan/notes/f.txt",
+            "home/susan/notes/g.o",
+        ]
+    );
+    // Command-line order decides between an include and a later exclude, and the reverse.
+    env.run(&["create", &env.archive("inc"), "home", "--pattern", "+ home/susan", "-e", "home/*", "--pattern=- **/*.o"])
+        .ok();
+    let inc = listed("inc");
+    assert!(inc.contains(&"home/susan/notes/g.o".to_string()), "{inc:?}");
+    assert!(!inc.iter().any(|p| p.starts_with("home/bobby") || p.starts_with("home/alice")), "{inc:?}");
+    env.run(&["create", &env.archive("exc"), "home", "--pattern=- **/*.o", "--pattern", "+ home/susan", "-e", "home/*"])
+        .ok();
+    let exc = listed("exc");
+    assert!(exc.contains(&"home/susan/notes/f.txt".to_string()) && !exc.iter().any(|p| p.ends_with(".o")), "{exc:?}");
+    // --exclude-from files come last: the include of a --patterns-from file wins over them.
+    fs::write(env.path("objects.lst"), "*.o\n").unwrap();
+    fs::write(env.path("keep.lst"), "+ home/bobby/work\n").unwrap();
+    env.run(&["create", &env.archive("files"), "home", "--exclude-from", "objects.lst", "--patterns-from", "keep.lst"])
+        .ok();
+    let files = listed("files");
+    assert!(files.contains(&"home/bobby/work/g.o".to_string()), "{files:?}");
+    assert!(!files.contains(&"home/alice/g.o".to_string()), "{files:?}");
+    // extract and export-tar take the same flags; --stdout too.
+    let r = env.extract_to("doc", "out", &["--pattern", "- home/susan/notes"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(env.path("out/home/susan/f.txt").exists() && !env.path("out/home/susan/notes").exists());
+    assert_eq!(fs::read(env.path("out/home/bobby/specialfile.txt")).unwrap(), b"special");
+    let o = env.cmd().args(["extract", "--stdout", &env.archive("doc"), "--pattern=- home/susan"]).output().unwrap();
+    assert_eq!(o.stdout, b"special");
+    let bad = env.run(&["create", &env.archive("bad"), "home", "--pattern", "home/bobby"]).code(2);
+    assert!(bad.stderr.contains("must start with +, -, !, R or P"), "{}", bad.stderr);
+}
+
 #[test]
 fn placeholders_dry_run_and_timestamp() {
     let env = Env::new();
