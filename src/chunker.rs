@@ -30,11 +30,26 @@ impl ChunkerParams {
             && self.avg <= self.max
     }
 
+    /// Fixed-size chunks of `block` bytes (borg's `--chunker-params fixed,BLOCK`: disk images,
+    /// whose file systems change whole blocks in place), if garret can store such chunks.
+    pub fn fixed(block: u32) -> Option<ChunkerParams> {
+        (64..=crate::blob::MAX_BLOB_SIZE as u32).contains(&block).then_some(ChunkerParams {
+            min: block,
+            avg: block,
+            max: block,
+        })
+    }
+
+    /// Whether these are [`ChunkerParams::fixed`] sizes.
+    pub fn is_fixed(&self) -> bool {
+        self.min == self.max
+    }
+
     /// Length of the first chunk of `data`; `data` must hold at least `max` bytes unless it is
     /// the end of the stream.
     pub fn first_cut(&self, data: &[u8], seed: u64) -> usize {
-        if data.len() <= self.min as usize {
-            return data.len();
+        if data.len() <= self.min as usize || self.is_fixed() {
+            return data.len().min(self.max as usize);
         }
         let mut cdc = FastCDC::with_level_and_seed(data, self.min, self.avg, self.max, Normalization::Level1, seed);
         cdc.next().map(|c| c.length).unwrap_or(data.len())
@@ -151,6 +166,18 @@ pub(crate) mod tests {
             self.0 = &self.0[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn fixed_sizes_cut_every_block_zeros_included() {
+        let p = ChunkerParams::fixed(4 * 1024 * 1024).unwrap();
+        assert!(p.is_fixed() && !DATA_PARAMS.is_fixed());
+        let mut data = pseudo_random(9 * 1024 * 1024 + 7, 3);
+        data[4 << 20..8 << 20].fill(0);
+        let got = lengths(&mut Chunker::new(Dribble(&data), p, 1, None));
+        assert_eq!(got, [4 << 20, 4 << 20, (1 << 20) + 7]);
+        assert_eq!(lengths(&mut Chunker::new(&b"abc"[..], ChunkerParams::fixed(64).unwrap(), 1, None)), [3]);
+        assert!(ChunkerParams::fixed(63).is_none() && ChunkerParams::fixed(16 * 1024 * 1024 + 1).is_none());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use super::common::{self, GlobalArgs, StderrReporter};
 use super::{info, location, select, Outcome};
 use anyhow::{bail, Context, Result};
+use garret::chunker::ChunkerParams;
 use garret::compress::Compression;
 use garret::create::{self, files_cache, CreateOptions, StreamSource};
 use std::ffi::OsString;
@@ -33,6 +34,12 @@ pub struct CreateArgs {
     /// borg's lz4, zlib[,N] and lzma[,N] are read as zstd,1, zstd,3 and zstd,19
     #[arg(short = 'C', long, default_value = "zstd,3")]
     pub compression: Compression,
+    /// Chunk sizes for this archive, in borg's syntax: MIN_EXP,MAX_EXP,AVG_EXP,WINDOW (e.g.
+    /// 19,23,21,4095: 512 KiB min, 2 MiB average, 8 MiB max; the window is not used by
+    /// garret's FastCDC), fixed,BLOCK (disk images), or default (the repository's: 256 KiB, 1 MiB,
+    /// 4 MiB). Changed files dedup only against archives made with the same sizes
+    #[arg(long, value_name = "PARAMS")]
+    pub chunker_params: Option<String>,
     /// Which file attributes must be unchanged to skip reading a file: ctime,size,inode
     /// (default), mtime,size,inode, ..., or disabled
     #[arg(long, value_name = "MODE", default_value = "ctime,size,inode")]
@@ -260,11 +267,44 @@ fn split_bytes<'a>(data: &'a [u8], delim: &'a [u8]) -> impl Iterator<Item = &'a 
     })
 }
 
+/// borg's `--chunker-params` value: `None` for the repository's own sizes.
+fn chunker_params(s: &str) -> Result<Option<ChunkerParams>> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let num = |p: &str| p.parse::<u32>().with_context(|| format!("--chunker-params {s:?}: {p:?} is not a number"));
+    let exps = match parts.as_slice() {
+        ["default"] => return Ok(None),
+        ["fixed", block] | ["fixed", block, "0"] => {
+            return ChunkerParams::fixed(num(block)?)
+                .map(Some)
+                .with_context(|| format!("--chunker-params {s:?}: the block size must be 64 bytes to 16 MiB"));
+        }
+        ["fixed", _, _] => bail!("--chunker-params {s:?}: a header size is not supported; use fixed,BLOCK"),
+        ["buzhash", e @ ..] | e @ [_, _, _, _] if e.len() == 4 => e,
+        _ => bail!(
+            "--chunker-params {s:?}: use MIN_EXP,MAX_EXP,AVG_EXP,WINDOW (e.g. 19,23,21,4095), fixed,BLOCK or default"
+        ),
+    };
+    let exp = |p: &str| -> Result<u32> {
+        let e = num(p)?;
+        (e <= 30).then(|| 1u32 << e).with_context(|| format!("--chunker-params {s:?}: exponent {e} is too large"))
+    };
+    num(exps[3])?; // the window: buzhash's, not used by FastCDC
+    let p = ChunkerParams { min: exp(exps[0])?, max: exp(exps[1])?, avg: exp(exps[2])? };
+    if !p.is_valid() {
+        bail!(
+            "--chunker-params {s:?}: garret's chunker takes a minimum of 2^6..2^20, an average of 2^8..2^22 and \
+             a maximum of 2^10..2^24 bytes, with minimum <= average <= maximum"
+        );
+    }
+    Ok(Some(p))
+}
+
 pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
     let loc = location::parse(&a.archive)?;
     let name = location::expand_placeholders(loc.require_archive()?)?;
     garret::archive::validate_name(&name)?;
     let patterns = a.select.patterns()?;
+    let chunker = a.chunker_params.as_deref().map(chunker_params).transpose()?.flatten();
     let files_cache =
         if a.no_files_cache { None } else { files_cache::parse_mode(&a.files_cache).map_err(anyhow::Error::msg)? };
     let timestamp = a.timestamp.as_deref().map(parse_timestamp).transpose()?;
@@ -295,6 +335,7 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
         exclude_nodump: a.exclude_nodump,
         listed: listed.is_some(),
         compression: a.compression,
+        chunker,
         command_line: std::env::args().collect(),
         comment: a.comment.clone(),
         timestamp,

@@ -253,8 +253,21 @@ mod tests {
     #[test]
     fn selection_flags_keep_their_order() {
         let cli = parse_from([
-            "garret", "create", "--pattern", "+ home/susan", "-e", "home/*", "--pattern=- **/*.o", "-C", "lz4",
-            "--exclude", "x", "-C", "zstd,5", "r::a", "home",
+            "garret",
+            "create",
+            "--pattern",
+            "+ home/susan",
+            "-e",
+            "home/*",
+            "--pattern=- **/*.o",
+            "-C",
+            "lz4",
+            "--exclude",
+            "x",
+            "-C",
+            "zstd,5",
+            "r::a",
+            "home",
         ])
         .unwrap();
         let Command::Create(a) = cli.command else { panic!("not create") };

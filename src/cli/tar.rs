@@ -262,6 +262,7 @@ pub fn import_tar(g: &GlobalArgs, a: &ImportTarArgs) -> Result<Outcome> {
         metadata: Default::default(),
         read_special: false,
         exclude_nodump: false,
+        chunker: None,
         listed: false,
         compression: a.compression,
         command_line: std::env::args().collect(),

@@ -82,6 +82,8 @@ pub struct CreateOptions {
     /// Archive exactly `paths`, each as one entry (`--paths-from-stdin`).
     pub listed: bool,
     pub compression: Compression,
+    /// Chunk sizes for this archive instead of the repository's (`--chunker-params`).
+    pub chunker: Option<ChunkerParams>,
     pub command_line: Vec<String>,
     pub comment: String,
     /// Archive start time to record instead of now (RFC 3339), `--timestamp`.
@@ -361,7 +363,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
     let started = Instant::now();
     let time_start = opts.timestamp.clone().unwrap_or_else(now_rfc3339);
     let seed = repo.keys().chunker_seed();
-    let params = repo.config().chunker;
+    let params = opts.chunker.unwrap_or(repo.config().chunker);
     let repo_id = repo.config().id.clone();
     let mut cache = match (opts.files_cache, &opts.stream, opts.dry_run) {
         (Some(mode), None, false) => Some(FilesCache::load(&opts.cache_dir, &repo_id, mode)),

@@ -25,10 +25,16 @@ pub enum Encryption {
 impl std::str::FromStr for Encryption {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
+        // borg's `-blake2` modes differ from its others only in the keyed hash; garret's ids are
+        // always keyed BLAKE3, so `init -e repokey-blake2` lines from borg set-ups mean repokey.
         match s {
-            "repokey" => Ok(Encryption::Repokey),
-            "keyfile" => Ok(Encryption::Keyfile),
+            "repokey" | "repokey-blake2" => Ok(Encryption::Repokey),
+            "keyfile" | "keyfile-blake2" => Ok(Encryption::Keyfile),
             "none" => Ok(Encryption::None),
+            "authenticated" | "authenticated-blake2" => Err(format!(
+                "encryption mode {s:?} (signed but not encrypted) does not exist in garret: use repokey \
+                 (encrypted and authenticated) or none"
+            )),
             _ => Err(format!("unknown encryption mode {s:?}: use repokey, keyfile or none")),
         }
     }
@@ -94,5 +100,25 @@ impl Config {
             return Err(Error::malformed(what(), "chunker parameters out of range"));
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Encryption;
+
+    #[test]
+    fn borg_encryption_modes_parse_or_are_refused_with_a_reason() {
+        for (s, e) in [
+            ("repokey", Encryption::Repokey),
+            ("repokey-blake2", Encryption::Repokey),
+            ("keyfile", Encryption::Keyfile),
+            ("keyfile-blake2", Encryption::Keyfile),
+            ("none", Encryption::None),
+        ] {
+            assert_eq!(s.parse::<Encryption>().unwrap(), e, "{s}");
+        }
+        assert!("authenticated-blake2".parse::<Encryption>().unwrap_err().contains("use repokey"));
+        assert!("aes".parse::<Encryption>().is_err());
     }
 }

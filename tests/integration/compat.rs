@@ -83,3 +83,39 @@ fn borgmatic_drives_garret_through_a_whole_nightly_cycle() {
     // garret itself finds nothing wrong
     env.run(&["check", "--verify-data", &env.repo_str()]).ok();
 }
+
+/// borg's `--chunker-params` forms: buzhash exponents become FastCDC bounds, `fixed,BLOCK` cuts
+/// a disk image so that a block changed in place adds about one block, `default` is the
+/// repository's; forms garret cannot honour exit 2 and name the reason.
+#[test]
+fn borg_chunker_params_are_honoured() {
+    let env = Env::new();
+    env.init("repokey-blake2");
+    fs::create_dir_all(env.path("src")).unwrap();
+    let mut image = xorshift(8 << 20, 11);
+    fs::write(env.path("src/disk.img"), &image).unwrap();
+    let added = |name: &str, params: &str| -> u64 {
+        let v = env.create_json(name, &["src"], &["--chunker-params", params, "--files-cache", "disabled"]);
+        v["archive"]["stats"]["deduplicated_size"].as_u64().unwrap()
+    };
+    assert!(added("fixed-1", "fixed,65536") > 8 << 20);
+    image[3 * 65536 + 100..3 * 65536 + 200].fill(0xAA);
+    fs::write(env.path("src/disk.img"), &image).unwrap();
+    let second = added("fixed-2", "fixed,65536");
+    let at_fixed2 = image.clone();
+    assert!(second < 3 * 65536, "one changed block added {second} bytes");
+    // Other content-defined sizes cut the same bytes elsewhere: nothing dedups the first time.
+    added("cdc-1", "default");
+    assert!(added("cdc-2", "buzhash,19,23,21,4095") > 7 << 20);
+    assert!(added("cdc-3", "19,23,21,4095") < 64 * 1024);
+    assert!(added("cdc-4", "default") < 64 * 1024);
+    fs::create_dir_all(env.path("out")).unwrap();
+    env.extract_to("fixed-2", "out", &[]).ok();
+    assert!(fs::read(env.path("out/src/disk.img")).unwrap() == at_fixed2, "fixed-2 restores byte for byte");
+    for (bad, why) in
+        [("fixed,4096,512", "header size"), ("25,26,27,4095", "minimum of 2^6..2^20"), ("1,2", "MIN_EXP,MAX_EXP")]
+    {
+        let r = env.run(&["create", &env.archive("bad"), "src", "--chunker-params", bad]).code(2);
+        assert!(r.stderr.contains(why), "{bad}: {}", r.stderr);
+    }
+}

@@ -260,13 +260,31 @@ fn borg_patterns_reach_includes_below_excluded_directories() {
         ]
     );
     // Command-line order decides between an include and a later exclude, and the reverse.
-    env.run(&["create", &env.archive("inc"), "home", "--pattern", "+ home/susan", "-e", "home/*", "--pattern=- **/*.o"])
-        .ok();
+    env.run(&[
+        "create",
+        &env.archive("inc"),
+        "home",
+        "--pattern",
+        "+ home/susan",
+        "-e",
+        "home/*",
+        "--pattern=- **/*.o",
+    ])
+    .ok();
     let inc = listed("inc");
     assert!(inc.contains(&"home/susan/notes/g.o".to_string()), "{inc:?}");
     assert!(!inc.iter().any(|p| p.starts_with("home/bobby") || p.starts_with("home/alice")), "{inc:?}");
-    env.run(&["create", &env.archive("exc"), "home", "--pattern=- **/*.o", "--pattern", "+ home/susan", "-e", "home/*"])
-        .ok();
+    env.run(&[
+        "create",
+        &env.archive("exc"),
+        "home",
+        "--pattern=- **/*.o",
+        "--pattern",
+        "+ home/susan",
+        "-e",
+        "home/*",
+    ])
+    .ok();
     let exc = listed("exc");
     assert!(exc.contains(&"home/susan/notes/f.txt".to_string()) && !exc.iter().any(|p| p.ends_with(".o")), "{exc:?}");
     // --exclude-from files come last: the include of a --patterns-from file wins over them.
