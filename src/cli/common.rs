@@ -36,6 +36,32 @@ pub struct GlobalArgs {
     /// Create files with this umask (octal, e.g. 0077), as borg's --umask
     #[arg(long, global = true, value_name = "M", value_parser = parse_umask)]
     pub umask: Option<u32>,
+    /// Show sizes in IEC units (KiB, MiB: powers of 1024) instead of kB, MB
+    #[arg(long, global = true)]
+    pub iec: bool,
+    /// Print garret's version on stderr first (as borg's --show-version)
+    #[arg(long, global = true)]
+    pub show_version: bool,
+    /// borg's: read-only commands need no lock in garret (they run on read-only media as they
+    /// are); writing commands refuse it
+    #[arg(long, global = true, hide = true)]
+    pub bypass_lock: bool,
+    /// borg's options for ssh:// repositories (garret has local ones only), its part files
+    /// (garret makes none) and its debugging aids: accepted so that borg command lines run
+    #[arg(long, global = true, hide = true, value_name = "PATH")]
+    pub remote_path: Option<String>,
+    #[arg(long, global = true, hide = true, value_name = "RSH")]
+    pub rsh: Option<String>,
+    #[arg(long, global = true, hide = true, value_name = "KIBPS")]
+    pub upload_ratelimit: Option<u64>,
+    #[arg(long, global = true, hide = true, value_name = "KIBPS")]
+    pub remote_ratelimit: Option<u64>,
+    #[arg(long, global = true, hide = true, value_name = "MIB")]
+    pub upload_buffer: Option<u64>,
+    #[arg(long, global = true, hide = true)]
+    pub consider_part_files: bool,
+    #[arg(long, global = true, hide = true, value_name = "TOPIC")]
+    pub debug_topic: Vec<String>,
 }
 
 /// `GARRET_<name>`, or else borg's `BORG_<name>`: tools that drive borg (borgmatic with
@@ -200,6 +226,12 @@ pub fn open(g: &GlobalArgs, repo: &std::path::Path, write: bool) -> Result<Repos
 }
 
 pub fn open_with(g: &GlobalArgs, repo: &std::path::Path, write: bool, adopt: bool) -> Result<Repository> {
+    if write && g.bypass_lock {
+        anyhow::bail!(
+            "--bypass-lock: garret never changes a repository without its lock; drop the flag (read-only \
+             commands such as list and extract need none)"
+        );
+    }
     let pf = || passphrase(false).map_err(|e| garret::Error::Key(format!("{e:#}")));
     let r = Repository::open(
         repo,
@@ -363,18 +395,31 @@ pub fn one_line(s: &str) -> String {
 }
 
 /// Sizes as borg prints them (decimal units).
+/// Set by `--iec`: sizes in powers of 1024.
+static IEC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn iec_units(on: bool) {
+    IEC.store(on, Ordering::Relaxed);
+}
+
+/// A size as borg prints it: `1.23 MB`, or with `--iec` `1.17 MiB`.
 pub fn size(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let (units, step) = if IEC.load(Ordering::Relaxed) {
+        (["B", "KiB", "MiB", "GiB", "TiB", "PiB"], 1024.0)
+    } else {
+        (["B", "kB", "MB", "GB", "TB", "PB"], 1000.0)
+    };
+    const UNITS: usize = 6;
     let mut v = n as f64;
     let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
+    while v >= step && u < UNITS - 1 {
+        v /= step;
         u += 1;
     }
     if u == 0 {
         format!("{n} B")
     } else {
-        format!("{v:.2} {}", UNITS[u])
+        format!("{v:.2} {}", units[u])
     }
 }
 

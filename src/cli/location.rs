@@ -25,12 +25,20 @@ pub fn parse(s: &str) -> Result<Location> {
     } else {
         repo
     };
-    if repo.contains("://") && !repo.starts_with("file://") {
+    if (repo.contains("://") && !repo.starts_with("file://")) || scp_style(&repo) {
         bail!("remote repository {repo:?} is not supported yet: use a local path");
     }
     let repo = PathBuf::from(repo.strip_prefix("file://").unwrap_or(&repo));
     let archive = archive.filter(|a| !a.is_empty());
     Ok(Location { repo, archive })
+}
+
+/// borg's scp-style remote location, `[user@]host:path` (a host without '/'), unless a local
+/// path of that name exists.
+fn scp_style(repo: &str) -> bool {
+    let Some((host, _)) = repo.split_once(':') else { return false };
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    !host.is_empty() && !host.contains('/') && !std::path::Path::new(repo).exists()
 }
 
 /// The repository argument, which may be omitted when GARRET_REPO is set.
@@ -148,6 +156,11 @@ mod tests {
         assert_eq!(l.repo, PathBuf::from("/r/x.garret"));
         assert_eq!(l.archive.as_deref(), Some("a-1"));
         assert!(parse("/r").unwrap().archive.is_none());
+        for remote in ["ssh://u@h/./r", "u@backup.example:repos/r::a", "nas:r", "u@h:/r"] {
+            assert!(parse(remote).unwrap_err().to_string().contains("not supported yet"), "{remote}");
+        }
+        assert_eq!(parse("/srv/a:b::x").unwrap().repo, PathBuf::from("/srv/a:b"));
+        assert_eq!(parse("./a:b").unwrap().repo, PathBuf::from("./a:b"));
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub fn main() -> ExitCode {
     let cli = parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let show_rc = cli.global.show_rc;
     common::quiet_warnings(cli.global.error || cli.global.critical);
+    common::iec_units(cli.global.iec);
+    if cli.global.show_version {
+        eprintln!("garret version {}", env!("CARGO_PKG_VERSION"));
+    }
     if let Some(m) = cli.global.umask {
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(m));
     }
@@ -236,6 +240,8 @@ mod tests {
             "garret create -x --one-file-system --stats -s -C lz4 -C zstd,3 r::a src",
             "garret extract --pattern=-home/bob --pattern=+home r::a",
             "garret export-tar --pattern=-home/bob --patterns-from p.lst r::a a.tar",
+            "garret --remote-path borg1 --rsh ssh --upload-ratelimit 100 --upload-buffer 10 --iec create r::a src",
+            "garret list --remote-ratelimit 100 --consider-part-files --bypass-lock --debug-topic x --show-version r",
         ] {
             assert!(parse(line).is_ok(), "{line}: {:?}", parse(line).err());
         }

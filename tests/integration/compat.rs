@@ -119,3 +119,36 @@ fn borg_chunker_params_are_honoured() {
         assert!(r.stderr.contains(why), "{bad}: {}", r.stderr);
     }
 }
+
+/// borg's global flags: `--iec` units, `--show-version`, `--bypass-lock` (a no-op for readers, refused
+/// by writers), the ssh-only flags on a local repository, and scp-style remote locations refused
+/// with the reason.
+#[test]
+fn borg_global_flags() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), xorshift(3 << 20, 5)).unwrap();
+    let r = env
+        .run(&[
+            "--show-version",
+            "--remote-path",
+            "borg1",
+            "--upload-ratelimit",
+            "1000",
+            "create",
+            &env.archive("a"),
+            "src",
+        ])
+        .ok();
+    assert!(r.stderr.starts_with(&format!("garret version {}", env!("CARGO_PKG_VERSION"))), "{}", r.stderr);
+    let dec = env.run(&["info", &env.archive("a")]).ok().stdout;
+    let iec = env.run(&["info", "--iec", &env.archive("a")]).ok().stdout;
+    assert!(dec.contains("3.15 MB") && !dec.contains("MiB"), "{dec}");
+    assert!(iec.contains("3.00 MiB") && !iec.contains(" MB"), "{iec}");
+    env.run(&["list", "--bypass-lock", "--consider-part-files", &env.repo_str()]).ok();
+    let w = env.run(&["create", "--bypass-lock", &env.archive("b"), "src"]).code(2);
+    assert!(w.stderr.contains("never changes a repository without its lock"), "{}", w.stderr);
+    let remote = env.run(&["list", "backup@nas.example:repos/garret"]).code(2);
+    assert!(remote.stderr.contains("not supported yet"), "{}", remote.stderr);
+}
