@@ -1,10 +1,11 @@
-//! `diff`: what changed between two archives, from their item metadata and chunk ids alone
-//! (no file data is read).
+//! `diff`: what changed between two archives, from their item metadata and chunk ids. File data
+//! is read only for a file whose chunks were cut at other places but add up to the same size
+//! (archives made with other `--chunker-params`): its content decides.
 
-use crate::archive::item::{Item, Kind};
+use crate::archive::item::{ChunkRef, Item, Kind};
 use crate::archive::Archive;
 use crate::error::Result;
-use crate::id::Id;
+use crate::id::{Id, ObjectType};
 use crate::repository::Repository;
 use std::collections::{BTreeMap, HashMap};
 
@@ -127,7 +128,14 @@ pub fn run(
             continue;
         }
         let changes = match before.remove(&it.path) {
-            Some(o) => compare(&o, &it, numeric_ids),
+            Some(o) => {
+                let mut c = compare(&o, &it, numeric_ids);
+                let modified = |x: &Change| matches!(x, Change::Modified { .. });
+                if c.iter().any(modified) && same_bytes_cut_elsewhere(repo, &o.chunks, &it.chunks)? {
+                    c.retain(|x| !modified(x));
+                }
+                c
+            }
             None => vec![Change::Added { size: content_size(&it) }],
         };
         if !changes.is_empty() {
@@ -138,6 +146,23 @@ pub fn run(
         out.insert(p, vec![Change::Removed { size: content_size(&o) }]);
     }
     Ok(out)
+}
+
+/// Whether two chunk lists of the same total size but with other cut points hold the same
+/// bytes (compared by reading both).
+fn same_bytes_cut_elsewhere(repo: &Repository, old: &[ChunkRef], new: &[ChunkRef]) -> Result<bool> {
+    let total = |cs: &[ChunkRef]| cs.iter().map(|c| c.1 as u64).sum::<u64>();
+    if total(old) != total(new) || old.iter().map(|c| c.1).eq(new.iter().map(|c| c.1)) {
+        return Ok(false);
+    }
+    let digest = |cs: &[ChunkRef]| -> Result<blake3::Hash> {
+        let mut h = blake3::Hasher::new();
+        for c in cs {
+            h.update(&repo.load_blob(ObjectType::Data, &c.0)?);
+        }
+        Ok(h.finalize())
+    };
+    Ok(digest(old)? == digest(new)?)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ enum Style {
     PathFull,
 }
 
+#[derive(Clone)]
 enum Matcher {
     Glob(GlobMatcher),
     Prefix(Vec<u8>),
@@ -42,11 +43,13 @@ pub enum Decision {
     ExcludeNoRecurse,
 }
 
+#[derive(Clone)]
 struct Rule {
     decision: Decision,
     matcher: Matcher,
 }
 
+#[derive(Clone)]
 pub struct Patterns {
     rules: Vec<Rule>,
     /// Roots named by `R` lines.

@@ -24,10 +24,7 @@ pub struct CheckArgs {
     /// JSON report on stdout
     #[arg(long)]
     pub json: bool,
-    /// Accepted from borg command lines (garret's check prints no progress and needs no
-    /// extra space)
-    #[arg(long, hide = true)]
-    pub progress: bool,
+    /// Accepted from borg command lines (garret's check needs no extra space)
     #[arg(long, hide = true)]
     pub save_space: bool,
     /// Rebuild the index from the packs, drop corrupt blobs, zero-fill damaged files (they heal

@@ -36,6 +36,10 @@ pub struct GlobalArgs {
     /// Create files with this umask (octal, e.g. 0077), as borg's --umask
     #[arg(long, global = true, value_name = "M", value_parser = parse_umask)]
     pub umask: Option<u32>,
+    /// Show progress: create, extract and import-tar (a progress line is the default when stderr
+    /// is a terminal; without one, plain lines)
+    #[arg(short = 'p', long, global = true)]
+    pub progress: bool,
     /// Show sizes in IEC units (KiB, MiB: powers of 1024) instead of kB, MB
     #[arg(long, global = true)]
     pub iec: bool,
@@ -46,8 +50,9 @@ pub struct GlobalArgs {
     /// are); writing commands refuse it
     #[arg(long, global = true, hide = true)]
     pub bypass_lock: bool,
-    /// borg's options for ssh:// repositories (garret has local ones only), its part files
-    /// (garret makes none) and its debugging aids: accepted so that borg command lines run
+    /// borg's options for ssh:// repositories (garret has local ones only), its part files and
+    /// checkpoint archives (garret makes neither) and its debugging aids: accepted so that borg
+    /// command lines run
     #[arg(long, global = true, hide = true, value_name = "PATH")]
     pub remote_path: Option<String>,
     #[arg(long, global = true, hide = true, value_name = "RSH")]
@@ -60,8 +65,14 @@ pub struct GlobalArgs {
     pub upload_buffer: Option<u64>,
     #[arg(long, global = true, hide = true)]
     pub consider_part_files: bool,
+    #[arg(long, global = true, hide = true)]
+    pub consider_checkpoints: bool,
     #[arg(long, global = true, hide = true, value_name = "TOPIC")]
     pub debug_topic: Vec<String>,
+    #[arg(long, global = true, hide = true, value_name = "MIB")]
+    pub remote_buffer: Option<u64>,
+    #[arg(long, global = true, hide = true, value_name = "FILE")]
+    pub debug_profile: Option<String>,
 }
 
 /// `GARRET_<name>`, or else borg's `BORG_<name>`: tools that drive borg (borgmatic with

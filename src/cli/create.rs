@@ -77,6 +77,9 @@ pub struct CreateArgs {
     pub sparse: bool,
     #[arg(long, hide = true, value_name = "SECONDS")]
     pub checkpoint_interval: Option<u64>,
+    /// borg's "do not synchronize the chunks cache": garret has none to synchronize
+    #[arg(long, hide = true)]
+    pub no_cache_sync: bool,
     /// Archive time to record instead of now: yyyy-mm-ddThh:mm:ss (UTC), RFC 3339, or a file
     /// whose modification time to use
     #[arg(long, value_name = "TIMESTAMP")]
@@ -90,9 +93,6 @@ pub struct CreateArgs {
     /// Only list items with these status letters (with --list), e.g. AME
     #[arg(long, value_name = "STATUSCHARS")]
     pub filter: Option<String>,
-    /// Show progress (default when stderr is a terminal)
-    #[arg(short = 'p', long)]
-    pub progress: bool,
     /// Print a JSON summary on stdout
     #[arg(long)]
     pub json: bool,
@@ -268,7 +268,7 @@ fn split_bytes<'a>(data: &'a [u8], delim: &'a [u8]) -> impl Iterator<Item = &'a 
 }
 
 /// borg's `--chunker-params` value: `None` for the repository's own sizes.
-fn chunker_params(s: &str) -> Result<Option<ChunkerParams>> {
+pub(super) fn chunker_params(s: &str) -> Result<Option<ChunkerParams>> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     let num = |p: &str| p.parse::<u32>().with_context(|| format!("--chunker-params {s:?}: {p:?} is not a number"));
     let exps = match parts.as_slice() {
@@ -321,7 +321,7 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
     }
     let mut repo = common::open(g, &loc.repo, !a.dry_run)?;
     let stream = if listed.is_some() { None } else { stream_source(a)? };
-    let reporter = StderrReporter::new(a.list, a.filter.clone()).with_progress(a.progress);
+    let reporter = StderrReporter::new(a.list, a.filter.clone()).with_progress(g.progress);
     let opts = CreateOptions {
         name,
         paths,

@@ -21,10 +21,12 @@ pub struct DiffArgs {
     /// Only differences in content (added, removed, modified, link targets), no metadata
     #[arg(long)]
     pub content_only: bool,
-    /// Accepted from borg command lines: garret always compares chunk ids (every archive of a
-    /// repository is cut with the same parameters)
+    /// Accepted from borg command lines: garret compares chunk ids, and reads the content only of
+    /// files whose chunks were cut elsewhere but add up to the same size
     #[arg(long, hide = true)]
     pub same_chunker_params: bool,
+    #[command(flatten)]
+    pub select: super::select::SelectionArgs,
     /// REPO::ARCHIVE1
     pub archive: String,
     /// ARCHIVE2 (in the same repository)
@@ -63,6 +65,8 @@ pub fn run(g: &GlobalArgs, a: &DiffArgs) -> Result<Outcome> {
     let paths: Vec<Vec<u8>> =
         a.paths.iter().map(|p| p.trim_start_matches('/').trim_end_matches('/').as_bytes().to_vec()).collect();
     let mut changes = diff::run(&repo, &a1, &a2, &paths, a.numeric_ids)?;
+    let excludes = a.select.patterns()?;
+    changes.retain(|p, _| !excludes.is_excluded(p));
     if a.content_only {
         for cs in changes.values_mut() {
             cs.retain(|c| {

@@ -12,9 +12,6 @@ pub struct ExtractArgs {
     /// Print each extracted item
     #[arg(long)]
     pub list: bool,
-    /// Show progress (also without a terminal, as plain lines)
-    #[arg(short = 'p', long)]
-    pub progress: bool,
     /// Do not write anything
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -33,8 +30,6 @@ pub struct ExtractArgs {
     pub noflags: bool,
     #[arg(long, hide = true)]
     pub nobsdflags: bool,
-    #[arg(long, hide = true)]
-    pub consider_checkpoints: bool,
     /// Remove N leading path components
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub strip_components: usize,
@@ -96,7 +91,7 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
         sparse: !a.no_sparse,
         dry_run: a.dry_run,
     };
-    let reporter = reporter.with_progress(a.progress);
+    let reporter = reporter.with_progress(g.progress);
     let started = std::time::Instant::now();
     let stats = extract::run(&repo, &ar, &opts, &reporter);
     reporter.finish();

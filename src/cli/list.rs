@@ -26,9 +26,9 @@ pub struct ListArgs {
     pub format: Option<String>,
     #[command(flatten)]
     pub filter: ArchiveFilter,
-    /// Accepted from borg command lines: garret makes no checkpoint archives
-    #[arg(long, hide = true)]
-    pub consider_checkpoints: bool,
+    /// Which items of an archive to list
+    #[command(flatten)]
+    pub select: super::select::SelectionArgs,
     /// REPO or REPO::NAME
     pub location: Option<String>,
     /// Only list these paths (and what is below them)
@@ -157,10 +157,14 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
             let entry = archive::lookup(&repo, name)?.clone();
             let ar = Archive::load(&repo, &entry)?;
             let wanted: Vec<&str> = a.paths.iter().map(|p| p.trim_start_matches('/').trim_end_matches('/')).collect();
+            let excludes = a.select.patterns()?;
             for it in ar.items(&repo) {
                 let it = it?;
                 let p = it.path_lossy();
                 if !wanted.is_empty() && !wanted.iter().any(|w| p == *w || p.starts_with(&format!("{w}/"))) {
+                    continue;
+                }
+                if excludes.is_excluded(&it.path) {
                     continue;
                 }
                 let extra = || {

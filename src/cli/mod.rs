@@ -116,6 +116,9 @@ where
             Command::Create(a) => select::record_order(sub, &mut a.select),
             Command::Extract(a) => select::record_order(sub, &mut a.select),
             Command::ExportTar(a) => select::record_order(sub, &mut a.select),
+            Command::List(a) => select::record_order(sub, &mut a.select),
+            Command::Diff(a) => select::record_order(sub, &mut a.select),
+            Command::Mount(a) => select::record_order(sub, &mut a.select),
             _ => {}
         }
     }

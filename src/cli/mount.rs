@@ -27,8 +27,13 @@ pub struct MountArgs {
     /// the page cache, shared by every reader, instead of direct I/O where the kernel offers it)
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Option<String>,
+    #[command(flatten)]
+    pub select: super::select::SelectionArgs,
+    /// Remove N leading path components from every archive's items
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub strip_components: usize,
     /// Show stored uid/gid instead of mapping user and group names to local ids
-    #[arg(long)]
+    #[arg(long, alias = "numeric-owner")]
     pub numeric_ids: bool,
     /// JSON on stdout once mounted: mount point, repository, archive, archives shown, pid
     #[arg(long)]
@@ -87,7 +92,14 @@ pub fn run(g: &GlobalArgs, a: &MountArgs) -> Result<Outcome> {
         true => Some(a.filter.select(&repo.manifest().archives)?.iter().map(|e| e.name.clone()).collect()),
         false => None,
     };
-    let opts = MountOptions { numeric_ids: a.numeric_ids, cache_bytes: 64 << 20, kernel_cache, only };
+    let opts = MountOptions {
+        numeric_ids: a.numeric_ids,
+        cache_bytes: 64 << 20,
+        kernel_cache,
+        only,
+        excludes: a.select.patterns()?,
+        strip_components: a.strip_components,
+    };
     let fs = GarretFs::new(repo, single, &opts)?;
     if fs.skipped() > 0 {
         common::warn(&format!("{} item(s) with invalid paths are not shown", fs.skipped()));

@@ -54,11 +54,14 @@ pub struct PruneArgs {
     /// Run compact afterwards
     #[arg(long)]
     pub compact: bool,
-    /// Accepted from borg command lines (garret's prune needs neither)
+    /// Accepted from borg command lines (garret's prune needs neither; pruning never reads an
+    /// archive, so a damaged one is pruned as any other: borg's --force)
     #[arg(long, hide = true)]
     pub save_space: bool,
     #[arg(long, hide = true, value_name = "SECONDS")]
     pub checkpoint_interval: Option<u64>,
+    #[arg(long, hide = true)]
+    pub force: bool,
     /// Repository (or GARRET_REPO)
     pub repository: Option<String>,
 }
@@ -171,6 +174,15 @@ pub struct DeleteArgs {
     pub force: bool,
     #[arg(long, hide = true)]
     pub save_space: bool,
+    /// With a whole repository, which garret does not delete: accepted from borg command lines
+    #[arg(long, hide = true)]
+    pub keep_security_info: bool,
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    pub checkpoint_interval: Option<u64>,
+    /// Delete only this machine's cache of the repository (the files cache; rebuilt by the next
+    /// create, which then reads every file once)
+    #[arg(long)]
+    pub cache_only: bool,
     /// REPO::NAME, or REPO with --glob-archives/--prefix or further NAMEs
     pub location: Option<String>,
     /// More archive names
@@ -182,6 +194,21 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
     let f = &a.filter;
     let narrows = f.prefix.is_some() || f.glob_archives.is_some() || f.first.is_some() || f.last.is_some();
     let mut names: Vec<String> = loc.archive.iter().cloned().chain(a.names.iter().cloned()).collect();
+    if a.cache_only {
+        if !names.is_empty() || narrows {
+            bail!("--cache-only deletes the cache of a whole repository: give REPO without archive names");
+        }
+        let repo = common::open(g, &loc.repo, false)?;
+        let dir = common::cache_dir().join(&repo.config().id);
+        let existed = dir.exists();
+        if existed && !a.dry_run {
+            std::fs::remove_dir_all(&dir).map_err(|e| anyhow::anyhow!("removing {}: {e}", dir.display()))?;
+        }
+        if a.json {
+            println!("{}", serde_json::json!({ "cache": dir, "existed": existed, "dry_run": a.dry_run }));
+        }
+        return Ok(Outcome::Ok);
+    }
     if names.is_empty() && !narrows {
         bail!("name the archives to delete (REPO::NAME [NAME...], or REPO with --glob-archives GLOB, --prefix, --first N or --last N); to delete a whole repository, remove its directory");
     }
@@ -255,8 +282,6 @@ pub struct CompactArgs {
     /// Accepted from borg command lines: garret has no commit-only segments to clean up
     #[arg(long, hide = true)]
     pub cleanup_commits: bool,
-    #[arg(long, hide = true)]
-    pub progress: bool,
     /// Repository (or GARRET_REPO)
     pub repository: Option<String>,
 }

@@ -1,4 +1,4 @@
-//! Path selection flags shared by `create`, `extract` and `export-tar`: `--exclude`,
+//! Path selection flags shared by `create`, `extract`, `export-tar`, `list`, `diff` and `mount`: `--exclude`,
 //! `--exclude-from`, `--pattern` and `--patterns-from`, combined in borg's order.
 //!
 //! borg considers `--exclude` and `--pattern` values first, in the order they appear on the

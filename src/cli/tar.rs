@@ -58,12 +58,18 @@ pub struct ImportTarArgs {
     /// Print statistics at the end
     #[arg(short = 's', long)]
     pub stats: bool,
+    /// With --list, only items with these status letters (e.g. AE)
+    #[arg(long, value_name = "STATUSCHARS")]
+    pub filter: Option<String>,
+    /// Read past zero blocks: a stream of tar files concatenated (as GNU tar's --ignore-zeros)
+    #[arg(long)]
+    pub ignore_zeros: bool,
+    /// Chunk sizes for this archive, as create's --chunker-params
+    #[arg(long, value_name = "PARAMS")]
+    pub chunker_params: Option<String>,
     /// Print each imported item
     #[arg(long)]
     pub list: bool,
-    /// Show progress
-    #[arg(short = 'p', long)]
-    pub progress: bool,
     /// Print the archive's details as JSON
     #[arg(long)]
     pub json: bool,
@@ -250,7 +256,7 @@ pub fn import_tar(g: &GlobalArgs, a: &ImportTarArgs) -> Result<Outcome> {
         None => Input { inner: raw, filter: None },
     };
     let mut repo = common::open(g, &loc.repo, true)?;
-    let reporter = StderrReporter::new(a.list, None).with_progress(a.progress);
+    let reporter = StderrReporter::new(a.list, a.filter.clone()).with_progress(g.progress);
     let opts = CreateOptions {
         name,
         paths: vec![],
@@ -262,7 +268,7 @@ pub fn import_tar(g: &GlobalArgs, a: &ImportTarArgs) -> Result<Outcome> {
         metadata: Default::default(),
         read_special: false,
         exclude_nodump: false,
-        chunker: None,
+        chunker: a.chunker_params.as_deref().map(super::create::chunker_params).transpose()?.flatten(),
         listed: false,
         compression: a.compression,
         command_line: std::env::args().collect(),
@@ -272,7 +278,7 @@ pub fn import_tar(g: &GlobalArgs, a: &ImportTarArgs) -> Result<Outcome> {
         cache_dir: common::cache_dir(),
         dry_run: false,
         stream: None,
-        producer: Some(import::producer(Box::new(input))),
+        producer: Some(import::producer(Box::new(input), a.ignore_zeros)),
         unmarked_masters: true,
     };
     super::create::run_and_report(&mut repo, opts, &reporter, a.json, a.stats)?;

@@ -38,6 +38,10 @@ pub struct MountOptions {
     pub kernel_cache: bool,
     /// Show only these archives, in this order (borg's archive filters); `None`: all of them.
     pub only: Option<Vec<String>>,
+    /// Leave out the items these patterns exclude (`--exclude`, `--pattern`, ...).
+    pub excludes: crate::patterns::Patterns,
+    /// Remove this many leading path components; items with no more are left out.
+    pub strip_components: usize,
 }
 
 /// The bytes of one read: a range of one cached chunk, or pieces of several copied together.
@@ -71,6 +75,8 @@ pub struct GarretFs {
     direct_io: bool,
     kernel_cache: bool,
     numeric_ids: bool,
+    excludes: crate::patterns::Patterns,
+    strip_components: usize,
     /// Messages for the foreground user (damaged archives).
     pub errors: Mutex<Vec<String>>,
 }
@@ -120,6 +126,12 @@ fn attr(ino: u64, n: &Node) -> FileAttr {
     }
 }
 
+/// `path` without its first `n` components, if it has more.
+fn strip(path: &[u8], n: usize) -> Option<Vec<u8>> {
+    let comps: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty()).collect();
+    (comps.len() > n).then(|| comps[n..].join(&b'/'))
+}
+
 /// Index of the chunk holding the last byte before `end`.
 fn last_idx(content: &super::tree::Content, end: u64) -> Option<usize> {
     end.checked_sub(1).and_then(|e| content.chunk_at(e))
@@ -140,6 +152,8 @@ impl GarretFs {
             direct_io: false,
             kernel_cache: opts.kernel_cache,
             numeric_ids: opts.numeric_ids,
+            excludes: opts.excludes.clone(),
+            strip_components: opts.strip_components,
             errors: Mutex::default(),
         };
         match single {
@@ -191,6 +205,14 @@ impl GarretFs {
         for it in ar.items(repo) {
             let mut it = it?;
             it.hardlink_master = crate::archive::is_master(&it, &sources);
+            if self.excludes.is_excluded(&it.path) {
+                continue;
+            }
+            if self.strip_components > 0 {
+                let Some(p) = strip(&it.path, self.strip_components) else { continue };
+                it.path = p;
+                it.source = it.source.as_deref().and_then(|s| strip(s, self.strip_components));
+            }
             if !self.numeric_ids {
                 if let Some(u) = &it.user {
                     let local =

@@ -109,14 +109,16 @@ impl<R> Tail<R> {
     }
 }
 
-/// A producer that reads a tar stream from `reader`.
-pub fn producer(reader: Box<dyn Read + Send>) -> Producer {
+/// A producer that reads a tar stream from `reader`; `ignore_zeros` reads on past zero blocks
+/// (concatenated tar files, GNU tar's `--ignore-zeros`).
+pub fn producer(reader: Box<dyn Read + Send>, ignore_zeros: bool) -> Producer {
     Box::new(move |sink: &mut EventSink, params, seed, reporter| {
         let reader = Tail { inner: reader, tail: [0; 512], len: 0 };
         let abort = |sink: &mut EventSink, e: std::io::Error| {
             sink.send(Event::Abort(format!("reading the tar stream: {e} (not a tar file, or cut short?)")))
         };
         let mut ar = tar::Archive::new(reader);
+        ar.set_ignore_zeros(ignore_zeros);
         let entries = match ar.entries() {
             Ok(e) => e,
             Err(e) => return abort(sink, e),

@@ -106,9 +106,31 @@ fn borg_chunker_params_are_honoured() {
     assert!(second < 3 * 65536, "one changed block added {second} bytes");
     // Other content-defined sizes cut the same bytes elsewhere: nothing dedups the first time.
     added("cdc-1", "default");
-    assert!(added("cdc-2", "buzhash,19,23,21,4095") > 7 << 20);
-    assert!(added("cdc-3", "19,23,21,4095") < 64 * 1024);
+    added("cdc-2", "buzhash,20,24,22,4095");
+    assert!(added("cdc-3", "20,24,22,4095") < 64 * 1024);
+    let cuts = |name: &str| -> Vec<u32> {
+        let repo = open_repo(&env);
+        let it = items(&repo, name).into_iter().find(|i| i.path == b"src/disk.img").unwrap();
+        it.chunks.iter().map(|c| c.1).collect()
+    };
+    let (default_cuts, big_cuts) = (cuts("cdc-1"), cuts("cdc-2"));
+    assert_ne!(default_cuts, big_cuts);
+    assert!(default_cuts.iter().all(|&l| l <= 4 << 20), "{default_cuts:?}");
+    assert!(big_cuts[..big_cuts.len() - 1].iter().all(|&l| (1 << 20..=16 << 20).contains(&l)), "{big_cuts:?}");
     assert!(added("cdc-4", "default") < 64 * 1024);
+    // diff compares chunk ids, and the content of files cut elsewhere: no change here...
+    let d = env.run(&["diff", &env.archive("cdc-1"), "cdc-2"]).ok();
+    assert_eq!(d.stdout, "", "the same bytes cut elsewhere are no change");
+    // ...and a change of the same size is one.
+    let cdc3 = image.clone();
+    image[7 << 20] ^= 1;
+    fs::write(env.path("src/disk.img"), &image).unwrap();
+    added("cdc-5", "buzhash,20,24,22,4095");
+    let d = env.run(&["diff", "--content-only", &env.archive("cdc-1"), "cdc-5"]).ok();
+    assert!(d.stdout.starts_with(" +") && d.stdout.contains("src/disk.img"), "{}", d.stdout);
+    let d = env.run(&["diff", "--content-only", &env.archive("cdc-3"), "cdc-5", "--exclude", "src/*.img"]).ok();
+    assert_eq!(d.stdout, "");
+    drop(cdc3);
     fs::create_dir_all(env.path("out")).unwrap();
     env.extract_to("fixed-2", "out", &[]).ok();
     assert!(fs::read(env.path("out/src/disk.img")).unwrap() == at_fixed2, "fixed-2 restores byte for byte");
@@ -151,4 +173,55 @@ fn borg_global_flags() {
     assert!(w.stderr.contains("never changes a repository without its lock"), "{}", w.stderr);
     let remote = env.run(&["list", "backup@nas.example:repos/garret"]).code(2);
     assert!(remote.stderr.contains("not supported yet"), "{}", remote.stderr);
+}
+
+/// Subcommand flags of borg 1.2 that garret used to refuse: `import-tar --ignore-zeros`
+/// (concatenated tar files), `--filter` and `--chunker-params`; `delete --cache-only`;
+/// `prune --force`; `mount --numeric-owner` (parsed: mounting is tested in mount.rs).
+#[test]
+fn borg_subcommand_flags() {
+    let env = Env::new();
+    env.init("repokey");
+    for (dir, file) in [("one", "a.txt"), ("two", "b.txt")] {
+        fs::create_dir_all(env.path(dir)).unwrap();
+        fs::write(env.path(dir).join(file), dir).unwrap();
+        let ok =
+            Command::new("tar").current_dir(env.path("")).args(["-cf", &format!("{dir}.tar"), dir]).status().unwrap();
+        assert!(ok.success());
+    }
+    let mut both = fs::read(env.path("one.tar")).unwrap();
+    both.extend(fs::read(env.path("two.tar")).unwrap());
+    fs::write(env.path("both.tar"), both).unwrap();
+    let listed = |name: &str| env.run(&["list", "--short", &env.archive(name)]).ok().stdout;
+    env.run(&["import-tar", &env.archive("first-only"), "both.tar"]).ok();
+    assert_eq!(listed("first-only"), "one\none/a.txt\n", "without --ignore-zeros the first end block ends it");
+    let r = env
+        .run(&[
+            "import-tar",
+            "--ignore-zeros",
+            "--list",
+            "--filter",
+            "A",
+            "--chunker-params",
+            "fixed,4096",
+            &env.archive("both"),
+            "both.tar",
+        ])
+        .ok();
+    assert_eq!(r.stderr, "A one/a.txt\nA two/b.txt\n");
+    assert_eq!(listed("both"), "one\none/a.txt\ntwo\ntwo/b.txt\n");
+    // delete --cache-only removes this machine's files cache of the repository, nothing else.
+    env.run(&["create", &env.archive("c"), "one"]).ok();
+    let id = env.run(&["info", "--json", &env.repo_str()]).ok().stdout;
+    let id = serde_json::from_str::<serde_json::Value>(&id).unwrap()["repository"]["id"].as_str().unwrap().to_string();
+    let cache = env.path("home/.cache/garret").join(&id);
+    assert!(cache.join("files").exists(), "{}", cache.display());
+    env.run(&["delete", "--cache-only", &env.repo_str()]).ok();
+    assert!(!cache.exists());
+    assert_eq!(env.run(&["list", "--short", &env.repo_str()]).ok().stdout.lines().count(), 3);
+    env.run(&["delete", "--cache-only", &env.archive("c")]).code(2);
+    env.run(&["prune", "--force", "--keep-last", "1", &env.repo_str()]).ok();
+    assert_eq!(env.run(&["list", "--short", &env.repo_str()]).ok().stdout, "c\n");
+    let r = env.run(&["mount", "--numeric-owner", &env.repo_str(), "/nonexistent/mnt"]);
+    assert!(!r.stderr.contains("unexpected argument"), "{}", r.stderr);
 }

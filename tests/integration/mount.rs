@@ -464,3 +464,42 @@ fn mount_shows_the_archives_the_filters_select() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(!mounted(&env.path("m3")));
 }
+
+/// borg's selection flags on mount: `--strip-components` and `--exclude`/`--pattern` shape every
+/// archive's view (hardlinks included).
+#[test]
+fn mount_strips_components_and_leaves_out_excluded_paths() {
+    if !fuse_usable() {
+        return;
+    }
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("srv/app/logs")).unwrap();
+    fs::write(env.path("srv/app/conf.ini"), b"conf").unwrap();
+    fs::write(env.path("srv/app/logs/today.log"), b"log").unwrap();
+    fs::hard_link(env.path("srv/app/conf.ini"), env.path("srv/app/conf.bak")).unwrap();
+    env.run(&["create", &env.archive("a"), "srv"]).ok();
+    let what = env.archive("a");
+    let m = mount_with(&env, &["--strip-components", "1", "--exclude", "srv/app/logs"], &what, "mnt");
+    let mut seen: Vec<String> = walk(&m.at);
+    seen.sort();
+    assert_eq!(seen, ["app", "app/conf.bak", "app/conf.ini"]);
+    assert_eq!(fs::read(m.at.join("app/conf.bak")).unwrap(), b"conf");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(m.at.join("app/conf.ini")).unwrap().nlink(), 2);
+}
+
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}

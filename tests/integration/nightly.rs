@@ -302,6 +302,9 @@ fn borg_patterns_reach_includes_below_excluded_directories() {
     assert_eq!(fs::read(env.path("out/home/bobby/specialfile.txt")).unwrap(), b"special");
     let o = env.cmd().args(["extract", "--stdout", &env.archive("doc"), "--pattern=- home/susan"]).output().unwrap();
     assert_eq!(o.stdout, b"special");
+    let l =
+        env.run(&["list", "--short", &env.archive("doc"), "--pattern", "- home/susan/notes", "-e", "home/bobby"]).ok();
+    assert_eq!(l.stdout, "home\nhome/susan\nhome/susan/f.txt\nhome/susan/g.o\n");
     let bad = env.run(&["create", &env.archive("bad"), "home", "--pattern", "home/bobby"]).code(2);
     assert!(bad.stderr.contains("must start with +, -, !, R or P"), "{}", bad.stderr);
 }
