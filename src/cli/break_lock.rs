@@ -2,7 +2,7 @@
 //! died on another host (a dead process on this host is detected without it). Needs no
 //! passphrase, like borg's.
 
-use super::common::GlobalArgs;
+use super::common::{self, GlobalArgs};
 use super::location;
 use super::Outcome;
 use anyhow::Result;
@@ -24,10 +24,10 @@ pub fn run(_g: &GlobalArgs, a: &BreakLockArgs) -> Result<Outcome> {
     if a.json {
         println!("{}", serde_json::json!({ "removed": removed }));
     } else if removed.is_empty() {
-        eprintln!("garret: {} holds no lock", loc.repo.display());
+        common::say(common::Level::Info, &format!("garret: {} holds no lock", loc.repo.display()));
     } else {
         for r in &removed {
-            eprintln!("garret: removed the {r}");
+            common::say(common::Level::Info, &format!("garret: removed the {r}"));
         }
     }
     Ok(Outcome::Ok)

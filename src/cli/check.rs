@@ -45,7 +45,7 @@ fn repair(g: &GlobalArgs, a: &CheckArgs, repo_path: &std::path::Path) -> Result<
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
         for e in &rep.check.errors {
-            eprintln!("garret: found: {}", common::one_line(e));
+            common::say(common::Level::Warning, &format!("garret: found: {}", common::one_line(e)));
         }
         if rep.unreadable_packs > 0 {
             common::warn(&format!(
@@ -54,24 +54,36 @@ fn repair(g: &GlobalArgs, a: &CheckArgs, repo_path: &std::path::Path) -> Result<
             ));
         }
         for p in &rep.packs_quarantined {
-            eprintln!("quarantined: pack {p} (damaged; moved to quarantine/, its readable blobs were copied)");
+            common::say(
+                common::Level::Info,
+                &format!("quarantined: pack {p} (damaged; moved to quarantine/, its readable blobs were copied)"),
+            );
         }
         for (a, f) in &rep.zero_filled {
-            eprintln!("repaired: {a}: {} (missing data replaced by zeros)", common::escape(f));
+            common::say(
+                common::Level::Info,
+                &format!("repaired: {a}: {} (missing data replaced by zeros)", common::escape(f)),
+            );
         }
         for (a, f) in &rep.healed {
-            eprintln!("healed: {a}: {}", common::escape(f));
+            common::say(common::Level::Info, &format!("healed: {a}: {}", common::escape(f)));
         }
         for a in &rep.archives_removed {
-            eprintln!("removed: archive {a:?} (its metadata is unreadable)");
+            common::say(common::Level::Info, &format!("removed: archive {a:?} (its metadata is unreadable)"));
         }
         for a in &rep.archives_truncated {
-            eprintln!("truncated: archive {a:?} (items after the damaged part of its item stream are lost)");
+            common::say(
+                common::Level::Info,
+                &format!("truncated: archive {a:?} (items after the damaged part of its item stream are lost)"),
+            );
         }
         if g.verbose || g.info {
-            eprintln!(
-                "index rebuilt from {} pack(s); {} corrupt blob(s) dropped",
-                rep.packs_indexed, rep.blobs_dropped
+            common::say(
+                common::Level::Info,
+                &format!(
+                    "index rebuilt from {} pack(s); {} corrupt blob(s) dropped",
+                    rep.packs_indexed, rep.blobs_dropped
+                ),
             );
         }
     }
@@ -111,26 +123,33 @@ pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
         for e in &rep.errors {
-            eprintln!("garret: error: {}", common::one_line(e));
+            common::say(common::Level::Error, &format!("garret: error: {}", common::one_line(e)));
         }
         for w in &rep.warnings {
             common::warn(w);
         }
         if g.verbose || g.info {
-            eprintln!(
-                "checked {} packs, {} blobs ({} verified), {} archives; {} unreferenced blobs (freed by compact){}",
-                rep.packs_checked,
-                rep.blobs_checked,
-                common::size(rep.bytes_verified),
-                rep.archives_checked,
-                rep.unreferenced_blobs,
-                if rep.complete { "" } else { "; data verification stopped at --max-duration, the next run resumes" }
+            common::say(
+                common::Level::Info,
+                &format!(
+                    "checked {} packs, {} blobs ({} verified), {} archives; {} unreferenced blobs (freed by compact){}",
+                    rep.packs_checked,
+                    rep.blobs_checked,
+                    common::size(rep.bytes_verified),
+                    rep.archives_checked,
+                    rep.unreferenced_blobs,
+                    if rep.complete {
+                        ""
+                    } else {
+                        "; data verification stopped at --max-duration, the next run resumes"
+                    }
+                ),
             );
         }
         if rep.damaged() {
             for d in &rep.damaged_archives {
                 for f in &d.files {
-                    eprintln!("damaged: {}: {}", d.name, common::escape(f));
+                    common::say(common::Level::Warning, &format!("damaged: {}: {}", d.name, common::escape(f)));
                 }
             }
         }

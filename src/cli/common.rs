@@ -43,6 +43,11 @@ pub struct GlobalArgs {
     /// Show sizes in IEC units (KiB, MiB: powers of 1024) instead of kB, MB
     #[arg(long, global = true)]
     pub iec: bool,
+    /// Log on stderr as JSON lines, as borg: {"type": "log_message", "levelname", "message", ...},
+    /// {"type": "file_status", "status", "path"} (--list), {"type": "archive_progress", ...}
+    /// (--progress)
+    #[arg(long, global = true)]
+    pub log_json: bool,
     /// Print garret's version on stderr first (as borg's --show-version)
     #[arg(long, global = true)]
     pub show_version: bool,
@@ -93,8 +98,58 @@ pub fn quiet_warnings(on: bool) {
 /// Print a warning line on stderr, unless `--error` or `--critical` asked for none.
 pub fn warn(msg: &str) {
     if !QUIET_WARNINGS.load(Ordering::Relaxed) {
-        eprintln!("garret: warning: {}", one_line(msg));
+        say(Level::Warning, &format!("garret: warning: {}", one_line(msg)));
     }
+}
+
+/// Set by `--log-json`: stderr carries one JSON object per line, as borg's.
+static LOG_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn log_json(on: bool) {
+    LOG_JSON.store(on, Ordering::Relaxed);
+}
+
+fn logging_json() -> bool {
+    LOG_JSON.load(Ordering::Relaxed)
+}
+
+#[derive(Clone, Copy)]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+fn unix_time() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One line of text for the user on stderr. With `--log-json` it becomes borg's
+/// `{"type": "log_message", "time", "levelname", "name", "message"}`, the message without the
+/// `garret: ` and level prefixes.
+pub fn say(level: Level, text: &str) {
+    if !logging_json() {
+        eprintln!("{text}");
+        return;
+    }
+    let levelname = match level {
+        Level::Info => "INFO",
+        Level::Warning => "WARNING",
+        Level::Error => "ERROR",
+    };
+    let mut message = text.strip_prefix("garret: ").unwrap_or(text);
+    for p in ["error: ", "warning: ", "WARNING: "] {
+        message = message.strip_prefix(p).unwrap_or(message);
+    }
+    let line = serde_json::json!({
+        "type": "log_message", "time": unix_time(), "levelname": levelname, "name": "garret", "message": message,
+    });
+    eprintln!("{line}");
+}
+
+/// [`say`] at level info.
+pub fn info(text: &str) {
+    say(Level::Info, text)
 }
 
 fn parse_umask(s: &str) -> std::result::Result<u32, String> {
@@ -266,16 +321,32 @@ pub struct StderrReporter {
     pub filter: Option<String>,
     pub warned: AtomicBool,
     bar: Option<indicatif::ProgressBar>,
+    /// `--log-json --progress`: when the last progress object was printed.
+    json_progress: Option<std::sync::Mutex<Option<std::time::Instant>>>,
     started: std::time::Instant,
 }
 
 impl StderrReporter {
     pub fn new(list: bool, filter: Option<String>) -> Self {
-        StderrReporter { list, filter, warned: AtomicBool::new(false), bar: None, started: std::time::Instant::now() }
+        StderrReporter {
+            list,
+            filter,
+            warned: AtomicBool::new(false),
+            bar: None,
+            json_progress: None,
+            started: std::time::Instant::now(),
+        }
     }
 
-    /// Show a progress line if `force` or stderr is a terminal.
+    /// Show a progress line if `force` or stderr is a terminal; with `--log-json`, progress
+    /// objects (borg's `archive_progress`) once a second, only if `force`.
     pub fn with_progress(mut self, force: bool) -> Self {
+        if logging_json() {
+            if force {
+                self.json_progress = Some(std::sync::Mutex::new(None));
+            }
+            return self;
+        }
         if force || std::io::stderr().is_terminal() {
             let target = if std::io::stderr().is_terminal() {
                 indicatif::ProgressDrawTarget::stderr_with_hz(4)
@@ -297,12 +368,15 @@ impl StderrReporter {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+        if self.json_progress.is_some() {
+            eprintln!("{}", serde_json::json!({ "type": "archive_progress", "finished": true, "time": unix_time() }));
+        }
     }
 
-    fn line(&self, s: String) {
+    fn line(&self, level: Level, s: String) {
         match &self.bar {
-            Some(b) => b.suspend(|| eprintln!("{s}")),
-            None => eprintln!("{s}"),
+            Some(b) => b.suspend(|| say(level, &s)),
+            None => say(level, &s),
         }
     }
 }
@@ -351,15 +425,39 @@ impl Reporter for StderrReporter {
     fn warning(&self, msg: &str) {
         self.warned.store(true, Ordering::Relaxed);
         if !QUIET_WARNINGS.load(Ordering::Relaxed) {
-            self.line(format!("garret: warning: {}", one_line(msg)));
+            self.line(Level::Warning, format!("garret: warning: {}", one_line(msg)));
         }
     }
     fn item(&self, status: char, path: &[u8]) {
         if self.list && self.filter.as_ref().is_none_or(|f| f.contains(status)) {
-            self.line(format!("{status} {}", escape(&String::from_utf8_lossy(path))));
+            if logging_json() {
+                let path = String::from_utf8_lossy(path);
+                eprintln!(
+                    "{}",
+                    serde_json::json!({ "type": "file_status", "status": status.to_string(), "path": path })
+                );
+            } else {
+                self.line(Level::Info, format!("{status} {}", escape(&String::from_utf8_lossy(path))));
+            }
         }
     }
     fn progress(&self, p: &garret::progress::Progress) {
+        if let Some(last) = &self.json_progress {
+            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+                *last = Some(std::time::Instant::now());
+                let (read, stored) =
+                    if p.extracting { ("written_size", "stored_size") } else { ("original_size", "deduplicated_size") };
+                let mut o = serde_json::json!({
+                    "type": "archive_progress", "finished": false, "time": unix_time(), "nfiles": p.files,
+                    read: p.bytes_read, "path": String::from_utf8_lossy(&p.path),
+                });
+                if !p.extracting {
+                    o[stored] = p.bytes_stored.into();
+                }
+                eprintln!("{o}");
+            }
+        }
         if let Some(b) = &self.bar {
             let secs = self.started.elapsed().as_secs_f64().max(0.001);
             let mut path = escape(&String::from_utf8_lossy(&p.path));

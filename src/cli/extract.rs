@@ -108,9 +108,12 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
         println!("{summary}");
     }
     if stats.data_errors > 0 {
-        eprintln!(
+        common::say(
+            common::Level::Error,
+            &format!(
             "garret: error: {} item(s) could not be restored because repository data is damaged; run `garret check`",
             stats.data_errors
+        ),
         );
         return Ok(Outcome::Error);
     }

@@ -43,7 +43,7 @@ pub fn run(_g: &GlobalArgs, a: &InitArgs) -> Result<Outcome> {
     }
     let pass = match a.encryption {
         Encryption::None => {
-            eprintln!("garret: WARNING: encryption mode none: the repository is NOT encrypted and NOT authenticated against tampering; anyone who can read it can read your data");
+            common::say(common::Level::Warning, "garret: WARNING: encryption mode none: the repository is NOT encrypted and NOT authenticated against tampering; anyone who can read it can read your data");
             None
         }
         _ => Some(common::passphrase(true)?),
@@ -56,12 +56,12 @@ pub fn run(_g: &GlobalArgs, a: &InitArgs) -> Result<Outcome> {
         &common::client_dirs(),
     )?;
     if a.encryption != Encryption::None {
-        eprintln!(
+        common::say(common::Level::Info, &format!(
             "garret: repository {} created (encryption {:?}). Keep the passphrase safe{}: without it the backups cannot be read.",
             loc.repo.display(),
             a.encryption,
             if a.encryption == Encryption::Keyfile { " and back up the key file in ~/.config/garret/keys" } else { "" }
-        );
+        ));
     }
     if a.json {
         let path = std::path::absolute(&loc.repo).unwrap_or_else(|_| loc.repo.clone());
@@ -101,7 +101,10 @@ pub fn adopt(g: &GlobalArgs, a: &AdoptArgs) -> Result<Outcome> {
             })
         );
     } else {
-        eprintln!("garret: now trusting manifest #{} of {}", repo.manifest().seq, loc.repo.display());
+        common::say(
+            common::Level::Info,
+            &format!("garret: now trusting manifest #{} of {}", repo.manifest().seq, loc.repo.display()),
+        );
     }
     Ok(Outcome::Ok)
 }

@@ -111,6 +111,6 @@ fn report(json: bool, done: &str, repo: &std::path::Path, sentence: &str) {
     if json {
         println!("{}", serde_json::json!({ "repository": repo.display().to_string(), done: true }));
     } else {
-        eprintln!("garret: {sentence} {}", repo.display());
+        common::say(common::Level::Info, &format!("garret: {sentence} {}", repo.display()));
     }
 }

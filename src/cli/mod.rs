@@ -131,8 +131,9 @@ pub fn main() -> ExitCode {
     let show_rc = cli.global.show_rc;
     common::quiet_warnings(cli.global.error || cli.global.critical);
     common::iec_units(cli.global.iec);
+    common::log_json(cli.global.log_json);
     if cli.global.show_version {
-        eprintln!("garret version {}", env!("CARGO_PKG_VERSION"));
+        common::say(common::Level::Info, &format!("garret version {}", env!("CARGO_PKG_VERSION")));
     }
     if let Some(m) = cli.global.umask {
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(m));
@@ -143,7 +144,7 @@ pub fn main() -> ExitCode {
         // code of a process killed by SIGPIPE (128 + 13), as coreutils do and borg documents.
         Err(e) if broken_pipe(&e) => Outcome::Exit(141),
         Err(e) => {
-            eprintln!("garret: error: {}", common::one_line(&error_chain(&e)));
+            common::say(common::Level::Error, &format!("garret: error: {}", common::one_line(&error_chain(&e))));
             Outcome::Error
         }
     };
@@ -153,7 +154,7 @@ pub fn main() -> ExitCode {
             1 => "warning",
             _ => "error",
         };
-        eprintln!("terminating with {name} status, rc {}", outcome.code());
+        common::say(common::Level::Info, &format!("terminating with {name} status, rc {}", outcome.code()));
     }
     ExitCode::from(outcome.code())
 }

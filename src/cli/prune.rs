@@ -113,7 +113,7 @@ pub fn run(g: &GlobalArgs, a: &PruneArgs) -> Result<Outcome> {
             }
         };
         if a.list {
-            eprintln!("{msg:<40} {}", archive_line(&e.name, &e.time, &e.id));
+            common::say(common::Level::Info, &format!("{msg:<40} {}", archive_line(&e.name, &e.time, &e.id)));
         }
         json.push(serde_json::json!({
             "name": e.name, "id": e.id.hex(), "time": e.time,
@@ -128,16 +128,22 @@ pub fn run(g: &GlobalArgs, a: &PruneArgs) -> Result<Outcome> {
     if a.compact && !a.dry_run {
         compacted = Some(compact::run(&mut repo, 10.0, false)?);
     } else if (g.verbose || g.info || a.list || a.stats) && !doomed.is_empty() && !a.dry_run {
-        eprintln!(
-            "garret: {} archive(s) pruned; run `garret compact {}` to free their space",
-            doomed.len(),
-            loc.repo.display()
+        common::say(
+            common::Level::Info,
+            &format!(
+                "garret: {} archive(s) pruned; run `garret compact {}` to free their space",
+                doomed.len(),
+                loc.repo.display()
+            ),
         );
     }
     if a.stats {
-        eprintln!("Deleted archives: {}  Kept: {}", doomed.len(), cands.len() - doomed.len());
+        common::say(
+            common::Level::Info,
+            &format!("Deleted archives: {}  Kept: {}", doomed.len(), cands.len() - doomed.len()),
+        );
         if let Some(c) = &compacted {
-            eprint!("{}", compact_text(c));
+            common::info(compact_text(c).trim_end());
         }
     }
     if a.json {
@@ -225,14 +231,17 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
     if a.list || a.dry_run {
         for e in &entries {
             let msg = if a.dry_run { "Would delete:" } else { "Deleting archive:" };
-            eprintln!("{msg:<20} {}", archive_line(&e.name, &e.time, &e.id));
+            common::say(common::Level::Info, &format!("{msg:<20} {}", archive_line(&e.name, &e.time, &e.id)));
         }
     }
     if !a.dry_run {
         garret::archive::delete(&mut repo, &names)?;
     }
     if a.stats {
-        eprintln!("Deleted archives: {} (space is freed by `garret compact`)", entries.len());
+        common::say(
+            common::Level::Info,
+            &format!("Deleted archives: {} (space is freed by `garret compact`)", entries.len()),
+        );
     }
     if a.json {
         let deleted: Vec<_> =
@@ -321,9 +330,9 @@ pub fn compact(g: &GlobalArgs, a: &CompactArgs) -> Result<Outcome> {
         );
     } else if a.stats || a.dry_run {
         if a.dry_run {
-            eprintln!("Would free (dry run):");
+            common::info("Would free (dry run):");
         }
-        eprint!("{}", compact_text(&st));
+        common::info(compact_text(&st).trim_end());
     }
     Ok(Outcome::Ok)
 }

@@ -176,6 +176,16 @@ fn unreadable_source_file_is_a_warning() {
     run(&["init", "-e", "none", &env.repo_str()]).ok();
     let r = run(&["create", &env.archive("a"), "src"]).code(1);
     assert!(r.stderr.contains("src/secret") && r.stderr.contains("Permission denied"), "{}", r.stderr);
+    // --log-json: the warning is a log_message object, the file an "E" file_status.
+    let r = run(&["--log-json", "create", "--list", &env.archive("j"), "src"]).code(1);
+    let o: Vec<serde_json::Value> = r.stderr.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let w = o.iter().find(|v| v["levelname"] == "WARNING").unwrap_or_else(|| panic!("{}", r.stderr));
+    assert!(w["type"] == "log_message" && w["message"].as_str().unwrap().contains("Permission denied"), "{w}");
+    assert!(
+        o.iter().any(|v| v["type"] == "file_status" && v["status"] == "E" && v["path"] == "src/secret"),
+        "{}",
+        r.stderr
+    );
     let r = run(&["list", "--short", &env.archive("a")]).ok();
     assert!(r.stdout.contains("src/readable"));
     assert!(!r.stdout.contains("src/secret"));

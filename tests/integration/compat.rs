@@ -225,3 +225,32 @@ fn borg_subcommand_flags() {
     let r = env.run(&["mount", "--numeric-owner", &env.repo_str(), "/nonexistent/mnt"]);
     assert!(!r.stderr.contains("unexpected argument"), "{}", r.stderr);
 }
+
+/// `--log-json`: every stderr line is one JSON object, as borg's: file status lines, errors, and
+/// progress objects with `--progress` (warnings: bad_input.rs, unreadable_source_file_is_a_warning).
+#[test]
+fn log_json_lines() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/ok.txt"), b"fine").unwrap();
+    std::os::unix::fs::symlink("/nonexistent", env.path("src/link")).unwrap();
+    let objects = |stderr: &str| -> Vec<serde_json::Value> {
+        stderr.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"))).collect()
+    };
+    let r = env.run(&["--log-json", "create", "--list", "--progress", &env.archive("a"), "src"]).ok();
+    let o = objects(&r.stderr);
+    let status: Vec<(&str, &str)> = o
+        .iter()
+        .filter(|v| v["type"] == "file_status")
+        .map(|v| (v["status"].as_str().unwrap(), v["path"].as_str().unwrap()))
+        .collect();
+    assert!(status.contains(&("A", "src/ok.txt")) && status.contains(&("d", "src")), "{status:?}");
+    assert!(o.iter().any(|v| v["type"] == "archive_progress" && v["finished"] == true), "{}", r.stderr);
+    let r = env.run(&["--log-json", "list", &env.archive("nope")]).code(2);
+    let o = objects(&r.stderr);
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0]["levelname"], "ERROR");
+    assert!(o[0]["time"].as_f64().unwrap() > 1.7e9 && o[0]["name"] == "garret");
+    assert!(o[0]["message"].as_str().unwrap().starts_with("archive \"nope\" does not exist"), "{}", o[0]);
+}
