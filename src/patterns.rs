@@ -197,7 +197,27 @@ impl Patterns {
 
     /// The verdict of the first pattern that matches the archive path or one of its parents.
     pub fn decide(&self, path: &[u8]) -> Decision {
-        self.rules.iter().find(|r| r.matcher.hits_or_parent(path)).map_or(Decision::Include, |r| r.decision)
+        self.decide_at(path).0
+    }
+
+    /// [`Patterns::decide`], with the index of the deciding pattern (`None`: no pattern matched)
+    /// for deciding the paths below this one with [`Patterns::decide_child`].
+    pub fn decide_at(&self, path: &[u8]) -> (Decision, Option<usize>) {
+        match self.rules.iter().position(|r| r.matcher.hits_or_parent(path)) {
+            Some(i) => (self.rules[i].decision, Some(i)),
+            None => (Decision::Include, None),
+        }
+    }
+
+    /// [`Patterns::decide_at`] for a path whose parent directory was decided by pattern `parent`:
+    /// only the patterns before that one need testing, and only against the path itself (what
+    /// matches a parent was tested with the parent). A walk's cost per entry.
+    pub fn decide_child(&self, path: &[u8], parent: Option<usize>) -> (Decision, Option<usize>) {
+        let end = parent.unwrap_or(self.rules.len());
+        match self.rules[..end].iter().position(|r| r.matcher.hits(path)) {
+            Some(i) => (self.rules[i].decision, Some(i)),
+            None => (parent.map_or(Decision::Include, |j| self.rules[j].decision), parent),
+        }
     }
 
     /// Whether the archive path is left out.
@@ -257,6 +277,17 @@ mod tests {
         assert_eq!(p.decide(b"proc"), Decision::ExcludeNoRecurse);
         assert_eq!(p.decide(b"proc/1/fd"), Decision::ExcludeNoRecurse);
         assert_eq!(p.decide(b"etc/hosts"), Decision::Include);
+        // A walk deciding each path from its parent's verdict agrees with deciding it whole.
+        for path in ["home/bobby/specialfile.txt", "home/bobby/x/y", "home/susan/.cache/x", "proc/1", "etc/a"] {
+            let comps: Vec<&str> = path.split('/').collect();
+            let (_, mut rule) = p.decide_at(comps[0].as_bytes());
+            for n in 2..=comps.len() {
+                let sub = comps[..n].join("/");
+                let (d, r) = p.decide_child(sub.as_bytes(), rule);
+                assert_eq!(d, p.decide(sub.as_bytes()), "{sub}");
+                rule = r;
+            }
+        }
         let mut e = Patterns::default();
         e.add_exclude("home/*").unwrap();
         assert_eq!(e.decide(b"home/bob/x"), Decision::ExcludeNoRecurse);

@@ -258,6 +258,8 @@ struct Frame {
     fd: Arc<OwnedFd>,
     path: PathBuf,
     ap: Vec<u8>,
+    /// The pattern that decided this directory (`Patterns::decide_child`).
+    rule: Option<usize>,
     entries: source::Listing,
     next: usize,
 }
@@ -408,9 +410,10 @@ impl Walker<'_, '_> {
             Err(_) => (0, false), // reported when the root entry is prepared
         };
         // `create REPO::A /`: the root itself has no archive path and is not stored.
-        let verdict = if prefix.is_empty() { Verdict::Store } else { self.verdict(&prefix, &top, root_is_dir) };
+        let (verdict, rule) =
+            if prefix.is_empty() { (Verdict::Store, None) } else { self.verdict(&prefix, None, &top, root_is_dir) };
         if root_is_dir && verdict != Verdict::Skip {
-            self.enter(top, prefix, verdict == Verdict::Store, root_dev, &mut batch, &mut stack);
+            self.enter(top, prefix, rule, verdict == Verdict::Store, root_dev, &mut batch, &mut stack);
         } else if verdict == Verdict::Skip {
             batch.push(Job::Excluded(prefix));
         } else if !prefix.is_empty() {
@@ -436,11 +439,11 @@ impl Walker<'_, '_> {
                 }
                 t => t == FileType::Directory,
             };
-            let verdict = self.verdict(&ap, &loc, is_dir);
+            let (verdict, rule) = self.verdict(&ap, Some(frame.rule), &loc, is_dir);
             if verdict == Verdict::Skip {
                 batch.push(Job::Excluded(ap));
             } else if is_dir {
-                self.enter(loc, ap, verdict == Verdict::Store, root_dev, &mut batch, &mut stack);
+                self.enter(loc, ap, rule, verdict == Verdict::Store, root_dev, &mut batch, &mut stack);
             } else {
                 batch.push(Job::Entry(loc, ap));
             }
@@ -453,21 +456,38 @@ impl Walker<'_, '_> {
 
     /// What the walk does with `ap`: store it, skip it, or (a directory a `-` pattern excludes
     /// while include patterns could select something below it) walk it without storing it.
-    fn verdict(&self, ap: &[u8], loc: &Loc, is_dir: bool) -> Verdict {
+    /// `parent`: the pattern that decided the parent directory, `None` for a root (decided
+    /// whole). Returns the pattern that decided `ap` too.
+    fn verdict(&self, ap: &[u8], parent: Option<Option<usize>>, loc: &Loc, is_dir: bool) -> (Verdict, Option<usize>) {
+        let (decision, rule) = match parent {
+            Some(p) => self.cfg.patterns.decide_child(ap, p),
+            None => self.cfg.patterns.decide_at(ap),
+        };
         if self.cfg.exclude_nodump && loc.nodump() {
-            return Verdict::Skip;
+            return (Verdict::Skip, rule);
         }
-        match self.cfg.patterns.decide(ap) {
+        let v = match decision {
             Decision::Include => Verdict::Store,
             Decision::Exclude if is_dir && self.cfg.patterns.has_includes() => Verdict::WalkOnly,
             Decision::Exclude | Decision::ExcludeNoRecurse => Verdict::Skip,
-        }
+        };
+        (v, rule)
     }
 
     /// Queue directory `loc` (unless `store` is false: a directory only walked through) and,
     /// unless an exclusion tag or `--one-file-system` says no, open it and push its entries to
     /// walk next.
-    fn enter(&self, loc: Loc, ap: Vec<u8>, store: bool, root_dev: u64, batch: &mut Vec<Job>, stack: &mut Vec<Frame>) {
+    #[allow(clippy::too_many_arguments)]
+    fn enter(
+        &self,
+        loc: Loc,
+        ap: Vec<u8>,
+        rule: Option<usize>,
+        store: bool,
+        root_dev: u64,
+        batch: &mut Vec<Job>,
+        stack: &mut Vec<Frame>,
+    ) {
         if !store {
             batch.push(Job::Excluded(ap.clone()));
         }
@@ -514,7 +534,7 @@ impl Walker<'_, '_> {
             batch.push(Job::Entry(loc, ap.clone()));
         }
         match entries {
-            Ok(Some(entries)) => stack.push(Frame { fd: Arc::new(fd), path, ap, entries, next: 0 }),
+            Ok(Some(entries)) => stack.push(Frame { fd: Arc::new(fd), path, ap, rule, entries, next: 0 }),
             Ok(None) => {}
             Err(e) => batch.push(Job::Failed(format!("{}: {e}", path.display()), path.into_os_string().into_vec())),
         }
