@@ -1,7 +1,7 @@
 //! garret: a content-addressed, deduplicating, encrypted backup repository engine.
 //!
 //! Layers, top to bottom (dependencies point down only):
-//! - [`create`], [`extract`], [`mount`], [`tarball`]: operations, one job each.
+//! - [`create`], [`extract`], [`mount`], [`tarball`], [`recreate`]: operations, one job each.
 //! - [`archive`]: items, the item stream, archive objects and the manifest.
 //! - [`repository`]: open/init, config, keys, locks, the commit protocol; the only place that
 //!   combines the storage layers below.
@@ -33,6 +33,7 @@ pub mod pack;
 pub mod patterns;
 pub mod progress;
 pub mod prune;
+pub mod recreate;
 pub mod repair;
 pub mod repository;
 pub mod tarball;

@@ -47,6 +47,9 @@ pub struct Archive {
     /// readers find them with [`Archive::hardlink_sources`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unmarked_masters: bool,
+    /// The command line of the last `recreate` that rewrote this archive (empty: never).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recreated: Vec<String>,
 }
 
 /// Refuse names that cannot round-trip through `REPO::NAME` or a mount point directory.
@@ -139,6 +142,7 @@ impl Archive {
             stats: ArchiveStats { nitems: items.len() as u64, ..Default::default() },
             comment: String::new(),
             unmarked_masters: true,
+            recreated: vec![],
         };
         a.commit(repo)
     }

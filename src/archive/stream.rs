@@ -66,17 +66,30 @@ impl ItemStreamWriter {
 /// Reads items back, loading one tree chunk at a time.
 pub struct ItemReader<'r> {
     repo: &'r Repository,
+    cursor: ItemCursor,
+}
+
+impl<'r> ItemReader<'r> {
+    pub fn new(repo: &'r Repository, ids: Vec<Id>) -> Self {
+        ItemReader { repo, cursor: ItemCursor::new(ids) }
+    }
+}
+
+/// An [`ItemReader`] that borrows the repository only while it reads: for a caller that writes
+/// to the same repository between items (`recreate`).
+pub struct ItemCursor {
     ids: std::vec::IntoIter<Id>,
     buf: Vec<u8>,
     pos: usize,
 }
 
-impl<'r> ItemReader<'r> {
-    pub fn new(repo: &'r Repository, ids: Vec<Id>) -> Self {
-        ItemReader { repo, ids: ids.into_iter(), buf: vec![], pos: 0 }
+impl ItemCursor {
+    pub fn new(ids: Vec<Id>) -> Self {
+        ItemCursor { ids: ids.into_iter(), buf: vec![], pos: 0 }
     }
 
-    fn try_next(&mut self) -> Result<Option<Item>> {
+    /// The next item, `None` at the end of the stream.
+    pub fn next_item(&mut self, repo: &Repository) -> Result<Option<Item>> {
         loop {
             if self.pos < self.buf.len() {
                 // Items may straddle chunk boundaries: on a short read, append the next chunk.
@@ -97,7 +110,7 @@ impl<'r> ItemReader<'r> {
                 }
                 return Ok(None);
             };
-            let chunk = self.repo.load_blob(ObjectType::Tree, &id)?;
+            let chunk = repo.load_blob(ObjectType::Tree, &id)?;
             self.buf.drain(..self.pos);
             self.pos = 0;
             if self.buf.len() > 64 * 1024 * 1024 {
@@ -111,13 +124,11 @@ impl<'r> ItemReader<'r> {
 impl Iterator for ItemReader<'_> {
     type Item = Result<Item>;
     fn next(&mut self) -> Option<Self::Item> {
-        match self.try_next() {
+        match self.cursor.next_item(self.repo) {
             Ok(Some(i)) => Some(Ok(i)),
             Ok(None) => None,
             Err(e) => {
-                self.ids = Vec::new().into_iter();
-                self.buf.clear();
-                self.pos = 0;
+                self.cursor = ItemCursor::new(vec![]);
                 Some(Err(e))
             }
         }

@@ -29,8 +29,13 @@ fn duration_of(a: &Archive) -> f64 {
 
 pub fn archive_text(a: &Archive, id: &Id) -> String {
     let s = &a.stats;
+    let recreated = if a.recreated.is_empty() {
+        String::new()
+    } else {
+        format!("Recreated by: {}\n", common::escape(&a.recreated.join(" ")))
+    };
     format!(
-        "Archive name: {}\nArchive fingerprint: {}\nComment: {}\nHostname: {}\nUsername: {}\nTime (start): {}\nTime (end): {}\nDuration: {}\nNumber of files: {}\nCommand line: {}\n{:<24}{:>20}{:>20}{:>20}\n{:<24}{:>20}{:>20}{:>20}\n",
+        "Archive name: {}\nArchive fingerprint: {}\nComment: {}\nHostname: {}\nUsername: {}\nTime (start): {}\nTime (end): {}\nDuration: {}\nNumber of files: {}\nCommand line: {}\n{}{:<24}{:>20}{:>20}{:>20}\n{:<24}{:>20}{:>20}{:>20}\n",
         a.name,
         id,
         common::escape(&a.comment),
@@ -41,6 +46,7 @@ pub fn archive_text(a: &Archive, id: &Id) -> String {
         common::duration(std::time::Duration::from_secs_f64(duration_of(a).max(0.0))),
         s.nfiles,
         common::escape(&a.command_line.join(" ")),
+        recreated,
         "",
         "Original size",
         "Compressed size",
@@ -65,6 +71,7 @@ pub fn archive_json(repo: &Repository, a: &Archive, id: &Id) -> serde_json::Valu
             "duration": duration_of(a),
             "comment": a.comment,
             "command_line": a.command_line,
+            "recreate_command_line": a.recreated,
             "stats": {
                 "original_size": a.stats.original_size,
                 "compressed_size": a.stats.compressed_size,

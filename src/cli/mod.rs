@@ -16,6 +16,7 @@ mod list;
 mod location;
 mod mount;
 mod prune;
+mod recreate;
 mod select;
 mod tar;
 mod with_lock;
@@ -93,6 +94,8 @@ pub enum Command {
     ImportTar(tar::ImportTarArgs),
     /// Run a command while holding the repository lock (no writer runs meanwhile)
     WithLock(with_lock::WithLockArgs),
+    /// Rewrite archives without the paths that --exclude/--pattern/... now leave out
+    Recreate(Box<recreate::RecreateArgs>),
 }
 
 /// The command line definition: clap's, with every flag allowed more than once (the last value
@@ -119,6 +122,7 @@ where
             Command::List(a) => select::record_order(sub, &mut a.select),
             Command::Diff(a) => select::record_order(sub, &mut a.select),
             Command::Mount(a) => select::record_order(sub, &mut a.select),
+            Command::Recreate(a) => select::record_order(sub, &mut a.select),
             _ => {}
         }
     }
@@ -208,6 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::ExportTar(a) => tar::export_tar(g, a),
         Command::ImportTar(a) => tar::import_tar(g, a),
         Command::WithLock(a) => with_lock::run(g, a),
+        Command::Recreate(a) => recreate::run(g, a),
     }
 }
 

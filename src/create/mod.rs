@@ -485,6 +485,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         stats: pl.stats,
         comment: opts.comment.clone(),
         unmarked_masters: opts.unmarked_masters,
+        recreated: vec![],
     };
     if opts.dry_run {
         return Ok(CreateOutcome { archive, id: None, duration: started.elapsed() });

@@ -12,6 +12,7 @@ mod hostile;
 mod integrity;
 mod mount;
 mod nightly;
+mod recreate;
 mod restore;
 mod retention;
 mod round_trip;
