@@ -15,15 +15,8 @@ use std::path::PathBuf;
 pub struct CreateArgs {
     #[command(flatten)]
     pub select: select::SelectionArgs,
-    /// Exclude directories that hold a valid CACHEDIR.TAG
-    #[arg(long)]
-    pub exclude_caches: bool,
-    /// Exclude directories that contain a file or directory NAME
-    #[arg(long, value_name = "NAME")]
-    pub exclude_if_present: Vec<String>,
-    /// Keep the tag files (and their directory) of excluded directories
-    #[arg(long)]
-    pub keep_exclude_tags: bool,
+    #[command(flatten)]
+    pub tags: select::TagArgs,
     /// Exclude files and directories flagged "no dump" (chattr +d)
     #[arg(long)]
     pub exclude_nodump: bool,
@@ -326,9 +319,9 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
         name,
         paths,
         patterns,
-        exclude_caches: a.exclude_caches,
-        exclude_if_present: a.exclude_if_present.clone(),
-        keep_exclude_tags: a.keep_exclude_tags,
+        exclude_caches: a.tags.exclude_caches,
+        exclude_if_present: a.tags.exclude_if_present.clone(),
+        keep_exclude_tags: a.tags.keep_exclude_tags,
         one_file_system: a.one_file_system,
         metadata: create::walk::Metadata { numeric_ids: a.numeric_ids, no_xattrs: a.noxattrs, no_acls: a.noacls },
         read_special: a.read_special,

@@ -12,15 +12,8 @@ use std::os::unix::ffi::OsStrExt;
 pub struct RecreateArgs {
     #[command(flatten)]
     pub select: select::SelectionArgs,
-    /// Drop directories that hold a valid CACHEDIR.TAG
-    #[arg(long)]
-    pub exclude_caches: bool,
-    /// Drop directories that contain an item named NAME
-    #[arg(long, value_name = "NAME")]
-    pub exclude_if_present: Vec<String>,
-    /// Keep tagged directories themselves and their tag files
-    #[arg(long)]
-    pub keep_exclude_tags: bool,
+    #[command(flatten)]
+    pub tags: select::TagArgs,
     /// Write the result as a new archive NAME and keep the original (one archive only)
     #[arg(long, value_name = "NAME")]
     pub target: Option<String>,
@@ -77,9 +70,9 @@ pub fn run(g: &GlobalArgs, a: &RecreateArgs) -> Result<Outcome> {
             })
             .collect(),
         excludes: a.select.patterns()?,
-        exclude_caches: a.exclude_caches,
-        exclude_if_present: a.exclude_if_present.clone(),
-        keep_exclude_tags: a.keep_exclude_tags,
+        exclude_caches: a.tags.exclude_caches,
+        exclude_if_present: a.tags.exclude_if_present.clone(),
+        keep_exclude_tags: a.tags.keep_exclude_tags,
         comment: a.comment.clone(),
         target: a.target.as_deref().map(location::expand_placeholders).transpose()?,
         command_line: std::env::args().collect(),

@@ -63,6 +63,20 @@ impl SelectionArgs {
     }
 }
 
+/// Directories left out by what they contain (`create`, `recreate`).
+#[derive(clap::Args, Debug, Default)]
+pub struct TagArgs {
+    /// Exclude directories that hold a valid CACHEDIR.TAG
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Exclude directories that contain a file or directory NAME
+    #[arg(long, value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
+    /// Keep the tag files (and their directory) of excluded directories
+    #[arg(long)]
+    pub keep_exclude_tags: bool,
+}
+
 /// Where `--exclude` and `--pattern` values appeared in `m` (one subcommand's matches).
 pub fn record_order(m: &ArgMatches, s: &mut SelectionArgs) {
     let at = |id: &str| -> Vec<usize> { m.indices_of(id).map(|i| i.collect()).unwrap_or_default() };
