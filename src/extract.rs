@@ -129,9 +129,10 @@ fn clear_slot(dir: BorrowedFd<'_>, name: &[u8]) -> std::io::Result<()> {
     }
 }
 
-fn timestamps(mtime: i64) -> Timestamps {
-    let t = Timespec { tv_sec: mtime.div_euclid(1_000_000_000), tv_nsec: mtime.rem_euclid(1_000_000_000) as _ };
-    Timestamps { last_access: t, last_modification: t }
+/// An item's modification time, and its access time if stored (else the modification time).
+fn timestamps(it: &Item) -> Timestamps {
+    let ts = |ns: i64| Timespec { tv_sec: ns.div_euclid(1_000_000_000), tv_nsec: ns.rem_euclid(1_000_000_000) as _ };
+    Timestamps { last_access: ts(it.atime.unwrap_or(it.mtime)), last_modification: ts(it.mtime) }
 }
 
 struct Owner {
@@ -196,7 +197,7 @@ fn apply_fd_metadata(fd: BorrowedFd<'_>, it: &Item, owner: &Owner) -> std::io::R
             Err(e) => return Err(e.into()),
         }
     }
-    rustix::fs::futimens(fd, &timestamps(it.mtime))?;
+    rustix::fs::futimens(fd, &timestamps(it))?;
     Ok(())
 }
 
@@ -580,7 +581,7 @@ impl Extractor<'_> {
                     rustix::fs::chownat(parent, os(name), Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
                         .map_err(|e| ioe(e.into()))?;
                 }
-                rustix::fs::utimensat(parent, os(name), &timestamps(it.mtime), AtFlags::SYMLINK_NOFOLLOW)
+                rustix::fs::utimensat(parent, os(name), &timestamps(it), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|e| ioe(e.into()))?;
             }
             Kind::Fifo | Kind::CharDev | Kind::BlockDev => {
@@ -608,7 +609,7 @@ impl Extractor<'_> {
                 }
                 rustix::fs::chmodat(parent, os(name), self.owner.mode(it), AtFlags::empty())
                     .map_err(|e| ioe(e.into()))?;
-                rustix::fs::utimensat(parent, os(name), &timestamps(it.mtime), AtFlags::SYMLINK_NOFOLLOW)
+                rustix::fs::utimensat(parent, os(name), &timestamps(it), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|e| ioe(e.into()))?;
             }
             Kind::Socket | Kind::Unknown => {

@@ -48,6 +48,9 @@ pub struct Item {
     pub group: Option<String>,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime: i64,
+    /// Access time, nanoseconds since the Unix epoch: only stored with `create --atime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atime: Option<i64>,
     #[serde(default)]
     pub size: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -107,6 +110,7 @@ impl Item {
             user: None,
             group: None,
             mtime: 0,
+            atime: None,
             size: 0,
             chunks: vec![],
             target: None,

@@ -53,10 +53,13 @@ pub struct CreateArgs {
     /// Do not store ACLs (the system.posix_acl_* extended attributes)
     #[arg(long)]
     pub noacls: bool,
+    /// Store access times too (as they were before the file was read); extract restores them
+    #[arg(long, overrides_with = "noatime")]
+    pub atime: bool,
     /// Accepted from borg command lines; what they turn off garret never stores (atime, ctime,
     /// birth time, BSD flags), does anyway (sparse files) or does not need (checkpoints: packs
     /// are durable as written, so a rerun after a crash stores only what is missing)
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, overrides_with = "atime")]
     pub noatime: bool,
     #[arg(long, hide = true)]
     pub noctime: bool,
@@ -323,7 +326,12 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
         exclude_if_present: a.tags.exclude_if_present.clone(),
         keep_exclude_tags: a.tags.keep_exclude_tags,
         one_file_system: a.one_file_system,
-        metadata: create::walk::Metadata { numeric_ids: a.numeric_ids, no_xattrs: a.noxattrs, no_acls: a.noacls },
+        metadata: create::walk::Metadata {
+            numeric_ids: a.numeric_ids,
+            no_xattrs: a.noxattrs,
+            no_acls: a.noacls,
+            atime: a.atime,
+        },
         read_special: a.read_special,
         exclude_nodump: a.exclude_nodump,
         listed: listed.is_some(),

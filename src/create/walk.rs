@@ -64,6 +64,8 @@ pub struct Metadata {
     pub no_xattrs: bool,
     /// No ACLs (the `system.posix_acl_*` extended attributes).
     pub no_acls: bool,
+    /// Access times too (as they were before garret read the file).
+    pub atime: bool,
 }
 
 impl Metadata {
@@ -606,6 +608,10 @@ impl Walker<'_, '_> {
         let Some(mut item) = source::item_from_metadata(ap.clone(), &st, &mut self.names) else {
             return Ok(()); // sockets are not archived
         };
+        if self.cfg.metadata.atime {
+            item.atime =
+                Some((st.st_atime as i64).saturating_mul(1_000_000_000).saturating_add(st.st_atime_nsec as i64));
+        }
         match xattrs {
             Ok(x) => item.xattrs = x,
             Err(e) => self.warn(format!("{}: reading extended attributes: {e}", loc.path.display())),

@@ -74,6 +74,17 @@ impl Read for ChunkReader<'_> {
 const MAX_ID: u64 = 0o7777777;
 const MAX_SIZE: u64 = 0o77777777777;
 
+/// A PAX time: a signed decimal of seconds with nanoseconds (-1.5 s is "-1.500000000").
+fn pax_time(ns: i64) -> String {
+    let (secs, nanos) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+    if secs < 0 && nanos != 0 {
+        let total = -(ns as i128);
+        format!("-{}.{:09}", total / 1_000_000_000, total % 1_000_000_000)
+    } else {
+        format!("{secs}.{nanos:09}")
+    }
+}
+
 fn pax_record(out: &mut Vec<(String, Vec<u8>)>, key: &str, value: impl Into<Vec<u8>>) {
     out.push((key.to_string(), value.into()));
 }
@@ -113,18 +124,12 @@ fn header_for(it: &Item, name: &[u8], kind: EntryType, size: u64) -> (Header, Ve
             }
         }
     }
-    let secs = it.mtime.div_euclid(1_000_000_000);
-    let nanos = it.mtime.rem_euclid(1_000_000_000);
-    h.set_mtime(secs.max(0) as u64);
-    if nanos != 0 || secs < 0 {
-        // PAX times are signed decimals: -1.5 s is "-1.500000000".
-        let v = if secs < 0 && nanos != 0 {
-            let total = it.mtime as i128;
-            format!("-{}.{:09}", (-total) / 1_000_000_000, (-total) % 1_000_000_000)
-        } else {
-            format!("{secs}.{nanos:09}")
-        };
-        pax_record(&mut pax, "mtime", v);
+    h.set_mtime(it.mtime.div_euclid(1_000_000_000).max(0) as u64);
+    if it.mtime.rem_euclid(1_000_000_000) != 0 || it.mtime < 0 {
+        pax_record(&mut pax, "mtime", pax_time(it.mtime));
+    }
+    if let Some(a) = it.atime {
+        pax_record(&mut pax, "atime", pax_time(a));
     }
     if size > MAX_SIZE {
         pax_record(&mut pax, "size", size.to_string());

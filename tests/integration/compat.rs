@@ -254,3 +254,33 @@ fn log_json_lines() {
     assert!(o[0]["time"].as_f64().unwrap() > 1.7e9 && o[0]["name"] == "garret");
     assert!(o[0]["message"].as_str().unwrap().starts_with("archive \"nope\" does not exist"), "{}", o[0]);
 }
+
+/// `create --atime` stores access times as they were before garret read the files; extract
+/// restores them and export-tar writes them as PAX `atime`. Without it, extract sets the access
+/// time to the modification time, as before.
+#[test]
+fn atime_is_stored_only_when_asked() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"content").unwrap();
+    let set =
+        Command::new("touch").args(["-a", "-d", "2001-02-03 04:05:06.789", "src/f"]).current_dir(env.path("")).status();
+    assert!(set.unwrap().success());
+    let (atime, mtime) = {
+        let m = fs::metadata(env.path("src/f")).unwrap();
+        (m.atime(), m.mtime())
+    };
+    assert_eq!(atime, 981173106);
+    env.run(&["create", "--atime", "--files-cache", "disabled", &env.archive("with"), "src"]).ok();
+    env.run(&["create", "--files-cache", "disabled", &env.archive("without"), "src"]).ok();
+    for (name, want) in [("with", atime), ("without", mtime)] {
+        fs::create_dir_all(env.path(name)).unwrap();
+        env.extract_to(name, name, &[]).ok();
+        let m = fs::metadata(env.path(name).join("src/f")).unwrap();
+        assert_eq!((m.atime(), m.mtime()), (want, mtime), "{name}");
+    }
+    let tar = env.cmd().args(["export-tar", &env.archive("with"), "-"]).output().unwrap();
+    assert!(tar.stdout.windows(22).any(|w| w == b"atime=981173106.789000"), "PAX atime record");
+}
