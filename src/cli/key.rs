@@ -12,8 +12,11 @@ pub enum KeyCommand {
     /// Write the repository's key (still protected by the passphrase) to FILE, or `-` for stdout
     Export {
         /// A printable form with a checksum on every line
-        #[arg(long)]
+        #[arg(long, conflicts_with = "qr_html")]
         paper: bool,
+        /// A printable HTML page: the key file as a QR code, and the --paper form
+        #[arg(long)]
+        qr_html: bool,
         /// JSON on stdout: repository, file, form and size (FILE must not be `-`)
         #[arg(long)]
         json: bool,
@@ -50,15 +53,20 @@ pub struct KeyArgs {
 pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
     let client = common::client_dirs();
     match &a.command {
-        KeyCommand::Export { paper: as_paper, json, repository, file } => {
+        KeyCommand::Export { paper: as_paper, qr_html, json, repository, file } => {
             let loc = location::parse(repository)?;
             loc.forbid_archive()?;
             if *json && file == "-" {
                 bail!("--json needs an output FILE: with `-` standard output carries the key (drop --json, or name a file)");
             }
             let bytes = keys::export(&loc.repo, &client)?;
-            let out =
-                if *as_paper { paper::encode(&bytes, &keys::repository_id(&loc.repo)?).into_bytes() } else { bytes };
+            let out = if *as_paper {
+                paper::encode(&bytes, &keys::repository_id(&loc.repo)?).into_bytes()
+            } else if *qr_html {
+                paper::qr_html(&bytes, &keys::repository_id(&loc.repo)?)?.into_bytes()
+            } else {
+                bytes
+            };
             if file == "-" {
                 use std::io::Write;
                 std::io::stdout().write_all(&out)?;
@@ -71,7 +79,7 @@ pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
                     serde_json::json!({
                         "repository": loc.repo.display().to_string(),
                         "file": file,
-                        "form": if *as_paper { "paper" } else { "file" },
+                        "form": if *as_paper { "paper" } else if *qr_html { "qr-html" } else { "file" },
                         "bytes": out.len(),
                     })
                 );

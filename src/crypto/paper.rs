@@ -1,5 +1,6 @@
-//! The printable ("paper") form of a key file, for a recovery kit: hex in short numbered lines,
-//! each with a checksum, so a typo is caught on the line where it was made.
+//! The printable forms of a key file, for a recovery kit. The paper form: hex in short numbered
+//! lines, each with a checksum, so a typo is caught on the line where it was made. The HTML form
+//! (`key export --qr-html`): a page to print with the key file as a QR code and the paper form.
 //!
 //! ```text
 //! garret key v1, repository <id>
@@ -27,6 +28,25 @@ pub fn encode(bytes: &[u8], repo_id: &str) -> String {
         out.push_str(&format!("{n:03}: {} - {}\n", groups.join(" "), checksum(n, line)));
     }
     out
+}
+
+/// A printable HTML page: the key file as a QR code (scanned into a file, it is what
+/// `garret key import` reads) and the paper form (for `garret key import --paper`).
+pub fn qr_html(bytes: &[u8], repo_id: &str) -> Result<String> {
+    let code = qrcode::QrCode::with_error_correction_level(bytes, qrcode::EcLevel::M)
+        .map_err(|e| Error::Key(format!("key file too large for a QR code: {e}")))?;
+    let svg = code.render::<qrcode::render::svg::Color>().min_dimensions(400, 400).build();
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    Ok(format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>garret key, repository {id}</title>\n\
+         <style>body{{font-family:sans-serif;margin:2em}} pre{{font-size:11pt}}</style></head><body>\n\
+         <h1>garret repository key</h1>\n<p>Repository {id}. The key is still protected by its passphrase: keep the \
+         passphrase apart from this page.</p>\n{svg}\n<p>Scan the code into a file and run <code>garret key import \
+         REPO FILE</code>, or type the lines below into a file and run <code>garret key import --paper REPO \
+         FILE</code>.</p>\n<pre>{paper}</pre>\n</body></html>\n",
+        id = escape(repo_id),
+        paper = escape(&encode(bytes, repo_id)),
+    ))
 }
 
 pub fn decode(text: &str) -> Result<Vec<u8>> {

@@ -163,6 +163,12 @@ fn key_export_import_paper_and_change_passphrase() {
     env.run(&["key", "export", "--paper", &repo, &env.path("key.txt").display().to_string()]).ok();
     let paper = fs::read_to_string(env.path("key.txt")).unwrap();
     assert!(paper.starts_with("garret key v1") && paper.lines().nth(1).unwrap().starts_with("001: "), "{paper}");
+    // --qr-html: the key file as a QR code (the very bytes `key export` writes), and the paper form
+    env.run(&["key", "export", "--qr-html", &repo, &env.path("key.html").display().to_string()]).ok();
+    let html = fs::read_to_string(env.path("key.html")).unwrap();
+    let code = qrcode::QrCode::with_error_correction_level(fs::read(&key_file).unwrap(), qrcode::EcLevel::M).unwrap();
+    assert!(html.contains(&code.render::<qrcode::render::svg::Color>().min_dimensions(400, 400).build()));
+    assert!(html.contains(&format!("<pre>{paper}</pre>")), "{html}");
     // the key is lost from the repository: the recovery kit brings it back
     fs::remove_file(env.repo().join("key")).unwrap();
     env.run(&["list", &repo]).code(2);
