@@ -36,6 +36,8 @@ pub fn qr_html(bytes: &[u8], repo_id: &str) -> Result<String> {
     let code = qrcode::QrCode::with_error_correction_level(bytes, qrcode::EcLevel::M)
         .map_err(|e| Error::Key(format!("key file too large for a QR code: {e}")))?;
     let svg = code.render::<qrcode::render::svg::Color>().min_dimensions(400, 400).build();
+    // Inline in HTML: without the XML declaration.
+    let svg = svg.find("<svg").map_or(svg.as_str(), |i| &svg[i..]);
     let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     Ok(format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>garret key, repository {id}</title>\n\
