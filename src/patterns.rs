@@ -166,6 +166,9 @@ impl Patterns {
     fn add_line(&mut self, line: &str, default: &mut Style) -> Result<(), String> {
         let Some(kind) = line.chars().next() else { return Err("empty pattern".into()) };
         let rest = line[kind.len_utf8()..].trim_start();
+        if rest.is_empty() && "+-!RP".contains(kind) {
+            return Err(format!("pattern {line:?} has nothing after its {kind:?} (e.g. \"{kind} home/*/.cache\")"));
+        }
         let decision = match kind {
             '+' => Decision::Include,
             '-' => Decision::Exclude,
@@ -304,7 +307,7 @@ mod tests {
         assert!(p.is_excluded(b"a/x.tmp"), "fm: after P fm");
         p.add_pattern("R /srv").unwrap();
         assert_eq!(p.roots, vec![PathBuf::from("/srv")]);
-        for bad in ["home", "P xx", "- re:^a", "+ a["] {
+        for bad in ["home", "P xx", "- re:^a", "+ a[", "R ", "-", "+  "] {
             assert!(p.add_pattern(bad).is_err(), "{bad}");
         }
     }
