@@ -167,7 +167,12 @@ impl Patterns {
         let Some(kind) = line.chars().next() else { return Err("empty pattern".into()) };
         let rest = line[kind.len_utf8()..].trim_start();
         if rest.is_empty() && "+-!RP".contains(kind) {
-            return Err(format!("pattern {line:?} has nothing after its {kind:?} (e.g. \"{kind} home/*/.cache\")"));
+            let example = match kind {
+                'P' => "P fm",
+                'R' => "R /srv",
+                _ => "- home/*/.cache",
+            };
+            return Err(format!("pattern {line:?} has nothing after its {kind:?} (e.g. \"{example}\")"));
         }
         let decision = match kind {
             '+' => Decision::Include,
