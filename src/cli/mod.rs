@@ -4,6 +4,7 @@
 mod break_lock;
 mod check;
 mod common;
+mod config;
 mod create;
 mod diff;
 mod extract;
@@ -96,6 +97,8 @@ pub enum Command {
     WithLock(with_lock::WithLockArgs),
     /// Rewrite archives without the paths that --exclude/--pattern/... now leave out
     Recreate(Box<recreate::RecreateArgs>),
+    /// Show the repository's settings (id, encryption, chunker sizes); they are fixed at init
+    Config(config::ConfigArgs),
 }
 
 /// The command line definition: clap's, with every flag allowed more than once (the last value
@@ -213,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::ImportTar(a) => tar::import_tar(g, a),
         Command::WithLock(a) => with_lock::run(g, a),
         Command::Recreate(a) => recreate::run(g, a),
+        Command::Config(a) => config::run(g, a),
     }
 }
 

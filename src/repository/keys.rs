@@ -17,6 +17,11 @@ fn config(path: &Path) -> Result<Config> {
     Config::parse(&bytes, path)
 }
 
+/// The config of the repository at `path` (no passphrase needed: it is not secret).
+pub fn repository_config(path: &Path) -> Result<Config> {
+    config(path)
+}
+
 /// The repository id (hex) of the repository at `path`.
 pub fn repository_id(path: &Path) -> Result<String> {
     Ok(config(path)?.id)

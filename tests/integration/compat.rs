@@ -284,3 +284,25 @@ fn atime_is_stored_only_when_asked() {
     let tar = env.cmd().args(["export-tar", &env.archive("with"), "-"]).output().unwrap();
     assert!(tar.stdout.windows(22).any(|w| w == b"atime=981173106.789000"), "PAX atime record");
 }
+
+/// `config`: borg scripts read the repository id with `borg config REPO id`; garret answers
+/// without the passphrase, lists its settings, and refuses to change them (exit 2, with the reason).
+#[test]
+fn config_shows_settings_and_refuses_changes() {
+    let env = Env::new();
+    env.init("repokey");
+    let id = env.run(&["info", "--json", &env.repo_str()]).ok().stdout;
+    let id = serde_json::from_str::<serde_json::Value>(&id).unwrap()["repository"]["id"].as_str().unwrap().to_string();
+    let r = env.cmd().env_remove("GARRET_PASSPHRASE").args(["config", &env.repo_str(), "id"]).output().unwrap();
+    assert_eq!(Run::from(r).ok().stdout, format!("{id}\n"));
+    let list = env.run(&["config", "--list", &env.repo_str()]).ok().stdout;
+    assert!(list.starts_with("[repository]\n") && list.contains("encryption = repokey\n"), "{list}");
+    assert!(list.contains("chunker = 262144,1048576,4194304\n") && list.contains("append_only = 0\n"), "{list}");
+    let j: serde_json::Value =
+        serde_json::from_str(&env.run(&["config", "--json", &env.repo_str()]).ok().stdout).unwrap();
+    assert_eq!(j["id"], id.as_str());
+    let r = env.run(&["config", &env.repo_str(), "append_only", "1"]).code(2);
+    assert!(r.stderr.contains("fixed when it is made"), "{}", r.stderr);
+    assert!(env.run(&["config", &env.repo_str(), "segments_per_dir"]).code(2).stderr.contains("no setting"));
+    assert_eq!(env.run(&["config", &env.repo_str(), "append_only"]).ok().stdout, "0\n");
+}
