@@ -21,6 +21,11 @@ pub struct InitArgs {
     /// JSON on stdout: {"repository", "id", "encryption", "format_version"}
     #[arg(long)]
     pub json: bool,
+    /// borg's append-only and quota repositories: not supported yet (refused with the reason)
+    #[arg(long, hide = true)]
+    pub append_only: bool,
+    #[arg(long, hide = true, value_name = "QUOTA")]
+    pub storage_quota: Option<String>,
     /// Repository path (or GARRET_REPO)
     pub repository: Option<String>,
 }
@@ -28,6 +33,12 @@ pub struct InitArgs {
 pub fn run(_g: &GlobalArgs, a: &InitArgs) -> Result<Outcome> {
     let loc = location::parse_opt(a.repository.as_deref())?;
     loc.forbid_archive()?;
+    if a.append_only || a.storage_quota.is_some() {
+        anyhow::bail!(
+            "init --append-only/--storage-quota: not supported yet (append-only and quota repositories come \
+             with garret's server, which enforces them); run init without them"
+        );
+    }
     if a.kdf_memory < MIN_MEMORY_KIB / 1024 || a.kdf_memory > 1024 {
         anyhow::bail!("--kdf-memory {} is out of range: use 64 to 1024 (MiB)", a.kdf_memory);
     }

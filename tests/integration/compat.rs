@@ -305,4 +305,7 @@ fn config_shows_settings_and_refuses_changes() {
     assert!(r.stderr.contains("fixed when it is made"), "{}", r.stderr);
     assert!(env.run(&["config", &env.repo_str(), "segments_per_dir"]).code(2).stderr.contains("no setting"));
     assert_eq!(env.run(&["config", &env.repo_str(), "append_only"]).ok().stdout, "0\n");
+    let other = env.path("other").display().to_string();
+    let r = env.run(&["init", "-e", "repokey", "--append-only", &other]).code(2);
+    assert!(r.stderr.contains("not supported yet") && !env.path("other").exists(), "{}", r.stderr);
 }
