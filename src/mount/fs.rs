@@ -107,11 +107,12 @@ fn file_type(k: Kind) -> FileType {
 
 fn attr(ino: u64, n: &Node) -> FileAttr {
     let t = time(n.mtime);
+    let atime = time(n.atime);
     FileAttr {
         ino: INodeNo(ino),
         size: n.size,
         blocks: n.size.div_ceil(512),
-        atime: t,
+        atime,
         mtime: t,
         ctime: t,
         crtime: t,

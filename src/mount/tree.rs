@@ -60,6 +60,8 @@ pub struct Node {
     pub user: Option<String>,
     pub group: Option<String>,
     pub mtime: i64,
+    /// The stored access time (`create --atime`), else `mtime`.
+    pub atime: i64,
     pub size: u64,
     pub rdev: u64,
     pub nlink: u32,
@@ -83,6 +85,7 @@ impl Node {
             user: None,
             group: None,
             mtime,
+            atime: mtime,
             size: 0,
             rdev: 0,
             nlink: 2,
@@ -102,6 +105,7 @@ impl Node {
         self.user = it.user;
         self.group = it.group;
         self.mtime = it.mtime;
+        self.atime = it.atime.unwrap_or(it.mtime);
         self.rdev = it.rdev;
         self.target = it.target;
         self.xattrs = it.xattrs;

@@ -478,7 +478,12 @@ fn mount_strips_components_and_leaves_out_excluded_paths() {
     fs::write(env.path("srv/app/conf.ini"), b"conf").unwrap();
     fs::write(env.path("srv/app/logs/today.log"), b"log").unwrap();
     fs::hard_link(env.path("srv/app/conf.ini"), env.path("srv/app/conf.bak")).unwrap();
-    env.run(&["create", &env.archive("a"), "srv"]).ok();
+    let touched = Command::new("touch")
+        .args(["-a", "-d", "2001-02-03 04:05:06", "srv/app/conf.ini"])
+        .current_dir(env.path(""))
+        .status();
+    assert!(touched.unwrap().success());
+    env.run(&["create", "--atime", &env.archive("a"), "srv"]).ok();
     let what = env.archive("a");
     let m = mount_with(&env, &["--strip-components", "1", "--exclude", "srv/app/logs"], &what, "mnt");
     let mut seen: Vec<String> = walk(&m.at);
@@ -486,7 +491,10 @@ fn mount_strips_components_and_leaves_out_excluded_paths() {
     assert_eq!(seen, ["app", "app/conf.bak", "app/conf.ini"]);
     assert_eq!(fs::read(m.at.join("app/conf.bak")).unwrap(), b"conf");
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(fs::metadata(m.at.join("app/conf.ini")).unwrap().nlink(), 2);
+    let conf = fs::metadata(m.at.join("app/conf.ini")).unwrap();
+    assert_eq!(conf.nlink(), 2);
+    assert_eq!(conf.atime(), 981173106, "the stored access time");
+    assert_ne!(conf.mtime(), conf.atime());
 }
 
 fn walk(root: &Path) -> Vec<String> {
