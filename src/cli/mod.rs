@@ -20,6 +20,7 @@ mod prune;
 mod recreate;
 mod select;
 mod tar;
+mod upgrade;
 mod with_lock;
 
 use clap::{Parser, Subcommand};
@@ -99,6 +100,8 @@ pub enum Command {
     Recreate(Box<recreate::RecreateArgs>),
     /// Show the repository's settings (id, encryption, chunker sizes); they are fixed at init
     Config(config::ConfigArgs),
+    /// borg's format upgrades: a garret repository has nothing to upgrade (says so)
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 /// The command line definition: clap's, with every flag allowed more than once (the last value
@@ -217,6 +220,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::WithLock(a) => with_lock::run(g, a),
         Command::Recreate(a) => recreate::run(g, a),
         Command::Config(a) => config::run(g, a),
+        Command::Upgrade(a) => upgrade::run(g, a),
     }
 }
 

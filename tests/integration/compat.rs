@@ -305,6 +305,9 @@ fn config_shows_settings_and_refuses_changes() {
     assert!(r.stderr.contains("fixed when it is made"), "{}", r.stderr);
     assert!(env.run(&["config", &env.repo_str(), "segments_per_dir"]).code(2).stderr.contains("no setting"));
     assert_eq!(env.run(&["config", &env.repo_str(), "append_only"]).ok().stdout, "0\n");
+    let up = env.run(&["upgrade", "--check-tam", &env.repo_str()]).ok();
+    assert!(up.stderr.contains("Nothing to upgrade"), "{}", up.stderr);
+    assert!(env.run(&["upgrade", "--disable-tam", &env.repo_str()]).code(2).stderr.contains("cannot be switched off"));
     let other = env.path("other").display().to_string();
     let r = env.run(&["init", "-e", "repokey", "--append-only", &other]).code(2);
     assert!(r.stderr.contains("not supported yet") && !env.path("other").exists(), "{}", r.stderr);
