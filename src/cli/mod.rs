@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, environment, terminal, output formatting and exit
 //! codes. The only place that prints or uses `anyhow`. One file per subcommand.
 
+mod benchmark;
 mod break_lock;
 mod check;
 mod common;
@@ -102,6 +103,8 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// borg's format upgrades: a garret repository has nothing to upgrade (says so)
     Upgrade(upgrade::UpgradeArgs),
+    /// borg's benchmark: time create, extract, re-run and delete on test data
+    Benchmark(benchmark::BenchmarkArgs),
 }
 
 /// The command line definition: clap's, with every flag allowed more than once (the last value
@@ -221,6 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Recreate(a) => recreate::run(g, a),
         Command::Config(a) => config::run(g, a),
         Command::Upgrade(a) => upgrade::run(g, a),
+        Command::Benchmark(a) => benchmark::run(g, a),
     }
 }
 

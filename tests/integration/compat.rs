@@ -312,3 +312,26 @@ fn config_shows_settings_and_refuses_changes() {
     let r = env.run(&["init", "-e", "repokey", "--append-only", &other]).code(2);
     assert!(r.stderr.contains("not supported yet") && !env.path("other").exists(), "{}", r.stderr);
 }
+
+/// `benchmark crud`: borg's four timings for each of its six data sets, printed in borg's format;
+/// the repository's archives and the data directory are left as they were.
+#[test]
+fn benchmark_crud_prints_borgs_lines_and_cleans_up() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"kept").unwrap();
+    env.run(&["create", &env.archive("mine"), "src"]).ok();
+    fs::create_dir_all(env.path("scratch")).unwrap();
+    let r = env.run(&["benchmark", "crud", "--tiny", &env.repo_str(), "scratch"]).ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 24, "{}", r.stdout);
+    for (i, set) in ["Z-BIG", "R-BIG", "Z-MEDIUM", "R-MEDIUM", "Z-SMALL", "R-SMALL"].iter().enumerate() {
+        for (j, op) in ["C", "R", "U", "D"].iter().enumerate() {
+            let l = lines[i * 4 + j];
+            assert!(l.starts_with(&format!("{op}-{set} ")) && l.contains(" MB/s (3 * ") && l.ends_with("s)"), "{l}");
+        }
+    }
+    assert_eq!(env.run(&["list", "--short", &env.repo_str()]).ok().stdout, "mine\n");
+    assert_eq!(fs::read_dir(env.path("scratch")).unwrap().count(), 0);
+}
