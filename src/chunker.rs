@@ -15,6 +15,10 @@ pub struct ChunkerParams {
     pub max: u32,
 }
 
+/// The most chunks one file may have (repo-format.md, "Items"): 16 TiB at the default sizes. A
+/// file's chunk list is one item, which readers hold in memory whole.
+pub const MAX_FILE_CHUNKS: u64 = 1 << 24;
+
 /// File content: 256 KiB .. 1 MiB average .. 4 MiB.
 pub const DATA_PARAMS: ChunkerParams = ChunkerParams { min: 256 * 1024, avg: 1024 * 1024, max: 4 * 1024 * 1024 };
 /// The item metadata stream: smaller chunks, so one changed file rewrites little metadata.

@@ -319,7 +319,7 @@ impl Pipeline<'_> {
         let changed = match read {
             Ok(Ok(_)) => false,
             Ok(Err(e)) => {
-                self.reporter.warning(&format!("{}: read error: {e}", loc.path.display()));
+                self.reporter.warning(&walk::read_failed(&loc.path, &e));
                 true
             }
             Err(Hangup) => unreachable!("failure handled above"),

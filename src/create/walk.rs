@@ -162,17 +162,60 @@ pub fn read_content<R: Read>(
     seed: u64,
     emit: &mut dyn FnMut(Vec<u8>) -> Result<(), Hangup>,
 ) -> Result<Result<u64, std::io::Error>, Hangup> {
+    read_chunks(reader, size_hint, params, seed, crate::chunker::MAX_FILE_CHUNKS, emit)
+}
+
+/// [`read_content`], stopping with [`TooManyChunks`] after `max_chunks` chunks.
+fn read_chunks<R: Read>(
+    reader: R,
+    size_hint: Option<u64>,
+    params: ChunkerParams,
+    seed: u64,
+    max_chunks: u64,
+    emit: &mut dyn FnMut(Vec<u8>) -> Result<(), Hangup>,
+) -> Result<Result<u64, std::io::Error>, Hangup> {
     let mut chunker = Chunker::new(reader, params, seed, size_hint);
-    let mut n = 0u64;
+    let (mut n, mut chunks) = (0u64, 0u64);
     loop {
         match chunker.next_chunk() {
+            Ok(Some(_)) if chunks == max_chunks => {
+                return Ok(Err(std::io::Error::other(TooManyChunks)));
+            }
             Ok(Some(c)) => {
                 n += c.len() as u64;
+                chunks += 1;
                 emit(c)?;
             }
             Ok(None) => return Ok(Ok(n)),
             Err(e) => return Ok(Err(e)),
         }
+    }
+}
+
+/// Why [`read_content`] stopped short of the end of a file with more than
+/// [`MAX_FILE_CHUNKS`](crate::chunker::MAX_FILE_CHUNKS) chunks.
+#[derive(Debug)]
+pub struct TooManyChunks;
+
+impl std::fmt::Display for TooManyChunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "more than {} chunks, the most one file may have; archived the bytes before them \
+             (use larger --chunker-params for this file)",
+            crate::chunker::MAX_FILE_CHUNKS
+        )
+    }
+}
+
+impl std::error::Error for TooManyChunks {}
+
+/// The warning for a file whose read stopped with `e`.
+pub fn read_failed(path: &std::path::Path, e: &std::io::Error) -> String {
+    if e.get_ref().is_some_and(|inner| inner.is::<TooManyChunks>()) {
+        format!("{}: {e}", path.display())
+    } else {
+        format!("{}: read error, archived the bytes before it: {e}", path.display())
     }
 }
 
@@ -683,7 +726,7 @@ impl Walker<'_, '_> {
         let changed = match read {
             Ok(_) => false,
             Err(e) => {
-                self.warn(format!("{}: read error, archived the bytes before it: {e}", loc.path.display()));
+                self.warn(read_failed(&loc.path, &e));
                 true
             }
         };
@@ -724,7 +767,7 @@ impl Walker<'_, '_> {
         };
         let mut changed = false;
         if let Err(e) = read {
-            self.warn(format!("{}: read error, archived the bytes before it: {e}", loc.path.display()));
+            self.warn(read_failed(&loc.path, &e));
             changed = true;
         }
         let now = rustix::fs::fstat(file).map(|st| Stamp::of(&st)).ok();
@@ -760,6 +803,28 @@ mod tests {
         });
         assert_eq!(n, out.iter().map(|c| c.len() as u64).sum::<u64>());
         out
+    }
+
+    /// A file with more chunks than one item may list is archived up to the limit and reported
+    /// with the way out; one chunk fewer is no problem.
+    #[test]
+    fn files_with_too_many_chunks_stop_at_the_limit() {
+        let params = ChunkerParams::fixed(64).unwrap();
+        let data = pseudo_random(64 * 10, 7);
+        let mut got = 0;
+        let r = read_chunks(&data[..], None, params, 1, 10, &mut |_| {
+            got += 1;
+            Ok(())
+        });
+        assert_eq!(r.ok().unwrap().unwrap(), 640);
+        assert_eq!(got, 10);
+        let r = read_chunks(&data[..], None, params, 1, 9, &mut |_| Ok(()));
+        let e = r.ok().unwrap().unwrap_err();
+        let said = read_failed(std::path::Path::new("/img"), &e);
+        assert!(said.starts_with("/img: more than 16777216 chunks"), "{said}");
+        assert!(said.contains("--chunker-params"), "{said}");
+        let other = read_failed(std::path::Path::new("/f"), &std::io::Error::other("EIO"));
+        assert_eq!(other, "/f: read error, archived the bytes before it: EIO");
     }
 
     /// --noacls drops only the ACL attributes, --noxattrs all of them.

@@ -69,12 +69,6 @@ fn set_tree_mtimes(root: &Path, secs: i64) {
     }
 }
 
-fn sha(p: &Path) -> String {
-    let out = Command::new("sha256sum").arg(p).output().unwrap();
-    assert!(out.status.success(), "sha256sum {}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).split(' ').next().unwrap().to_string()
-}
-
 #[test]
 fn mount_shows_every_archive_exactly_and_survives_readers_and_writers() {
     if !fuse_usable() {

@@ -312,3 +312,10 @@ pub fn items(repo: &garret::repository::Repository, name: &str) -> Vec<garret::a
     let a = garret::archive::Archive::load(repo, &entry).unwrap();
     a.items(repo).map(|i| i.unwrap()).collect()
 }
+
+/// SHA-256 of a file's content, by `sha256sum` (large files without reading them into memory).
+pub fn sha(p: &Path) -> String {
+    let out = Command::new("sha256sum").arg(p).output().unwrap();
+    assert!(out.status.success(), "sha256sum {}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).split(' ').next().unwrap().to_string()
+}
