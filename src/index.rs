@@ -5,7 +5,8 @@
 //! open or has another schema version is deleted and rebuilt.
 
 use crate::error::Result;
-use crate::id::{Id, IdMap};
+use crate::id::Id;
+use crate::known::KnownBlobs;
 use crate::pack::PackEntry;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashMap, HashSet};
@@ -249,17 +250,18 @@ impl Index {
     }
 
     /// Every indexed blob with its stored (envelope) length: the in-memory dedup set of create.
-    pub fn known_blobs(&self) -> Result<IdMap<u32>> {
+    pub fn known_blobs(&self) -> Result<KnownBlobs> {
         let conn = self.conn();
-        let mut st = conn.prepare("SELECT id, length FROM blobs")?;
-        let mut out = IdMap::default();
+        // In id order: the table is keyed by id, so this is a plain scan.
+        let mut st = conn.prepare("SELECT id, length FROM blobs ORDER BY id")?;
+        let mut out = Vec::new();
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             if let Some(id) = Id::from_slice(r.get_ref(0)?.as_blob().unwrap_or_default()) {
-                out.insert(id, r.get(1)?);
+                out.push((id, r.get(1)?));
             }
         }
-        Ok(out)
+        Ok(KnownBlobs::from_rows(out))
     }
 
     /// Every pack with its size and the (id, envelope length) of the blobs indexed in it.

@@ -28,6 +28,7 @@ pub mod extract;
 pub mod faults;
 pub mod id;
 pub mod index;
+pub mod known;
 pub mod mount;
 pub mod pack;
 pub mod patterns;

@@ -21,8 +21,9 @@ use crate::crypto::keyfile::{KdfParams, KeyFile};
 use crate::crypto::{Keys, MasterKey};
 use crate::error::{Error, IoContext, Result};
 use crate::faults;
-use crate::id::{Id, IdMap, ObjectType};
+use crate::id::{Id, ObjectType};
 use crate::index::{self, Index};
+use crate::known::KnownBlobs;
 use crate::pack::{self, PackBuilder, PackEntry};
 pub use config::{Config, Encryption, FORMAT_VERSION};
 use lock::Lock;
@@ -79,7 +80,7 @@ pub struct Repository {
     pub warnings: Vec<String>,
     /// Packs being filled, one per [`Slot`].
     pending: [PackBuilder; 3],
-    known: Option<IdMap<u32>>,
+    known: Option<KnownBlobs>,
     writer: Option<pack_writer::PackWriter>,
     /// Durable packs not yet in the index (see [`index_written`](Self::index_written)).
     unindexed: Vec<pack_writer::Written>,
@@ -422,7 +423,7 @@ fn load_located(
 
 impl Repository {
     /// The dedup set: every indexed blob id with its stored size, loaded once.
-    pub fn known_blobs(&mut self) -> Result<&mut IdMap<u32>> {
+    pub fn known_blobs(&mut self) -> Result<&mut KnownBlobs> {
         if self.known.is_none() {
             self.known = Some(self.index.known_blobs()?);
         }
