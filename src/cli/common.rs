@@ -23,8 +23,9 @@ pub struct GlobalArgs {
     /// Same as --verbose (borg's log level flag)
     #[arg(long, global = true)]
     pub info: bool,
-    /// borg's other log level flags: --error and --critical leave warning lines out of stderr
-    /// (the exit code still says 1), --debug and --warning change nothing
+    /// borg's other log level flags: --error leaves warning lines out of stderr (the exit code
+    /// still says 1), --critical error lines too (the exit code still says 2), --debug and
+    /// --warning change nothing
     #[arg(long, global = true, hide = true)]
     pub debug: bool,
     #[arg(long, global = true, hide = true)]
@@ -90,9 +91,15 @@ pub fn var(name: &str) -> Option<String> {
 
 /// Set by `--error`/`--critical`: warning lines are not printed.
 static QUIET_WARNINGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set by `--critical`: error lines are not printed either (borg logs them at ERROR level).
+static QUIET_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub fn quiet_warnings(on: bool) {
     QUIET_WARNINGS.store(on, Ordering::Relaxed);
+}
+
+pub fn quiet_errors(on: bool) {
+    QUIET_ERRORS.store(on, Ordering::Relaxed);
 }
 
 /// Print a warning line on stderr, unless `--error` or `--critical` asked for none.
@@ -128,6 +135,9 @@ fn unix_time() -> f64 {
 /// `{"type": "log_message", "time", "levelname", "name", "message"}`, the message without the
 /// `garret: ` and level prefixes.
 pub fn say(level: Level, text: &str) {
+    if matches!(level, Level::Error) && QUIET_ERRORS.load(Ordering::Relaxed) {
+        return;
+    }
     if !logging_json() {
         eprintln!("{text}");
         return;

@@ -143,6 +143,7 @@ pub fn main() -> ExitCode {
     let cli = parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit());
     let show_rc = cli.global.show_rc;
     common::quiet_warnings(cli.global.error || cli.global.critical);
+    common::quiet_errors(cli.global.critical);
     common::iec_units(cli.global.iec);
     common::log_json(cli.global.log_json);
     if cli.global.show_version {

@@ -194,6 +194,13 @@ fn unreadable_source_file_is_a_warning() {
     assert_eq!(r.stderr, "", "quiet, as cron wants it");
     let r = run(&["--error", "create", &env.archive("c"), "src"]).code(1);
     assert_eq!(r.stderr, "");
+    // An error: --error still prints it, --critical only exits 2 (borg logs errors at ERROR).
+    let r = run(&["--error", "create", &env.archive("c"), "src"]).code(2);
+    assert!(r.stderr.contains("garret: error: ") && r.stderr.contains("already exists"), "{}", r.stderr);
+    let r = run(&["--critical", "create", &env.archive("c"), "src"]).code(2);
+    assert_eq!(r.stderr, "");
+    let r = run(&["--critical", "--show-rc", "create", &env.archive("c"), "src"]).code(2);
+    assert_eq!(r.stderr.trim(), "terminating with error status, rc 2");
 }
 
 #[test]
