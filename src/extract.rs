@@ -286,15 +286,19 @@ const SMALL_FILE: u64 = 4 * 1024 * 1024;
 /// Plaintext bytes of one large file loaded in parallel at a time (plus at most one chunk).
 const WINDOW_BYTES: u64 = 8 * 1024 * 1024;
 
-/// `chunks` cut into runs of about `bytes` plaintext bytes each (at least one chunk per run):
-/// eight 1 MiB chunks at the default sizes, thousands of tiny fixed-size ones, so that the
-/// per-run cost (a thread, an index query) stays small against the data it brings.
+/// Chunks in one window at most, however small (bounds the bookkeeping per window).
+const WINDOW_CHUNKS: usize = 4096;
+
+/// `chunks` cut into runs of about `bytes` plaintext bytes each (at least one chunk, at most
+/// [`WINDOW_CHUNKS`] per run): eight 1 MiB chunks at the default sizes, thousands of tiny
+/// fixed-size ones, so that the per-run cost (a thread, an index query) stays small against the
+/// data it brings.
 fn windows(chunks: &[ChunkRef], bytes: u64) -> Vec<&[ChunkRef]> {
     let mut out = vec![];
     let (mut start, mut sum) = (0, 0u64);
     for (i, c) in chunks.iter().enumerate() {
         sum += u64::from(c.1);
-        if sum >= bytes {
+        if sum >= bytes || i + 1 - start == WINDOW_CHUNKS {
             out.push(&chunks[start..=i]);
             (start, sum) = (i + 1, 0);
         }
@@ -789,7 +793,8 @@ mod tests {
         assert_eq!(lens(windows(&refs(&[3, 3, 3, 3, 1]), 6)), vec![vec![3, 3], vec![3, 3], vec![1]]);
         assert_eq!(lens(windows(&refs(&[10, 1, 2]), 6)), vec![vec![10], vec![1, 2]]);
         assert!(windows(&[], 6).is_empty());
-        assert_eq!(windows(&refs(&[64; 1_000_000]), WINDOW_BYTES).len(), 8);
+        assert_eq!(windows(&refs(&[64; 1_000_000]), WINDOW_BYTES).len(), 245);
+        assert!(windows(&refs(&[64; 1_000_000]), WINDOW_BYTES).iter().all(|w| w.len() <= WINDOW_CHUNKS));
     }
 
     #[test]

@@ -33,8 +33,9 @@ pub struct ExportStats {
     pub bytes: u64,
 }
 
-/// Chunks loaded (in parallel) per window while streaming a file.
-const WINDOW: usize = 16;
+/// Plaintext bytes loaded (in parallel) per window while streaming a file (at least one chunk):
+/// sixteen chunks at the default sizes, up to 4,096 when they are small.
+const WINDOW_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A file's content as a reader, loading windows of chunks from the repository.
 struct ChunkReader<'r> {
@@ -57,10 +58,19 @@ impl Read for ChunkReader<'_> {
             if self.next == self.chunks.len() {
                 return Ok(0);
             }
-            let end = (self.next + WINDOW).min(self.chunks.len());
-            let ids: Vec<_> = self.chunks[self.next..end].iter().map(|c| c.0).collect();
+            let (mut end, mut bytes) = (self.next, 0u64);
+            while end < self.chunks.len() && (end == self.next || (bytes < WINDOW_BYTES && end - self.next < 4096)) {
+                bytes += u64::from(self.chunks[end].1);
+                end += 1;
+            }
+            // Each id once (the zero blocks of a disk image repeat).
+            let window = &self.chunks[self.next..end];
+            let mut seen = std::collections::HashSet::new();
+            let ids: Vec<_> = window.iter().map(|c| c.0).filter(|id| seen.insert(*id)).collect();
             let loaded: Result<Vec<Vec<u8>>> = self.repo.load_many(ObjectType::Data, &ids).into_iter().collect();
-            self.window = loaded.map_err(std::io::Error::other)?.into_iter();
+            let loaded: std::collections::HashMap<_, _> =
+                ids.into_iter().zip(loaded.map_err(std::io::Error::other)?).collect();
+            self.window = window.iter().map(|c| loaded[&c.0].clone()).collect::<Vec<_>>().into_iter();
             self.next = end;
         }
         let n = buf.len().min(self.cur.len() - self.pos);

@@ -181,4 +181,12 @@ fn a_file_with_millions_of_chunks_round_trips() {
     assert_eq!(sha(&back), want);
     assert!(fs::metadata(&back).unwrap().blocks() * 512 < 4 << 20, "the holes are kept");
     assert_eq!(fs::read(env.path("out/src/after")).unwrap(), b"the item after the big one");
+    let tar = env.path("a.tar");
+    env.run(&["export-tar", &env.archive("a"), tar.to_str().unwrap()]).ok();
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("tar -xOf '{}' src/disk.img | sha256sum", tar.display()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).split(' ').next().unwrap(), want, "export-tar");
 }
