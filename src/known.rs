@@ -33,7 +33,7 @@ impl KnownBlobs {
     /// The set of `rows`; sorted and deduplicated here unless they come sorted already.
     pub fn from_rows(mut base: Vec<(Id, u32)>) -> KnownBlobs {
         if !base.windows(2).all(|w| w[0].0 < w[1].0) {
-            base.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            base.sort_unstable_by_key(|e| e.0);
             base.dedup_by(|a, b| a.0 == b.0);
         }
         // About eight blobs per directory slot: the search within one touches a cache line or two.
