@@ -286,29 +286,6 @@ const SMALL_FILE: u64 = 4 * 1024 * 1024;
 /// Plaintext bytes of one large file loaded in parallel at a time (plus at most one chunk).
 const WINDOW_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Chunks in one window at most, however small (bounds the bookkeeping per window).
-const WINDOW_CHUNKS: usize = 4096;
-
-/// `chunks` cut into runs of about `bytes` plaintext bytes each (at least one chunk, at most
-/// [`WINDOW_CHUNKS`] per run): eight 1 MiB chunks at the default sizes, thousands of tiny
-/// fixed-size ones, so that the per-run cost (a thread, an index query) stays small against the
-/// data it brings.
-fn windows(chunks: &[ChunkRef], bytes: u64) -> Vec<&[ChunkRef]> {
-    let mut out = vec![];
-    let (mut start, mut sum) = (0, 0u64);
-    for (i, c) in chunks.iter().enumerate() {
-        sum += u64::from(c.1);
-        if sum >= bytes || i + 1 - start == WINDOW_CHUNKS {
-            out.push(&chunks[start..=i]);
-            (start, sum) = (i + 1, 0);
-        }
-    }
-    if start < chunks.len() {
-        out.push(&chunks[start..]);
-    }
-    out
-}
-
 /// Write the content of the selected files, in archive order, to `out` (`extract --stdout`, e.g.
 /// a database dump piped into `psql`). Nothing is written to the filesystem.
 pub fn to_writer(
@@ -657,7 +634,7 @@ impl Extractor<'_> {
             }
             missing.iter().copied().zip(repo.load_many(ObjectType::Data, &missing)).collect()
         };
-        let windows = windows(chunks, WINDOW_BYTES);
+        let windows = crate::archive::item::windows(chunks, WINDOW_BYTES);
         let (mut offset, mut written_end) = (0u64, 0u64);
         let mut current = windows.first().map(|w| load(w)).unwrap_or_default();
         for k in 0..windows.len() {
@@ -783,19 +760,6 @@ fn write_small(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn windows_hold_about_the_bytes_asked_for() {
-        let refs =
-            |lens: &[u32]| -> Vec<ChunkRef> { lens.iter().map(|&l| ChunkRef(crate::id::Id([0; 32]), l)).collect() };
-        let lens =
-            |w: Vec<&[ChunkRef]>| -> Vec<Vec<u32>> { w.iter().map(|w| w.iter().map(|c| c.1).collect()).collect() };
-        assert_eq!(lens(windows(&refs(&[3, 3, 3, 3, 1]), 6)), vec![vec![3, 3], vec![3, 3], vec![1]]);
-        assert_eq!(lens(windows(&refs(&[10, 1, 2]), 6)), vec![vec![10], vec![1, 2]]);
-        assert!(windows(&[], 6).is_empty());
-        assert_eq!(windows(&refs(&[64; 1_000_000]), WINDOW_BYTES).len(), 245);
-        assert!(windows(&refs(&[64; 1_000_000]), WINDOW_BYTES).iter().all(|w| w.len() <= WINDOW_CHUNKS));
-    }
 
     #[test]
     fn unsafe_paths_are_refused() {

@@ -32,6 +32,29 @@ pub enum Kind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef(pub Id, pub u32);
 
+/// Chunks in one window at most, however small (bounds the bookkeeping per window).
+pub const WINDOW_CHUNKS: usize = 4096;
+
+/// `chunks` cut into runs of about `bytes` plaintext bytes each (at least one chunk, at most
+/// [`WINDOW_CHUNKS`] per run): eight 1 MiB chunks at the default sizes, thousands of tiny
+/// fixed-size ones, so that the per-run cost (a thread, an index query) stays small against the
+/// data it brings.
+pub fn windows(chunks: &[ChunkRef], bytes: u64) -> Vec<&[ChunkRef]> {
+    let mut out = vec![];
+    let (mut start, mut sum) = (0, 0u64);
+    for (i, c) in chunks.iter().enumerate() {
+        sum += u64::from(c.1);
+        if sum >= bytes || i + 1 - start == WINDOW_CHUNKS {
+            out.push(&chunks[start..=i]);
+            (start, sum) = (i + 1, 0);
+        }
+    }
+    if start < chunks.len() {
+        out.push(&chunks[start..]);
+    }
+    out
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
     /// Relative path, '/'-separated, raw bytes (not necessarily UTF-8), no leading '/'.
@@ -174,6 +197,18 @@ impl Item {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_hold_about_the_bytes_asked_for() {
+        let refs = |lens: &[u32]| -> Vec<ChunkRef> { lens.iter().map(|&l| ChunkRef(Id([0; 32]), l)).collect() };
+        let lens =
+            |w: Vec<&[ChunkRef]>| -> Vec<Vec<u32>> { w.iter().map(|w| w.iter().map(|c| c.1).collect()).collect() };
+        assert_eq!(lens(windows(&refs(&[3, 3, 3, 3, 1]), 6)), vec![vec![3, 3], vec![3, 3], vec![1]]);
+        assert_eq!(lens(windows(&refs(&[10, 1, 2]), 6)), vec![vec![10], vec![1, 2]]);
+        assert!(windows(&[], 6).is_empty());
+        assert_eq!(windows(&refs(&[64; 1_000_000]), 8 << 20).len(), 245);
+        assert!(windows(&refs(&[64; 1_000_000]), 8 << 20).iter().all(|w| w.len() <= WINDOW_CHUNKS));
+    }
 
     #[test]
     fn unknown_fields_and_kinds_are_tolerated() {

@@ -40,8 +40,7 @@ const WINDOW_BYTES: u64 = 16 * 1024 * 1024;
 /// A file's content as a reader, loading windows of chunks from the repository.
 struct ChunkReader<'r> {
     repo: &'r Repository,
-    chunks: &'r [ChunkRef],
-    next: usize,
+    windows: std::vec::IntoIter<&'r [ChunkRef]>,
     window: std::vec::IntoIter<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
@@ -55,23 +54,14 @@ impl Read for ChunkReader<'_> {
                 self.pos = 0;
                 continue;
             }
-            if self.next == self.chunks.len() {
-                return Ok(0);
-            }
-            let (mut end, mut bytes) = (self.next, 0u64);
-            while end < self.chunks.len() && (end == self.next || (bytes < WINDOW_BYTES && end - self.next < 4096)) {
-                bytes += u64::from(self.chunks[end].1);
-                end += 1;
-            }
+            let Some(window) = self.windows.next() else { return Ok(0) };
             // Each id once (the zero blocks of a disk image repeat).
-            let window = &self.chunks[self.next..end];
             let mut seen = std::collections::HashSet::new();
             let ids: Vec<_> = window.iter().map(|c| c.0).filter(|id| seen.insert(*id)).collect();
             let loaded: Result<Vec<Vec<u8>>> = self.repo.load_many(ObjectType::Data, &ids).into_iter().collect();
             let loaded: std::collections::HashMap<_, _> =
                 ids.into_iter().zip(loaded.map_err(std::io::Error::other)?).collect();
             self.window = window.iter().map(|c| loaded[&c.0].clone()).collect::<Vec<_>>().into_iter();
-            self.next = end;
         }
         let n = buf.len().min(self.cur.len() - self.pos);
         buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
@@ -238,8 +228,13 @@ pub fn export(
         }
         match &chunks {
             Some(c) => {
-                let reader =
-                    ChunkReader { repo, chunks: c, next: 0, window: Vec::new().into_iter(), cur: vec![], pos: 0 };
+                let reader = ChunkReader {
+                    repo,
+                    windows: crate::archive::item::windows(c, WINDOW_BYTES).into_iter(),
+                    window: Vec::new().into_iter(),
+                    cur: vec![],
+                    pos: 0,
+                };
                 b.append(&h, reader).map_err(|e| match e.downcast::<Error>() {
                     Ok(inner) => inner,
                     Err(e) => io_err(e),
