@@ -4,6 +4,10 @@
 //! A lock whose holder is a dead process on this host is broken (with a warning); any other
 //! holder makes the caller wait up to the given time and then fail naming the holder. A holder on
 //! another host that died is only known dead to the user: [`break_locks`] (`garret break-lock`).
+//!
+//! Breaking is serialized by an advisory `flock` on [`BREAK_FILE`]: two waiters that both saw the
+//! same dead holder would otherwise both remove "the" lock file, the second one removing the lock
+//! the first had just taken, and two writers would run at once.
 
 use crate::error::{Error, IoContext, Result};
 use serde::{Deserialize, Serialize};
@@ -13,8 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub const LOCK_FILE: &str = "lock";
+/// Empty file, never removed, held with `flock` by a process breaking a stale lock.
+pub const BREAK_FILE: &str = "lock.break";
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Holder {
     hostname: String,
     pid: i32,
@@ -57,11 +63,13 @@ impl Lock {
                         std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
                     if let Some(h) = &holder {
                         if h.hostname == me.hostname && !pid_alive(h.pid) {
-                            warnings.push(format!(
-                                "removed stale lock of dead process {} on {} (since {})",
-                                h.pid, h.hostname, h.since
-                            ));
-                            let _ = std::fs::remove_file(&path);
+                            crate::faults::pause_point("stale-lock-seen");
+                            if break_stale(root, h)? {
+                                warnings.push(format!(
+                                    "removed stale lock of dead process {} on {} (since {})",
+                                    h.pid, h.hostname, h.since
+                                ));
+                            }
                             continue;
                         }
                     }
@@ -77,6 +85,31 @@ impl Lock {
                 Err(e) => return Err(Error::io(format!("creating lock {}", path.display()), e)),
             }
         }
+    }
+}
+
+/// Remove the lock file if it still names `stale`, under the `flock` of [`BREAK_FILE`]; returns
+/// whether it did. Whoever breaks second finds the lock gone or retaken and leaves it alone. On a
+/// file system without `flock` the check and the removal are as close together as they can be.
+fn break_stale(root: &Path, stale: &Holder) -> Result<bool> {
+    let guard_path = root.join(BREAK_FILE);
+    let guard = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&guard_path)
+        .ctx(|| format!("opening {}", guard_path.display()))?;
+    // Released when `guard` is closed, or by the kernel when this process dies.
+    let _ = guard.lock();
+    let path = root.join(LOCK_FILE);
+    let current: Option<Holder> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    if current.as_ref() != Some(stale) {
+        return Ok(false);
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(format!("removing stale lock {}", path.display()), e)),
     }
 }
 

@@ -5,6 +5,7 @@ mod support;
 mod bad_input;
 mod check;
 mod compat;
+mod concurrency;
 mod crash;
 mod dedup;
 mod faults;

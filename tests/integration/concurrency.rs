@@ -1,0 +1,147 @@
+//! Concurrent runs against one repository: writers queue on the lock (`--lock-wait`), readers run
+//! beside them without the lock, and none of them loses, corrupts or half-shows an archive.
+
+use crate::support::*;
+use std::fs;
+use std::process::{Child, Stdio};
+
+fn spawn(env: &Env, args: &[&str]) -> Child {
+    env.cmd().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn garret")
+}
+
+#[test]
+fn writers_and_readers_at_once_keep_every_archive_whole() {
+    let env = Env::new();
+    env.init("repokey");
+    crate::round_trip::build_tree(&env.path("base"), false);
+    env.create_json("base", &["base"], &[]);
+    // Four sources that share 12 MiB (stored by whichever writer gets there first) and each hold
+    // 12 MiB and a directory of small files of their own.
+    let shared = xorshift(12 << 20, 1);
+    for i in 0..4u64 {
+        let src = env.path(&format!("src{i}"));
+        fs::create_dir_all(src.join("small")).unwrap();
+        fs::write(src.join("shared.bin"), &shared).unwrap();
+        fs::write(src.join("own.bin"), xorshift(12 << 20, 10 + i)).unwrap();
+        for f in 0..200 {
+            fs::write(src.join(format!("small/f{f}")), format!("source {i} file {f}\n").repeat(f + 1)).unwrap();
+        }
+    }
+    for v in ["victim-1", "victim-2", "victim-3"] {
+        env.create_json(v, &["src0/small"], &[]);
+    }
+    let repo = env.repo_str();
+    let wait = ["--lock-wait", "600"];
+    let mut writers: Vec<(String, Child)> = Vec::new();
+    for i in 0..4 {
+        let (a, s) = (env.archive(&format!("c{i}")), format!("src{i}"));
+        writers.push((format!("create c{i}"), spawn(&env, &[&wait[..], &["create", &a, &s]].concat())));
+    }
+    let prune = ["prune", "--keep-last", "1", "--glob-archives", "victim-*", &repo];
+    writers.push(("prune".into(), spawn(&env, &[&wait[..], &prune].concat())));
+    writers.push(("compact".into(), spawn(&env, &[&wait[..], &["compact", &repo]].concat())));
+    let rename = ["rename", &env.archive("victim-3"), "renamed"];
+    writers.push(("rename".into(), spawn(&env, &[&wait[..], &rename].concat())));
+
+    // Readers while the writers run: every listing shows `base`, and every restore of it is exact.
+    let mut rounds = 0;
+    loop {
+        let running = writers.iter_mut().filter_map(|(_, c)| c.try_wait().unwrap().is_none().then_some(())).count();
+        let r = env.run(&["list", "--short", &repo]).ok();
+        assert!(r.stdout.lines().any(|l| l == "base"), "round {rounds}: {}", r.stdout);
+        let out = format!("out{rounds}");
+        env.extract_to("base", &out, &[]).ok();
+        assert_same_tree(&env.path("base"), &env.path(&out).join("base"));
+        fs::remove_dir_all(env.path(&out)).unwrap();
+        rounds += 1;
+        if running == 0 {
+            break;
+        }
+    }
+    assert!(rounds >= 2, "the readers never overlapped the writers");
+    for (what, c) in writers {
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    let r = env.run(&["list", "--short", &repo]).ok();
+    let mut names: Vec<&str> = r.stdout.lines().collect();
+    names.sort_unstable();
+    // prune ran after the rename (it kept the newest victim left, victim-2) or before it
+    let kept = match (names.contains(&"renamed"), names.contains(&"victim-2")) {
+        (true, true) => vec!["base", "c0", "c1", "c2", "c3", "renamed", "victim-2"],
+        (true, false) => vec!["base", "c0", "c1", "c2", "c3", "renamed"],
+        _ => vec!["base", "c0", "c1", "c2", "c3", "victim-3"],
+    };
+    assert_eq!(names, kept, "{}", r.stdout);
+    env.run(&["check", "--verify-data", &repo]).ok();
+    for i in 0..4 {
+        let out = format!("restored{i}");
+        env.extract_to(&format!("c{i}"), &out, &[]).ok();
+        assert_same_tree(&env.path(&format!("src{i}")), &env.path(&out).join(format!("src{i}")));
+    }
+    // the shared content was stored once, whichever writer stored it
+    let v: serde_json::Value =
+        serde_json::from_str(&env.run(&["info", "--json", &repo]).ok().stdout).expect("info --json");
+    let size = v["size_on_disk"].as_u64().expect("size_on_disk");
+    assert!(size < (12 << 20) * 5 + (8 << 20), "shared data stored more than once: {size} bytes");
+}
+
+/// Start garret paused at `site` with its own pause flag `flag`; returns once it waits there.
+fn spawn_paused_at(env: &Env, site: &str, flag: &str, args: &[&str]) -> (Child, std::path::PathBuf) {
+    let flag = env.path(flag);
+    let child = env
+        .cmd()
+        .env("GARRET_PAUSE_AT", site)
+        .env("GARRET_PAUSE_FILE", &flag)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn garret");
+    let t = std::time::Instant::now();
+    while !flag.exists() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "garret {args:?} never reached {site}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    (child, flag)
+}
+
+fn lock_pid(env: &Env) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(env.repo().join("lock")).ok()?).ok()?;
+    v["pid"].as_u64()
+}
+
+#[test]
+fn two_waiters_breaking_one_stale_lock_do_not_both_write() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"some content").unwrap();
+    let host = String::from_utf8_lossy(&std::process::Command::new("uname").arg("-n").output().unwrap().stdout)
+        .trim()
+        .to_string();
+    // A writer killed with -9 left its lock; two runs queue on it.
+    let dead = format!("{{\"hostname\":\"{host}\",\"pid\":999999999,\"since\":\"2026-11-24T03:00:00+00:00\"}}");
+    fs::write(env.repo().join("lock"), dead).unwrap();
+    let (a_args, b_args) = (env.archive("a"), env.archive("b"));
+    // A judges the lock stale and stops right there; B breaks it, takes the lock and pauses
+    // inside its run.
+    let (a, a_flag) =
+        spawn_paused_at(&env, "stale-lock-seen", "pause-a", &["create", "--lock-wait", "600", &a_args, "src"]);
+    let (b, b_flag) = spawn_paused_at(&env, "dir-listed", "pause-b", &["create", &b_args, "src"]);
+    assert_eq!(lock_pid(&env), Some(b.id() as u64));
+    // A goes on: it must see that the lock is B's now and wait, not remove it.
+    fs::remove_file(&a_flag).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(lock_pid(&env), Some(b.id() as u64), "A broke the live lock of B");
+    fs::remove_file(&b_flag).unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(b.status.code(), Some(0), "{}", String::from_utf8_lossy(&b.stderr));
+    assert!(String::from_utf8_lossy(&b.stderr).contains("removed stale lock"));
+    assert_eq!(a.status.code(), Some(0), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(!String::from_utf8_lossy(&a.stderr).contains("removed stale lock"));
+    let r = env.run(&["list", "--short", &env.repo_str()]).ok();
+    assert_eq!(r.stdout, "b\na\n");
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+}
