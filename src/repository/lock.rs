@@ -100,7 +100,7 @@ fn break_stale(root: &Path, stale: &Holder) -> Result<bool> {
         .open(&guard_path)
         .ctx(|| format!("opening {}", guard_path.display()))?;
     // Released when `guard` is closed, or by the kernel when this process dies.
-    let _ = guard.lock();
+    let _ = rustix::fs::flock(&guard, rustix::fs::FlockOperation::LockExclusive);
     let path = root.join(LOCK_FILE);
     let current: Option<Holder> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
     if current.as_ref() != Some(stale) {
