@@ -24,20 +24,24 @@ pub struct SealedBlob {
 
 /// Compress, pad and encrypt `data` whose id is `id`.
 pub fn seal(keys: &Keys, kind: ObjectType, id: Id, data: &[u8], c: Compression) -> SealedBlob {
-    let compressed = compress::compress_if_smaller(c, data);
-    let (marker, payload): (u8, &[u8]) = match &compressed {
-        Some(z) => (compress::MARKER_ZSTD, z),
-        None => (compress::MARKER_NONE, data),
-    };
-    let framed_len = FRAME_HEADER + payload.len();
-    let padded = compress::padme(framed_len);
-    // One buffer, encrypted in place: nonce room, frame, payload, padding, then the tag.
-    let mut buf = Vec::with_capacity(NONCE_LEN + padded + TAG_LEN);
-    buf.resize(NONCE_LEN, 0);
-    buf.push(marker);
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(payload);
+    // One buffer, compressed into and encrypted in place: nonce room, frame header, payload,
+    // padding, then the tag.
+    let head = NONCE_LEN + FRAME_HEADER;
+    // Room for the worst case: zstd's bound (at least the raw length), padded, and the tag.
+    let room = NONCE_LEN + compress::padme(FRAME_HEADER + zstd::zstd_safe::compress_bound(data.len())) + TAG_LEN;
+    let mut buf = Vec::with_capacity(room);
+    buf.resize(head, 0);
+    let marker = compress::compress_append(c, data, &mut buf);
+    if marker == compress::MARKER_NONE {
+        buf.extend_from_slice(data);
+    }
+    let payload_len = buf.len() - head;
+    buf[NONCE_LEN] = marker;
+    buf[NONCE_LEN + 1..head].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    let padded = compress::padme(FRAME_HEADER + payload_len);
     buf.resize(NONCE_LEN + padded, 0);
+    // Give back what compression did not use (the allocator shrinks in place, no copy).
+    buf.shrink_to(NONCE_LEN + padded + TAG_LEN);
     keys.seal_in_place(kind, &id, &mut buf);
     SealedBlob { id, kind, raw_len: data.len() as u32, envelope: buf }
 }

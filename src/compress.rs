@@ -97,43 +97,65 @@ thread_local! {
     static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
-fn zstd_compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+/// Append one zstd frame of `data` to `out`; false (and `out` as it was) if zstd fails.
+fn zstd_append(data: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
     CCTX.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+            match zstd::bulk::Compressor::new(level) {
+                Ok(c) => *slot = Some((level, c)),
+                Err(_) => return false,
+            }
         }
         let (_, c) = slot.as_mut().expect("just set");
-        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
-        c.compress_to_buffer(data, &mut out).ok()?;
-        Some(out)
+        let start = out.len();
+        out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+        let mut at = std::io::Cursor::new(&mut *out);
+        at.set_position(start as u64);
+        if c.compress_to_buffer(data, &mut at).is_err() {
+            out.truncate(start);
+            return false;
+        }
+        true
     })
 }
 
 /// Compress `data`; returns the marker and payload. Data that does not shrink is stored raw.
 pub fn compress(c: Compression, data: &[u8]) -> (u8, Vec<u8>) {
-    match compress_if_smaller(c, data) {
-        Some(z) => (MARKER_ZSTD, z),
-        None => (MARKER_NONE, data.to_vec()),
+    let mut out = Vec::new();
+    let marker = compress_append(c, data, &mut out);
+    if marker == MARKER_NONE {
+        out.extend_from_slice(data);
     }
+    (marker, out)
 }
 
-/// The zstd payload for `data` if compression is on and makes it smaller, else `None` (store raw).
-pub fn compress_if_smaller(c: Compression, data: &[u8]) -> Option<Vec<u8>> {
+/// Append the zstd payload for `data` to `out` if compression is on and makes it smaller, and
+/// return [`MARKER_ZSTD`]; otherwise leave `out` as it was and return [`MARKER_NONE`] (the caller
+/// stores `data` raw). Appending lets the sealer compress straight into the envelope.
+pub fn compress_append(c: Compression, data: &[u8], out: &mut Vec<u8>) -> u8 {
     let level = match c {
-        Compression::None => None,
-        Compression::Zstd(l) => Some(l),
+        Compression::None => return MARKER_NONE,
+        Compression::Zstd(l) => l,
         Compression::Auto(l) => {
             const SAMPLE: usize = 64 * 1024;
             let sample = &data[..data.len().min(SAMPLE)];
-            match zstd_compress(sample, 1) {
-                Some(z) if (z.len() as f64) < sample.len() as f64 * 0.97 => Some(l),
-                _ => None,
+            let mut trial = Vec::new();
+            if !zstd_append(sample, 1, &mut trial) || trial.len() as f64 >= sample.len() as f64 * 0.97 {
+                return MARKER_NONE;
             }
+            l
         }
     };
-    let z = zstd_compress(data, level?)?;
-    (z.len() < data.len()).then_some(z)
+    let start = out.len();
+    if !zstd_append(data, level, out) {
+        return MARKER_NONE;
+    }
+    if out.len() - start >= data.len() {
+        out.truncate(start);
+        return MARKER_NONE;
+    }
+    MARKER_ZSTD
 }
 
 /// Decompress a payload, refusing output larger than `limit` (a zstd bomb stays bounded).
@@ -251,5 +273,17 @@ mod tests {
             })
             .collect();
         assert_eq!(compress(Compression::Auto(3), &noise).0, MARKER_NONE);
+        assert_eq!(compress(Compression::Zstd(3), &noise), (MARKER_NONE, noise.clone()));
+        // appending leaves what the buffer held, whether the data compresses or not
+        for input in [&data[..], &noise[..]] {
+            let mut out = b"head".to_vec();
+            let m = compress_append(Compression::Zstd(3), input, &mut out);
+            assert_eq!(&out[..4], b"head");
+            if m == MARKER_ZSTD {
+                assert_eq!(decompress(m, &out[4..], input.len()).unwrap(), input);
+            } else {
+                assert_eq!(out, b"head");
+            }
+        }
     }
 }

@@ -109,11 +109,12 @@ pub(crate) fn seal_header(keys: &Keys, entries: &[PackEntry]) -> [Vec<u8>; 2] {
 }
 
 fn shuffle<T>(v: &mut [T]) {
-    // Fisher-Yates with CSPRNG draws; modulo bias is irrelevant at these sizes.
-    for i in (1..v.len()).rev() {
-        let mut r = [0u8; 8];
-        crate::crypto::random_bytes(&mut r);
-        let j = (u64::from_le_bytes(r) % (i as u64 + 1)) as usize;
+    // Fisher-Yates with CSPRNG draws, all fetched in one call; modulo bias is irrelevant at
+    // these sizes.
+    let mut r = vec![0u8; 8 * v.len()];
+    crate::crypto::random_bytes(&mut r);
+    for (i, draw) in (1..v.len()).rev().zip(r.chunks_exact(8)) {
+        let j = (u64::from_le_bytes(draw.try_into().expect("8 bytes")) % (i as u64 + 1)) as usize;
         v.swap(i, j);
     }
 }
@@ -164,6 +165,29 @@ mod tests {
     use crate::blob;
     use crate::compress::Compression;
     use crate::crypto::MasterKey;
+
+    #[test]
+    fn shuffle_permutes_and_moves_every_position() {
+        for n in [0usize, 1, 2] {
+            let mut v: Vec<usize> = (0..n).collect();
+            shuffle(&mut v);
+            v.sort_unstable();
+            assert_eq!(v, (0..n).collect::<Vec<_>>());
+        }
+        // Over 2,000 shuffles of 8 elements, each element lands in each position about 250
+        // times (a draw reused or left out would skew this).
+        let mut seen = [[0u32; 8]; 8];
+        for _ in 0..2000 {
+            let mut v: Vec<usize> = (0..8).collect();
+            shuffle(&mut v);
+            for (pos, &x) in v.iter().enumerate() {
+                seen[x][pos] += 1;
+            }
+        }
+        for row in seen {
+            assert!(row.iter().all(|&c| (150..=350).contains(&c)), "{row:?}");
+        }
+    }
 
     #[test]
     fn build_and_parse_pack() {
