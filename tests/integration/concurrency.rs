@@ -87,26 +87,6 @@ fn writers_and_readers_at_once_keep_every_archive_whole() {
     assert!(size < (12 << 20) * 5 + (8 << 20), "shared data stored more than once: {size} bytes");
 }
 
-/// Start garret paused at `site` with its own pause flag `flag`; returns once it waits there.
-fn spawn_paused_at(env: &Env, site: &str, flag: &str, args: &[&str]) -> (Child, std::path::PathBuf) {
-    let flag = env.path(flag);
-    let child = env
-        .cmd()
-        .env("GARRET_PAUSE_AT", site)
-        .env("GARRET_PAUSE_FILE", &flag)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn garret");
-    let t = std::time::Instant::now();
-    while !flag.exists() {
-        assert!(t.elapsed() < std::time::Duration::from_secs(30), "garret {args:?} never reached {site}");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    (child, flag)
-}
-
 fn lock_pid(env: &Env) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_slice(&fs::read(env.repo().join("lock")).ok()?).ok()?;
     v["pid"].as_u64()
@@ -128,8 +108,8 @@ fn two_waiters_breaking_one_stale_lock_do_not_both_write() {
     // A judges the lock stale and stops right there; B breaks it, takes the lock and pauses
     // inside its run.
     let (a, a_flag) =
-        spawn_paused_at(&env, "stale-lock-seen", "pause-a", &["create", "--lock-wait", "600", &a_args, "src"]);
-    let (b, b_flag) = spawn_paused_at(&env, "dir-listed", "pause-b", &["create", &b_args, "src"]);
+        env.spawn_paused_with_flag("stale-lock-seen", "pause-a", &["create", "--lock-wait", "600", &a_args, "src"]);
+    let (b, b_flag) = env.spawn_paused_with_flag("dir-listed", "pause-b", &["create", &b_args, "src"]);
     assert_eq!(lock_pid(&env), Some(b.id() as u64));
     // A goes on: it must see that the lock is B's now and wait, not remove it.
     fs::remove_file(&a_flag).unwrap();

@@ -111,7 +111,12 @@ impl Env {
     /// Start garret with `args`, paused by the `GARRET_PAUSE_AT` hook at `site`; returns once it
     /// waits there. Removing the returned flag file lets it go on.
     pub fn spawn_paused(&self, site: &str, args: &[&str]) -> (std::process::Child, PathBuf) {
-        let flag = self.path("paused");
+        self.spawn_paused_with_flag(site, "paused", args)
+    }
+    /// [`spawn_paused`](Self::spawn_paused) with its own flag file `flag` (several processes
+    /// paused at once).
+    pub fn spawn_paused_with_flag(&self, site: &str, flag: &str, args: &[&str]) -> (std::process::Child, PathBuf) {
+        let flag = self.path(flag);
         let child = self
             .cmd()
             .env("GARRET_PAUSE_AT", site)
