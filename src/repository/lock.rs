@@ -27,8 +27,11 @@ struct Holder {
     since: String,
 }
 
+/// The writer lock, held until dropped. Dropping removes the lock file only while it still names
+/// this holder: after a `break-lock` another writer's lock may stand there.
 pub struct Lock {
-    path: PathBuf,
+    root: PathBuf,
+    me: Holder,
 }
 
 pub fn hostname() -> String {
@@ -56,7 +59,7 @@ impl Lock {
                     f.write_all(&serde_json::to_vec(&me).expect("serializing to memory"))
                         .and_then(|_| f.sync_all())
                         .ctx(|| format!("writing lock {}", path.display()))?;
-                    return Ok(Lock { path });
+                    return Ok(Lock { root: root.to_path_buf(), me });
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     let holder: Option<Holder> =
@@ -64,7 +67,7 @@ impl Lock {
                     if let Some(h) = &holder {
                         if h.hostname == me.hostname && !pid_alive(h.pid) {
                             crate::faults::pause_point("stale-lock-seen");
-                            if break_stale(root, h)? {
+                            if remove_if_held_by(root, h)? {
                                 warnings.push(format!(
                                     "removed stale lock of dead process {} on {} (since {})",
                                     h.pid, h.hostname, h.since
@@ -88,10 +91,11 @@ impl Lock {
     }
 }
 
-/// Remove the lock file if it still names `stale`, under the `flock` of [`BREAK_FILE`]; returns
-/// whether it did. Whoever breaks second finds the lock gone or retaken and leaves it alone. On a
-/// file system without `flock` the check and the removal are as close together as they can be.
-fn break_stale(root: &Path, stale: &Holder) -> Result<bool> {
+/// Remove the lock file if it still names `holder`, under the `flock` of [`BREAK_FILE`]; returns
+/// whether it did. Whoever breaks a stale lock second finds it gone or retaken and leaves it
+/// alone, and a holder whose lock was broken leaves its successor's in place. On a file system
+/// without `flock` the check and the removal are as close together as they can be.
+fn remove_if_held_by(root: &Path, holder: &Holder) -> Result<bool> {
     let guard_path = root.join(BREAK_FILE);
     let guard = OpenOptions::new()
         .create(true)
@@ -103,7 +107,7 @@ fn break_stale(root: &Path, stale: &Holder) -> Result<bool> {
     let _ = rustix::fs::flock(&guard, rustix::fs::FlockOperation::LockExclusive);
     let path = root.join(LOCK_FILE);
     let current: Option<Holder> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    if current.as_ref() != Some(stale) {
+    if current.as_ref() != Some(holder) {
         return Ok(false);
     }
     match std::fs::remove_file(&path) {
@@ -115,7 +119,7 @@ fn break_stale(root: &Path, stale: &Holder) -> Result<bool> {
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = remove_if_held_by(&self.root, &self.me);
     }
 }
 
@@ -205,4 +209,33 @@ pub fn break_locks(root: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder_of(root: &Path) -> Option<Holder> {
+        std::fs::read(root.join(LOCK_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    #[test]
+    fn dropping_a_lock_leaves_a_successors_lock_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut warnings = vec![];
+        let lock = Lock::acquire(root, Duration::ZERO, &mut warnings).unwrap();
+        assert_eq!(holder_of(root).as_ref(), Some(&lock.me));
+        // `break-lock` while this lock is held, then another writer takes the lock.
+        std::fs::remove_file(root.join(LOCK_FILE)).unwrap();
+        let other = Holder { hostname: "elsewhere".into(), pid: 4242, since: "2026-11-26T00:00:00+00:00".into() };
+        std::fs::write(root.join(LOCK_FILE), serde_json::to_vec(&other).unwrap()).unwrap();
+        drop(lock);
+        assert_eq!(holder_of(root), Some(other), "the successor's lock was removed");
+        // Its own lock is removed on drop.
+        std::fs::remove_file(root.join(LOCK_FILE)).unwrap();
+        drop(Lock::acquire(root, Duration::ZERO, &mut warnings).unwrap());
+        assert!(!root.join(LOCK_FILE).exists());
+        assert!(warnings.is_empty());
+    }
 }
