@@ -35,6 +35,9 @@ use std::time::Duration;
 pub const CONFIG_FILE: &str = "config";
 pub const REPOKEY_FILE: &str = "key";
 pub const INDEX_FILE: &str = "index.sqlite";
+/// In the client's per-repository state directory: the index file as this client last left it
+/// (repo-format.md section 12), so an untouched index is not `quick_check`ed at every open.
+pub const INDEX_STAMP_FILE: &str = "index-stamp";
 pub const DATA_DIR: &str = "data";
 /// Damaged packs set aside by `check --repair`.
 pub const QUARANTINE_DIR: &str = "quarantine";
@@ -213,7 +216,8 @@ impl Repository {
                 }
             }
         }
-        let (index, fresh) = Index::open(&path.join(INDEX_FILE), &repo_id)?;
+        let stamp = opts.client.security.join(repo_id.hex()).join(INDEX_STAMP_FILE);
+        let (index, fresh) = Index::open_stamped(&path.join(INDEX_FILE), &repo_id, Some(&stamp))?;
         let mut repo = Repository {
             path: path.to_path_buf(),
             backend,
