@@ -163,21 +163,16 @@ impl Index {
     /// file's state in `stamp`.
     pub fn open_stamped(path: &Path, repo: &Id, stamp: Option<&Path>) -> Result<(Index, bool)> {
         let vouched = stamp.and_then(|f| Stamped::vouches(path, f));
-        let stamped = |mut ix: Index, checked: u64| {
-            ix.stamp = stamp.map(|f| Stamped { db: path.to_path_buf(), file: f.to_path_buf(), checked });
-            ix
+        let (mut ix, fresh) = match vouched.map(|_| Self::try_open(path, repo, false)) {
+            Some(Ok(Some(r))) => r,
+            _ => Self::open_checked(path, repo)?,
         };
-        if let Ok(Some((mut ix, fresh))) = Self::try_open(path, repo, vouched.is_none()) {
-            ix.checked = vouched.is_none();
-            return Ok((stamped(ix, vouched.unwrap_or_else(unix_now)), fresh));
+        // Not for the in-memory fallback of read-only media: there is no file to vouch for.
+        if ix.conn().path().is_some_and(|p| !p.is_empty()) {
+            let checked = if ix.checked { unix_now() } else { vouched.unwrap_or(0) };
+            ix.stamp = stamp.map(|f| Stamped { db: path.to_path_buf(), file: f.to_path_buf(), checked });
         }
-        let (ix, fresh) = Self::open_checked(path, repo)?;
-        Ok((if ix.stamp_worthy(path) { stamped(ix, unix_now()) } else { ix }, fresh))
-    }
-
-    /// Whether the index is the file at `path` (not the in-memory fallback).
-    fn stamp_worthy(&self, path: &Path) -> bool {
-        self.conn().path().is_some_and(|p| !p.is_empty()) && path.exists()
+        Ok((ix, fresh))
     }
 
     fn open_checked(path: &Path, repo: &Id) -> Result<(Index, bool)> {
