@@ -90,13 +90,11 @@ impl Stamped {
 
     fn save(&self) {
         let Some(identity) = file_identity(&self.db) else { return };
-        let tmp = self.file.with_extension("tmp");
-        if let Some(dir) = self.file.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if std::fs::write(&tmp, format!("garret-index-stamp 1 {} {identity}\n", self.checked)).is_ok() {
-            let _ = std::fs::rename(&tmp, &self.file);
-        }
+        // Only an optimization: a stamp not written costs the next open one quick_check.
+        let _ = crate::client_file::replace(
+            &self.file,
+            format!("garret-index-stamp 1 {} {identity}\n", self.checked).as_bytes(),
+        );
     }
 }
 

@@ -8,7 +8,8 @@
 //! - [`pack`], [`blob`], [`crypto`], [`compress`], [`chunker`]: pure byte-level layers.
 //! - [`backend`]: the repository directory as a dumb object store.
 //! - [`index`]: the SQLite cache, rebuildable from the packs.
-//! - [`id`], [`error`], [`progress`]: shared vocabulary.
+//! - [`id`], [`error`], [`progress`]: shared vocabulary; [`client_file`]: files kept outside
+//!   any repository, on the client.
 //!
 //! The on-disk format is specified in `repo-format.md`; every constant that shapes bytes on disk
 //! lives next to a comment pointing at the section that defines it.
@@ -18,6 +19,7 @@ pub mod backend;
 pub mod blob;
 pub mod check;
 pub mod chunker;
+pub mod client_file;
 pub mod compact;
 pub mod compress;
 pub mod create;

@@ -21,7 +21,8 @@
 #![allow(clippy::unnecessary_cast)]
 
 use crate::archive::item::ChunkRef;
-use crate::error::{IoContext, Result};
+use crate::client_file;
+use crate::error::Result;
 use crate::id::Id;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -294,17 +295,14 @@ impl FilesCache {
         if same.same && same.at + HASH_LEN == self.loaded.buf.len() {
             return Ok(());
         }
-        let dir = self.file.parent().expect("has parent");
-        std::fs::create_dir_all(dir).ctx(|| format!("creating cache directory {}", dir.display()))?;
-        let tmp = self.file.with_extension("tmp");
-        let f = std::fs::File::create(&tmp).ctx(|| format!("writing {}", tmp.display()))?;
-        let mut w = Hashing { out: std::io::BufWriter::with_capacity(1 << 20, f), hash: blake3::Hasher::new() };
-        self.write_merged(&seen, &mut w).ctx(|| format!("writing {}", tmp.display()))?;
-        let hash = w.hash.finalize();
-        let mut out = w.out;
-        out.write_all(hash.as_bytes()).and_then(|_| out.flush()).ctx(|| format!("writing {}", tmp.display()))?;
-        drop(out);
-        std::fs::rename(&tmp, &self.file).ctx(|| format!("renaming {}", tmp.display()))
+        let held = client_file::lock_dir(self.file.parent().expect("has parent"))?;
+        client_file::replace_with(&held, &self.file, |f| {
+            let mut w = Hashing { out: std::io::BufWriter::with_capacity(1 << 20, f), hash: blake3::Hasher::new() };
+            self.write_merged(&seen, &mut w)?;
+            let hash = w.hash.finalize();
+            w.out.write_all(hash.as_bytes())?;
+            w.out.flush()
+        })
     }
 
     /// Everything before the trailing hash: the old records not seen this run (aged) merged in

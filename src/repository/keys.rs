@@ -42,13 +42,7 @@ pub fn export(path: &Path, client: &ClientDirs) -> Result<Vec<u8>> {
 fn store(path: &Path, client: &ClientDirs, c: &Config, kf: &KeyFile) -> Result<()> {
     let bytes = kf.to_json();
     match c.encryption {
-        Encryption::Keyfile => {
-            std::fs::create_dir_all(&client.keys).ctx(|| format!("creating {}", client.keys.display()))?;
-            let kp = keyfile_path(client, &c.repo_id());
-            let tmp = kp.with_extension("tmp");
-            std::fs::write(&tmp, &bytes).ctx(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &kp).ctx(|| format!("renaming {}", tmp.display()))
-        }
+        Encryption::Keyfile => crate::client_file::replace(&keyfile_path(client, &c.repo_id()), &bytes),
         _ => LocalBackend::new(path).replace(REPOKEY_FILE, &bytes),
     }
 }

@@ -154,6 +154,7 @@ impl Repository {
             &client.security,
             &repo_id,
             &ClientState { seq: 1, manifest_hash: hash(&sealed), key_fingerprint: master.fingerprint() },
+            true,
         )?;
         // The config is written last: a directory without it is not yet a repository.
         backend.put(CONFIG_FILE, &config.to_json())?;
@@ -200,9 +201,14 @@ impl Repository {
         if lock.is_some() {
             backend.clean_tmp()?;
         }
+        // The remembered state is read before the manifest: a writer saves its new manifest's
+        // state only after writing that manifest, so the manifest found next is never older
+        // than what was remembered unless the repository really went back.
+        let remembered = state::load(&opts.client.security, &repo_id);
         let (manifest, manifest_hash) = load_manifest(&backend, &keys)?;
+        crate::faults::pause_point("manifest-loaded");
         let fingerprint = master.fingerprint();
-        if let Some(st) = state::load(&opts.client.security, &repo_id) {
+        if let Some(st) = remembered {
             if !opts.adopt {
                 if st.key_fingerprint != fingerprint {
                     return Err(Error::KeyChanged { repo: path.display().to_string() });
@@ -236,7 +242,7 @@ impl Repository {
             written: WriteStats::default(),
             _lock: lock,
         };
-        repo.remember_manifest()?;
+        repo.remember_manifest(opts.adopt)?;
         let (added, removed) = repo.reconcile_index()?;
         if !fresh && (added > 0 || removed > 0) {
             repo.warnings.push(format!(
@@ -271,13 +277,13 @@ impl Repository {
         &self.backend
     }
 
-    fn remember_manifest(&self) -> Result<()> {
+    fn remember_manifest(&self, adopt: bool) -> Result<()> {
         let st = ClientState {
             seq: self.manifest.seq,
             manifest_hash: self.manifest_hash,
             key_fingerprint: self.key_fingerprint,
         };
-        state::save(&self.client.security, &self.config.repo_id(), &st)
+        state::save(&self.client.security, &self.config.repo_id(), &st, adopt)
     }
 
     /// Bring the index in line with the pack files: index packs it lacks (from their headers),
@@ -601,7 +607,7 @@ impl Repository {
         faults::crash_point("manifest-written");
         self.manifest = next;
         self.manifest_hash = hash(&sealed);
-        self.remember_manifest()?;
+        self.remember_manifest(false)?;
         // Superseded manifests are kept for a while, then removed; failure to remove is harmless.
         if self.manifest.seq > KEEP_OLD {
             for key in self.backend.list(manifest::MANIFEST_DIR, false)? {
@@ -615,7 +621,7 @@ impl Repository {
 
     /// Re-key the client state to this repository's current manifest and key.
     pub fn adopt(&self) -> Result<()> {
-        self.remember_manifest()
+        self.remember_manifest(true)
     }
 }
 

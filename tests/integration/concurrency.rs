@@ -125,3 +125,31 @@ fn two_waiters_breaking_one_stale_lock_do_not_both_write() {
     assert_eq!(r.stdout, "b\na\n");
     env.run(&["check", "--verify-data", &env.repo_str()]).ok();
 }
+
+/// Readers beside commits: a reader has loaded manifest n when a create commits n+1 and
+/// remembers it. The reader must neither call that a rollback nor, saving its own view after the
+/// create, make the client forget n+1.
+#[test]
+fn a_reader_overtaken_by_a_commit_is_no_rollback_and_forgets_nothing() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), "one\n").unwrap();
+    env.create_json("a0", &["src"], &[]);
+    let repo = env.repo_str();
+    let (reader, flag) = env.spawn_paused("manifest-loaded", &["list", "--short", &repo]);
+    fs::write(env.path("src/f"), "two\n").unwrap();
+    env.create_json("a1", &["src"], &[]);
+    let state_file = fs::read_dir(env.path("security")).unwrap().next().unwrap().unwrap().path().join("state.json");
+    let after_create = fs::read(&state_file).unwrap();
+    fs::remove_file(flag).unwrap();
+    let r = Run::from(reader.wait_with_output().unwrap()).ok();
+    assert_eq!(r.stdout, "a0\n", "the reader lists the manifest it loaded");
+    assert_eq!(
+        String::from_utf8(fs::read(&state_file).unwrap()).unwrap(),
+        String::from_utf8(after_create).unwrap(),
+        "the reader set the remembered manifest back"
+    );
+    let r = env.run(&["list", "--short", &repo]).ok();
+    assert_eq!(r.stdout, "a0\na1\n");
+}
