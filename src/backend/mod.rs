@@ -103,10 +103,17 @@ impl LocalBackend {
     /// readers see the old or the new bytes, never a mix.
     pub fn replace(&self, key: &str, data: &[u8]) -> Result<()> {
         let dest = self.path(key);
-        let tmp = self.root.join(TMP_DIR).join(format!("{}.replace.tmp", key.replace('/', "_")));
+        // A name of its own: two passphrase changes at once must not write into one file.
+        let mut rnd = [0u8; 8];
+        crate::crypto::random_bytes(&mut rnd);
+        let tmp = self.root.join(TMP_DIR).join(format!("{}.{}.replace.tmp", key.replace('/', "_"), hex::encode(rnd)));
         std::fs::create_dir_all(self.root.join(TMP_DIR)).ctx(|| format!("creating {}", TMP_DIR))?;
         let result = (|| {
-            let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .ctx(|| format!("creating {}", tmp.display()))?;
             f.write_all(data).and_then(|_| f.sync_all()).ctx(|| format!("writing {}", tmp.display()))?;
             fs::rename(&tmp, &dest).ctx(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
             sync_dir(dest.parent().expect("has parent"))
@@ -311,6 +318,27 @@ mod tests {
         assert!(e.contains("already exists"), "{e}");
         assert_eq!(b.get("data/ab/one").unwrap(), b"hello");
         assert_eq!(tmp_files(), 0);
+    }
+
+    #[test]
+    fn replacements_at_once_each_land_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(d.path());
+        b.put("repokey", b"first").unwrap();
+        let versions: Vec<Vec<u8>> = (0..6u8).map(|i| vec![b'a' + i; 256 * 1024 + i as usize]).collect();
+        std::thread::scope(|s| {
+            for v in &versions {
+                let (b, versions) = (&b, &versions);
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        b.replace("repokey", v).unwrap();
+                        let now = b.get("repokey").unwrap();
+                        assert!(versions.contains(&now), "a reader saw a mix of {} bytes", now.len());
+                    }
+                });
+            }
+        });
+        assert_eq!(fs::read_dir(d.path().join(TMP_DIR)).unwrap().count(), 0, "temporary files left");
     }
 
     #[test]
