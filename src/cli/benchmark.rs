@@ -49,6 +49,12 @@ pub fn run(_g: &GlobalArgs, a: &BenchmarkArgs) -> Result<Outcome> {
     let loc = location::parse(repository)?;
     loc.forbid_archive()?;
     let exe = std::env::current_exe().context("finding garret's own binary")?;
+    if !path.is_dir() {
+        anyhow::bail!(
+            "{} is not a directory: give benchmark crud an existing directory for its test data",
+            path.display()
+        );
+    }
     let data = path.join(format!("garret-benchmark-crud-{}", std::process::id()));
     std::fs::create_dir(&data).with_context(|| format!("creating {}", data.display()))?;
     let result = (|| {

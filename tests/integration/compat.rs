@@ -334,4 +334,6 @@ fn benchmark_crud_prints_borgs_lines_and_cleans_up() {
     }
     assert_eq!(env.run(&["list", "--short", &env.repo_str()]).ok().stdout, "mine\n");
     assert_eq!(fs::read_dir(env.path("scratch")).unwrap().count(), 0);
+    let e = env.run(&["benchmark", "crud", "--tiny", &env.repo_str(), "missing"]).code(2).stderr;
+    assert!(e.contains("missing is not a directory") && e.trim().lines().count() == 1, "{e}");
 }
