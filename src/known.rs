@@ -56,6 +56,17 @@ impl KnownBlobs {
         self.base[lo..hi].binary_search_by(|e| e.0.cmp(id)).ok().map(|k| lo + k)
     }
 
+    /// Where `id` sorts among the blobs loaded (`0..loaded()`); `None` for a blob not loaded,
+    /// including one added since.
+    pub fn position(&self, id: &Id) -> Option<usize> {
+        self.base_index(id)
+    }
+
+    /// The number of blobs loaded (not counting those added since).
+    pub fn loaded(&self) -> usize {
+        self.base.len()
+    }
+
     /// The stored length of blob `id`, if the repository has it.
     pub fn get(&self, id: &Id) -> Option<&u32> {
         match self.base_index(id) {

@@ -55,6 +55,28 @@ fn clean_repository_checks_clean_at_every_level() {
     env.run(&["check", "--archives-only", &env.archive("a1")]).ok();
 }
 
+/// `check` counts the blobs no archive refers to: what `compact` would free.
+#[test]
+fn check_counts_the_blobs_compact_frees() {
+    let env = setup();
+    let repo = env.repo_str();
+    let counts = |env: &Env| {
+        let v = json(&env.run(&["check", "--json", &repo]).ok());
+        (v["unreferenced_blobs"].as_u64().unwrap(), v["blobs_checked"].as_u64().unwrap())
+    };
+    assert_eq!(counts(&env).0, 0);
+    fs::write(env.path("src/extra"), xorshift(200_000, 3)).unwrap();
+    env.create_json("a3", &["src"], &[]);
+    assert_eq!(counts(&env).0, 0);
+    env.run(&["delete", &env.archive("a3")]).ok();
+    let (unreferenced, before) = counts(&env);
+    // a3's archive object, its item stream and the chunks of src/extra
+    assert!(unreferenced >= 3, "{unreferenced}");
+    env.run(&["compact", "--threshold", "0", &repo]).ok();
+    let (left, after) = counts(&env);
+    assert_eq!((left, before - after), (0, unreferenced));
+}
+
 #[test]
 fn flipped_blob_byte_is_found_by_verify_data_and_named() {
     let env = setup();
