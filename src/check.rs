@@ -15,12 +15,12 @@ use crate::blob;
 use crate::crypto::Keys;
 use crate::error::Result;
 use crate::id::{Id, ObjectType};
+use crate::known::Marks;
 use crate::pack;
 use crate::repository::Repository;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// What verifying one pack found.
@@ -311,15 +311,9 @@ fn tiles_blob_area(entries: &[pack::PackEntry], blob_area: u64) -> bool {
 
 /// Every archive decodes, and every chunk it references is indexed (and not known bad).
 fn check_archives(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, bad: &HashSet<Id>) -> Result<()> {
-    let index = repo.index().known_blobs()?;
-    // One bit per indexed blob, set when an archive refers to it: 2 million blobs take 256 KiB,
-    // where a set of the referenced ids took over 100 MiB (per archive, while merging).
-    let referenced: Vec<AtomicU64> = (0..index.loaded().div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-    let refer = |id: &Id| -> bool {
-        let Some(k) = index.position(id) else { return false };
-        referenced[k / 64].fetch_or(1 << (k % 64), Ordering::Relaxed);
-        !bad.contains(id)
-    };
+    let referenced = Marks::new(repo.index().known_blobs()?);
+    // Whether the repository has `id` undamaged.
+    let refer = |id: &Id| referenced.mark(id) && !bad.contains(id);
     let entries: Vec<_> = match &opts.only {
         Some(names) => names.iter().map(|n| crate::archive::lookup(repo, n).cloned()).collect::<Result<_>>()?,
         None => repo.manifest().archives.clone(),
@@ -380,8 +374,7 @@ fn check_archives(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport,
         }
     }
     if opts.only.is_none() {
-        let marked: u64 = referenced.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as u64).sum();
-        rep.unreferenced_blobs = index.len() as u64 - marked;
+        rep.unreferenced_blobs = referenced.unmarked();
     }
     Ok(())
 }

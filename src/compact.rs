@@ -11,6 +11,7 @@ use crate::archive::Archive;
 use crate::error::{Error, Result};
 use crate::faults;
 use crate::id::Id;
+use crate::known::Marks;
 use crate::repository::{lock, Repository};
 use std::collections::HashSet;
 
@@ -27,18 +28,18 @@ pub struct CompactStats {
     pub garbage_kept: u64,
 }
 
-/// Every blob id the current archives reference.
-pub fn live_set(repo: &Repository) -> Result<HashSet<Id>> {
-    let mut live = HashSet::new();
+/// Every blob of the repository that the current archives reference, marked.
+pub fn live_set(repo: &Repository) -> Result<Marks> {
+    let live = Marks::new(repo.index().known_blobs()?);
     for entry in &repo.manifest().archives {
-        live.insert(entry.id);
+        live.mark(&entry.id);
         let archive = Archive::load(repo, entry)?;
         for id in &archive.items {
-            live.insert(*id);
+            live.mark(id);
         }
         for item in archive.items(repo) {
             for c in item?.chunks {
-                live.insert(c.0);
+                live.mark(&c.0);
             }
         }
     }
@@ -60,8 +61,12 @@ pub fn run(repo: &mut Repository, threshold_percent: f64, dry_run: bool) -> Resu
     let mut delete: Vec<String> = vec![];
     let mut rewrite: Vec<String> = vec![];
     for (name, usage) in &packs {
-        let live_bytes: u64 = usage.blobs.iter().filter(|b| live.contains(&b.0)).map(|b| b.1 as u64).sum();
-        let garbage = usage.size.saturating_sub(live_bytes);
+        // Garbage is the envelopes of dead blobs. The header and padding are not: counting
+        // them would rewrite packs of small blobs at every run with nothing to free.
+        let (mut live_bytes, mut garbage) = (0u64, 0u64);
+        for (id, len) in &usage.blobs {
+            *(if live.is_marked(id) { &mut live_bytes } else { &mut garbage }) += *len as u64;
+        }
         if live_bytes == 0 {
             delete.push(name.clone());
             st.packs_deleted += 1;
@@ -83,7 +88,7 @@ pub fn run(repo: &mut Repository, threshold_percent: f64, dry_run: bool) -> Resu
     let mut moved: HashSet<Id> = HashSet::new();
     for name in &rewrite {
         for b in repo.pack_envelopes(name)? {
-            if live.contains(&b.id) && moved.insert(b.id) {
+            if live.is_marked(&b.id) && moved.insert(b.id) {
                 repo.add_moved(b)?;
             }
         }

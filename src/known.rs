@@ -56,17 +56,6 @@ impl KnownBlobs {
         self.base[lo..hi].binary_search_by(|e| e.0.cmp(id)).ok().map(|k| lo + k)
     }
 
-    /// Where `id` sorts among the blobs loaded (`0..loaded()`); `None` for a blob not loaded,
-    /// including one added since.
-    pub fn position(&self, id: &Id) -> Option<usize> {
-        self.base_index(id)
-    }
-
-    /// The number of blobs loaded (not counting those added since).
-    pub fn loaded(&self) -> usize {
-        self.base.len()
-    }
-
     /// The stored length of blob `id`, if the repository has it.
     pub fn get(&self, id: &Id) -> Option<&u32> {
         match self.base_index(id) {
@@ -106,6 +95,46 @@ impl KnownBlobs {
     }
 }
 
+/// A mark on each blob of a [`KnownBlobs`] as loaded, one bit each, settable from many threads:
+/// the blobs archives refer to, for `check` and `compact`. Two million blobs take 256 KiB, where
+/// a set of their ids took over 100 MiB.
+pub struct Marks {
+    known: KnownBlobs,
+    bits: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl Marks {
+    /// No blob marked. Blobs added to `known` after loading cannot be marked.
+    pub fn new(known: KnownBlobs) -> Marks {
+        let bits = (0..known.base.len().div_ceil(64)).map(|_| Default::default()).collect();
+        Marks { known, bits }
+    }
+
+    /// Mark `id`; false if the repository does not have it.
+    pub fn mark(&self, id: &Id) -> bool {
+        let Some(k) = self.known.base_index(id) else { return false };
+        self.bits[k / 64].fetch_or(1 << (k % 64), std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+
+    pub fn is_marked(&self, id: &Id) -> bool {
+        self.known
+            .base_index(id)
+            .is_some_and(|k| self.bits[k / 64].load(std::sync::atomic::Ordering::Relaxed) & (1 << (k % 64)) != 0)
+    }
+
+    /// How many blobs are not marked.
+    pub fn unmarked(&self) -> u64 {
+        let marked: u64 =
+            self.bits.iter().map(|w| w.load(std::sync::atomic::Ordering::Relaxed).count_ones() as u64).sum();
+        self.known.len() as u64 - marked
+    }
+
+    pub fn known(&self) -> &KnownBlobs {
+        &self.known
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +145,23 @@ mod tests {
         b[..8].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
         b[8..16].copy_from_slice(&n.to_le_bytes());
         Id(b)
+    }
+
+    #[test]
+    fn marks_each_loaded_blob_once_and_count_the_rest() {
+        for n in [0u64, 1, 63, 64, 65, 1000] {
+            let marks = Marks::new(KnownBlobs::from_rows((0..n).map(|i| (id(i), 1)).collect()));
+            assert_eq!(marks.unmarked(), n);
+            for i in (0..n).step_by(3) {
+                assert!(marks.mark(&id(i)));
+                assert!(marks.mark(&id(i)), "marking twice");
+            }
+            assert!(!marks.mark(&id(n + 1)), "a blob the repository lacks");
+            for i in 0..n + 2 {
+                assert_eq!(marks.is_marked(&id(i)), i < n && i % 3 == 0, "n = {n}, i = {i}");
+            }
+            assert_eq!(marks.unmarked(), n - n.div_ceil(3), "n = {n}");
+        }
     }
 
     /// Lookups agree with a plain hash map, for sets of every size around the directory's steps,
