@@ -187,10 +187,12 @@ fn progress_file(opts: &CheckOptions, repo: &Repository) -> Option<PathBuf> {
 /// Read every pack whole, verify its name and every blob in it.
 fn verify_data(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, bad: &mut HashSet<Id>) -> Result<()> {
     let started = Instant::now();
-    let usage: HashMap<String, HashSet<Id>> =
-        repo.index().pack_usage()?.into_iter().map(|(n, u)| (n, u.blobs.into_iter().map(|b| b.0).collect())).collect();
-    let mut names: Vec<String> = usage.keys().cloned().collect();
+    // Only the names are held: what the index says of a pack's blobs is looked up when the
+    // pack turns out damaged (rare), not kept for every blob of the repository.
+    let mut names: Vec<String> = repo.index().pack_names()?.into_iter().collect();
     names.sort();
+    let indexed_here =
+        |id: &Id, name: &str| -> Result<bool> { Ok(repo.index().lookup(id)?.is_some_and(|loc| loc.pack == name)) };
     let pos_file = progress_file(opts, repo);
     if opts.max_duration.is_some() {
         if let Some(last) = pos_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
@@ -201,6 +203,8 @@ fn verify_data(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, ba
     // Packs in slices so that the time limit is checked between slices; each slice in parallel.
     // Without a limit, one slice: no barrier where a core would wait for the slowest pack.
     let slice_len = if opts.max_duration.is_some() { 8 } else { names.len().max(1) };
+    // Packs that could not be read at all: every blob the index places in them is bad.
+    let mut unreadable: HashSet<String> = HashSet::new();
     for (n, slice) in names.chunks(slice_len).enumerate() {
         if let Some(max) = opts.max_duration {
             // At least one slice per run, so that even a tiny limit makes progress.
@@ -213,14 +217,13 @@ fn verify_data(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, ba
         let results: Vec<(String, Result<PackVerdict>)> =
             slice.par_iter().map(|name| (name.clone(), verify_pack(keys, backend, name))).collect();
         for (name, r) in results {
-            let indexed = &usage[&name];
             match r {
                 Ok(v) => {
                     rep.blobs_checked += v.blobs;
                     rep.bytes_verified += v.bytes;
                     let mut indexed_failures = 0;
                     for (id, why) in v.failures {
-                        if indexed.contains(&id) {
+                        if indexed_here(&id, &name)? {
                             indexed_failures += 1;
                             rep.errors.push(format!("blob {} in pack {name}: {why}", id.hex()));
                             bad.insert(id);
@@ -240,7 +243,7 @@ fn verify_data(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, ba
                 }
                 Err(e) => {
                     rep.errors.push(format!("pack {name}: {e}"));
-                    bad.extend(indexed.iter().copied());
+                    unreadable.insert(name.clone());
                     rep.damaged_packs.entry(name.clone()).or_default();
                 }
             }
@@ -249,6 +252,13 @@ fn verify_data(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, ba
             if opts.max_duration.is_some() {
                 let _ = std::fs::create_dir_all(p.parent().expect("has parent"));
                 let _ = std::fs::write(p, last);
+            }
+        }
+    }
+    if !unreadable.is_empty() {
+        for (name, u) in repo.index().pack_usage()? {
+            if unreadable.contains(&name) {
+                bad.extend(u.blobs.iter().map(|b| b.0));
             }
         }
     }
