@@ -137,7 +137,9 @@ pub fn recreate(
         promote.insert(links[0].clone(), (item, links.len() > 1));
     }
 
-    let known: HashMap<Id, u32> = repo.known_blobs()?.iter().map(|(id, n)| (*id, *n)).collect();
+    // The stored sizes, loaded apart from the repository's own dedup set (which the writer
+    // below borrows): a sorted array, not a hash map of every blob.
+    let known = repo.index().known_blobs()?;
     let mut stats = ArchiveStats::default();
     let mut w = ItemStreamWriter::new(repo);
     let mut cursor = crate::archive::stream::ItemCursor::new(old.items.clone());
