@@ -80,3 +80,82 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// Copy `from` into `to` recursively (files and directories only), as `rsync -a` would, skipping
+/// what already exists.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else if !dest.exists() {
+            fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// An offsite copy taken while a backup commits, in rsync's order (`config`, `data/`, then
+/// `index.sqlite`, `key`, `manifests/`): the archive committed during the copy names packs the
+/// copy lacks. The copy must still open; every archive committed before the copy began restores;
+/// `check` names the incomplete one instead of passing it; and the next copy completes it.
+#[test]
+fn a_copy_taken_during_a_commit_keeps_every_earlier_archive_and_names_the_late_one() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/old"), xorshift(400_000, 1)).unwrap();
+    env.create_json("a0", &["src"], &[]);
+    let (repo, copy) = (env.repo(), env.path("offsite"));
+    fs::create_dir(&copy).unwrap();
+    fs::copy(repo.join("config"), copy.join("config")).unwrap();
+    copy_tree(&repo.join("data"), &copy.join("data"));
+    fs::write(env.path("src/new"), xorshift(400_000, 2)).unwrap();
+    env.create_json("a1", &["src"], &[]);
+    for f in ["index.sqlite", "key"] {
+        fs::copy(repo.join(f), copy.join(f)).unwrap();
+    }
+    copy_tree(&repo.join("manifests"), &copy.join("manifests"));
+
+    // Another machine opens the copy (its own client state).
+    let other =
+        |args: &[&str]| Run::from(env.cmd().env("GARRET_SECURITY_DIR", env.path("other")).args(args).output().unwrap());
+    let copy_s = copy.display().to_string();
+    let r = other(&["list", "--short", &copy_s]);
+    assert!(r.code <= 1, "{}", r.stderr);
+    assert_eq!(r.stdout, "a0\na1\n");
+    let r = other(&["check", &copy_s]).code(2);
+    // Here even a1's archive object is in a pack the copy lacks.
+    assert!(r.stderr.contains("archive \"a1\""), "{}", r.stderr);
+    assert!(!r.stderr.contains("\"a0\""), "a0 is whole: {}", r.stderr);
+    let out = env.path("out0");
+    fs::create_dir(&out).unwrap();
+    Run::from(
+        env.cmd()
+            .env("GARRET_SECURITY_DIR", env.path("other"))
+            .current_dir(&out)
+            .args(["extract", &format!("{copy_s}::a0")])
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert_eq!(fs::read(out.join("src/old")).unwrap(), xorshift(400_000, 1));
+    assert!(!out.join("src/new").exists());
+
+    // The next run of the copy brings the packs it missed.
+    copy_tree(&repo.join("data"), &copy.join("data"));
+    other(&["check", "--verify-data", &copy_s]).ok();
+    let out = env.path("out1");
+    fs::create_dir(&out).unwrap();
+    Run::from(
+        env.cmd()
+            .env("GARRET_SECURITY_DIR", env.path("other"))
+            .current_dir(&out)
+            .args(["extract", &format!("{copy_s}::a1")])
+            .output()
+            .unwrap(),
+    )
+    .ok();
+    assert_eq!(fs::read(out.join("src/new")).unwrap(), xorshift(400_000, 2));
+}
