@@ -119,43 +119,28 @@ fn a_copy_taken_during_a_commit_keeps_every_earlier_archive_and_names_the_late_o
     copy_tree(&repo.join("manifests"), &copy.join("manifests"));
 
     // Another machine opens the copy (its own client state).
-    let other =
-        |args: &[&str]| Run::from(env.cmd().env("GARRET_SECURITY_DIR", env.path("other")).args(args).output().unwrap());
-    let copy_s = copy.display().to_string();
-    let r = other(&["list", "--short", &copy_s]);
+    let other = |dir: &std::path::Path, args: &[&str]| {
+        fs::create_dir_all(dir).unwrap();
+        let c = env.cmd().env("GARRET_SECURITY_DIR", env.path("other")).current_dir(dir).args(args).output();
+        Run::from(c.unwrap())
+    };
+    let (here, copy_s) = (env.path(""), copy.display().to_string());
+    let r = other(&here, &["list", "--short", &copy_s]);
     assert!(r.code <= 1, "{}", r.stderr);
     assert_eq!(r.stdout, "a0\na1\n");
-    let r = other(&["check", &copy_s]).code(2);
+    let r = other(&here, &["check", &copy_s]).code(2);
     // Here even a1's archive object is in a pack the copy lacks.
     assert!(r.stderr.contains("archive \"a1\""), "{}", r.stderr);
     assert!(!r.stderr.contains("\"a0\""), "a0 is whole: {}", r.stderr);
     let out = env.path("out0");
-    fs::create_dir(&out).unwrap();
-    Run::from(
-        env.cmd()
-            .env("GARRET_SECURITY_DIR", env.path("other"))
-            .current_dir(&out)
-            .args(["extract", &format!("{copy_s}::a0")])
-            .output()
-            .unwrap(),
-    )
-    .ok();
+    other(&out, &["extract", &format!("{copy_s}::a0")]).ok();
     assert_eq!(fs::read(out.join("src/old")).unwrap(), xorshift(400_000, 1));
     assert!(!out.join("src/new").exists());
 
     // The next run of the copy brings the packs it missed.
     copy_tree(&repo.join("data"), &copy.join("data"));
-    other(&["check", "--verify-data", &copy_s]).ok();
+    other(&here, &["check", "--verify-data", &copy_s]).ok();
     let out = env.path("out1");
-    fs::create_dir(&out).unwrap();
-    Run::from(
-        env.cmd()
-            .env("GARRET_SECURITY_DIR", env.path("other"))
-            .current_dir(&out)
-            .args(["extract", &format!("{copy_s}::a1")])
-            .output()
-            .unwrap(),
-    )
-    .ok();
+    other(&out, &["extract", &format!("{copy_s}::a1")]).ok();
     assert_eq!(fs::read(out.join("src/new")).unwrap(), xorshift(400_000, 2));
 }
