@@ -90,11 +90,13 @@ impl Stamped {
 
     fn save(&self) {
         let Some(identity) = file_identity(&self.db) else { return };
+        let text = format!("garret-index-stamp 1 {} {identity}\n", self.checked);
+        // A reader leaves the index as it found it: the stamp on file says so already.
+        if std::fs::read(&self.file).is_ok_and(|old| old == text.as_bytes()) {
+            return;
+        }
         // Only an optimization: a stamp not written costs the next open one quick_check.
-        let _ = crate::client_file::replace(
-            &self.file,
-            format!("garret-index-stamp 1 {} {identity}\n", self.checked).as_bytes(),
-        );
+        let _ = crate::client_file::replace(&self.file, text.as_bytes());
     }
 }
 
