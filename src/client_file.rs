@@ -6,6 +6,10 @@
 //! directory's `lock` file while it writes `<name>.tmp` and renames it over `<name>`. Readers
 //! take no lock: they see the old file or the new one, never a mix. On a file system without
 //! `flock` the lock is skipped and the rename still keeps every file whole.
+//!
+//! Key files and the client state must also survive a power cut ([`Durability::Synced`]): a key
+//! file that a crash leaves empty makes every backup unreadable. Caches that are checked when
+//! loaded are not synced ([`Durability::Cache`]): losing one costs time, never safety.
 
 use crate::error::{IoContext, Result};
 use std::fs::{File, OpenOptions};
@@ -21,9 +25,20 @@ pub struct DirLock {
     _file: File,
 }
 
-/// Create `dir` if needed and wait for its lock.
+/// Whether a rewritten file must be on stable storage when the rewrite returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// The new file is fsynced before the rename and its directory after: key files, the client
+    /// state.
+    Synced,
+    /// Not synced: a cache that is checked when loaded (files cache, index stamp).
+    Cache,
+}
+
+/// Create `dir` if needed (durably: a key file's directory must survive a power cut too) and
+/// wait for its lock.
 pub fn lock_dir(dir: &Path) -> Result<DirLock> {
-    std::fs::create_dir_all(dir).ctx(|| format!("creating directory {}", dir.display()))?;
+    crate::backend::create_dir_all_synced(dir)?;
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)
@@ -37,22 +52,39 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock> {
 
 /// Replace `dest` with what `write` puts into a fresh file. The caller holds `_held`, the lock of
 /// `dest`'s directory, so no other process writes the same temporary file meanwhile.
-pub fn replace_with(_held: &DirLock, dest: &Path, write: impl FnOnce(File) -> std::io::Result<()>) -> Result<()> {
+pub fn replace_with(
+    _held: &DirLock,
+    dest: &Path,
+    durability: Durability,
+    write: impl FnOnce(&File) -> std::io::Result<()>,
+) -> Result<()> {
     let mut tmp = dest.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    let result = File::create(&tmp).and_then(write).ctx(|| format!("writing {}", tmp.display()));
+    let result = File::create(&tmp)
+        .and_then(|f| {
+            write(&f)?;
+            if durability == Durability::Synced {
+                f.sync_all()?;
+            }
+            Ok(())
+        })
+        .ctx(|| format!("writing {}", tmp.display()));
     let result = result.and_then(|_| std::fs::rename(&tmp, dest).ctx(|| format!("renaming {}", tmp.display())));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+        return result;
     }
-    result
+    match durability {
+        Durability::Synced => crate::backend::sync_dir(dest.parent().expect("a file in a directory")),
+        Durability::Cache => Ok(()),
+    }
 }
 
 /// Replace `dest` with `bytes`, taking its directory's lock for the duration.
-pub fn replace(dest: &Path, bytes: &[u8]) -> Result<()> {
+pub fn replace(dest: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
     let held = lock_dir(dest.parent().expect("a file in a directory"))?;
-    replace_with(&held, dest, |mut f| f.write_all(bytes))
+    replace_with(&held, dest, durability, |mut f| f.write_all(bytes))
 }
 
 #[cfg(test)]
@@ -69,7 +101,7 @@ mod tests {
                 let dest = &dest;
                 s.spawn(move || {
                     for _ in 0..50 {
-                        replace(dest, v).unwrap();
+                        replace(dest, v, Durability::Synced).unwrap();
                     }
                 });
             }

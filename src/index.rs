@@ -96,7 +96,7 @@ impl Stamped {
             return;
         }
         // Only an optimization: a stamp not written costs the next open one quick_check.
-        let _ = crate::client_file::replace(&self.file, text.as_bytes());
+        let _ = crate::client_file::replace(&self.file, text.as_bytes(), crate::client_file::Durability::Cache);
     }
 }
 

@@ -59,19 +59,23 @@ pub fn run(_g: &GlobalArgs, a: &InitArgs) -> Result<Outcome> {
         }
         _ => Some(common::passphrase(true)?),
     };
-    let config = Repository::init(
-        &loc.repo,
-        a.encryption,
-        pass.as_deref(),
-        KdfParams::with_memory_mib(a.kdf_memory),
-        &common::client_dirs(),
-    )?;
+    let client = common::client_dirs();
+    let config =
+        Repository::init(&loc.repo, a.encryption, pass.as_deref(), KdfParams::with_memory_mib(a.kdf_memory), &client)?;
     if a.encryption != Encryption::None {
+        let key_file = match a.encryption {
+            Encryption::Keyfile => {
+                format!(
+                    " and back up the key file {}",
+                    garret::repository::keyfile_path(&client, &config.repo_id()).display()
+                )
+            }
+            _ => String::new(),
+        };
         common::say(common::Level::Info, &format!(
-            "garret: repository {} created (encryption {:?}). Keep the passphrase safe{}: without it the backups cannot be read.",
+            "garret: repository {} created (encryption {:?}). Keep the passphrase safe{key_file}: without it the backups cannot be read.",
             loc.repo.display(),
             a.encryption,
-            if a.encryption == Encryption::Keyfile { " and back up the key file in ~/.config/garret/keys" } else { "" }
         ));
     }
     if a.json {

@@ -296,7 +296,7 @@ impl FilesCache {
             return Ok(());
         }
         let held = client_file::lock_dir(self.file.parent().expect("has parent"))?;
-        client_file::replace_with(&held, &self.file, |f| {
+        client_file::replace_with(&held, &self.file, client_file::Durability::Cache, |f| {
             let mut w = Hashing { out: std::io::BufWriter::with_capacity(1 << 20, f), hash: blake3::Hasher::new() };
             self.write_merged(&seen, &mut w)?;
             let hash = w.hash.finalize();

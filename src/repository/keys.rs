@@ -42,7 +42,11 @@ pub fn export(path: &Path, client: &ClientDirs) -> Result<Vec<u8>> {
 fn store(path: &Path, client: &ClientDirs, c: &Config, kf: &KeyFile) -> Result<()> {
     let bytes = kf.to_json();
     match c.encryption {
-        Encryption::Keyfile => crate::client_file::replace(&keyfile_path(client, &c.repo_id()), &bytes),
+        Encryption::Keyfile => crate::client_file::replace(
+            &keyfile_path(client, &c.repo_id()),
+            &bytes,
+            crate::client_file::Durability::Synced,
+        ),
         _ => LocalBackend::new(path).replace(REPOKEY_FILE, &bytes),
     }
 }

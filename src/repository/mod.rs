@@ -99,7 +99,8 @@ pub struct WriteStats {
     pub bytes_written: u64,
 }
 
-fn keyfile_path(client: &ClientDirs, repo: &Id) -> PathBuf {
+/// Where keyfile mode keeps the key of repository `repo` on this client.
+pub fn keyfile_path(client: &ClientDirs, repo: &Id) -> PathBuf {
     client.key_file.clone().unwrap_or_else(|| client.keys.join(repo.hex()))
 }
 
@@ -121,9 +122,20 @@ impl Repository {
                 return Err(Error::AlreadyExists { path: path.to_path_buf() });
             }
         }
-        std::fs::create_dir_all(path).ctx(|| format!("creating {}", path.display()))?;
         let config = Config::new(encryption);
         let repo_id = config.repo_id();
+        if encryption == Encryption::Keyfile {
+            // GARRET_KEY_FILE may name an existing file: another repository's only key.
+            let kp = keyfile_path(client, &repo_id);
+            if kp.exists() {
+                return Err(Error::Key(format!(
+                    "key file {} exists already (another repository's key?): move it away or set GARRET_KEY_FILE to a new path",
+                    kp.display()
+                )));
+            }
+        }
+        // Durably: a repository whose directory a power cut takes away loses every backup in it.
+        crate::backend::create_dir_all_synced(path)?;
         let master = MasterKey::generate();
         let kf = match encryption {
             Encryption::None => KeyFile::plain(&master, &repo_id),
@@ -136,9 +148,10 @@ impl Repository {
         let backend = LocalBackend::new(path);
         match encryption {
             Encryption::Keyfile => {
-                std::fs::create_dir_all(&client.keys).ctx(|| format!("creating {}", client.keys.display()))?;
+                // Synced before anything is stored with the key: a power cut must not leave
+                // backups behind with an empty key file.
                 let kp = keyfile_path(client, &repo_id);
-                std::fs::write(&kp, kf.to_json()).ctx(|| format!("writing key file {}", kp.display()))?;
+                crate::client_file::replace(&kp, &kf.to_json(), crate::client_file::Durability::Synced)?;
             }
             _ => backend.put(REPOKEY_FILE, &kf.to_json())?,
         }

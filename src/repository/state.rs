@@ -39,7 +39,7 @@ pub fn save(cache_dir: &Path, repo: &Id, st: &ClientState, adopt: bool) -> Resul
         }
     }
     let bytes = serde_json::to_vec_pretty(st).expect("serializing to memory");
-    client_file::replace_with(&held, &p, |mut f| f.write_all(&bytes))
+    client_file::replace_with(&held, &p, client_file::Durability::Synced, |mut f| f.write_all(&bytes))
 }
 
 #[cfg(test)]

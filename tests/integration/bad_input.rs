@@ -364,6 +364,15 @@ fn key_file_and_client_directories_from_the_environment() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(env.path("cfg/security").is_dir(), "GARRET_CONFIG_DIR holds the security state");
+    // A second repository must not take over the first one's key file: that key is the only one.
+    let key_before = fs::read(&key).unwrap();
+    let second = env.path("second").display().to_string();
+    let r = with(&["init", "-e", "keyfile", "--kdf-memory", "64", &second]).code(2);
+    assert!(r.stderr.contains("exists already") && r.stderr.contains("GARRET_KEY_FILE"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert_eq!(fs::read(&key).unwrap(), key_before, "the first repository's key was overwritten");
+    assert!(!env.path("second").exists(), "nothing was created");
+    with(&["list", "--short", &env.repo_str()]).ok();
 }
 
 /// borg's with-lock: the command runs while the repository lock is held (a create inside it

@@ -9,12 +9,13 @@ use std::process::Command;
 
 /// Mount a fresh 16 MB ext4 at `mnt`; `None` (with a SKIP line) where that is impossible.
 fn small_disk(env: &Env, mnt: &std::path::Path) -> Option<LoopMount> {
-    loop_disk(env, mnt, "ext4", 16 << 20)
+    loop_disk(env, mnt, "ext4", 16 << 20, "loop")
 }
 
-/// Mount a fresh `bytes`-sized file system of type `fs_type` (mkfs.`fs_type`) at `mnt`; `None`
-/// (with a SKIP line) where that is impossible.
-fn loop_disk(env: &Env, mnt: &std::path::Path, fs_type: &str, bytes: u64) -> Option<LoopMount> {
+/// Mount a fresh `bytes`-sized file system of type `fs_type` (mkfs.`fs_type`) at `mnt` with mount
+/// options `options` (at least "loop"); its image is `<fs_type>.img` in `env`. `None` (with a SKIP
+/// line) where that is impossible.
+fn loop_disk(env: &Env, mnt: &std::path::Path, fs_type: &str, bytes: u64, options: &str) -> Option<LoopMount> {
     if !rustix::process::geteuid().is_root() {
         eprintln!("SKIP {fs_type} loop mount: needs root");
         return None;
@@ -24,11 +25,82 @@ fn loop_disk(env: &Env, mnt: &std::path::Path, fs_type: &str, bytes: u64) -> Opt
     let force = if fs_type == "ext4" { ["-q", "-F"] } else { ["-q", "-f"] };
     let ok = Command::new(format!("mkfs.{fs_type}")).args(force).arg(&img).status().is_ok_and(|s| s.success());
     fs::create_dir_all(mnt).unwrap();
-    if !ok || !Command::new("mount").args(["-o", "loop"]).arg(&img).arg(mnt).status().is_ok_and(|s| s.success()) {
+    if !ok || !Command::new("mount").args(["-o", options]).arg(&img).arg(mnt).status().is_ok_and(|s| s.success()) {
         eprintln!("SKIP {fs_type} loop mount: cannot make or loop-mount an image here (mkfs.{fs_type}, loop devices)");
         return None;
     }
     Some(LoopMount(mnt.to_path_buf()))
+}
+
+/// A power cut right after commands returned: everything they reported done must be on the disk,
+/// the key file and the client state included (a key file left empty makes every backup
+/// unreadable). The disk is a loop-mounted ext4 whose journal commits only every 300 s, so a copy
+/// of its image taken right after the commands holds only what they synced: what an abrupt power
+/// loss leaves. Two cuts: after init and a first create, and after a passphrase change and a
+/// second create.
+#[test]
+fn a_power_cut_after_the_commands_loses_nothing_they_reported_done() {
+    let env = Env::new();
+    let disk = env.path("disk");
+    let Some(_mounted) = loop_disk(&env, &disk, "ext4", 64 << 20, "loop,commit=300") else { return };
+    let on = |root: &std::path::Path, pass: &str| {
+        let mut c = env.cmd();
+        c.env("GARRET_PASSPHRASE", pass)
+            .env("GARRET_KEYS_DIR", root.join("keys"))
+            .env("GARRET_SECURITY_DIR", root.join("security"))
+            .env("GARRET_CACHE_DIR", root.join("cache"));
+        c
+    };
+    let run = |c: &mut Command, args: &[&str]| Run::from(c.args(args).output().expect("spawn garret")).ok();
+    let repo_on = |root: &std::path::Path| root.join("repo").display().to_string();
+    // The image as the disk holds it now (unmounting would write the rest), mounted at `name`.
+    let cut = |name: &str| {
+        let img = env.path(&format!("{name}.img"));
+        assert!(Command::new("cp")
+            .arg("--sparse=always")
+            .arg(env.path("ext4.img"))
+            .arg(&img)
+            .status()
+            .unwrap()
+            .success());
+        let at = env.path(name);
+        fs::create_dir_all(&at).unwrap();
+        assert!(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&at).status().unwrap().success());
+        (LoopMount(at.clone()), at)
+    };
+    let state_of = |root: &std::path::Path, id: &std::ffi::OsStr| {
+        String::from_utf8(fs::read(root.join("security").join(id).join("state.json")).unwrap()).unwrap()
+    };
+    // Every archive named restores byte for byte, and the repository checks clean.
+    let verify = |root: &std::path::Path, pass: &str, archives: &[&str]| {
+        let repo = repo_on(root);
+        let list = run(&mut on(root, pass), &["list", "--short", &repo]);
+        assert_eq!(list.stdout.lines().collect::<Vec<_>>(), archives);
+        run(&mut on(root, pass), &["check", "--verify-data", &repo]);
+        let out = env.path(&format!("out-{}", archives.len()));
+        fs::create_dir_all(&out).unwrap();
+        run(on(root, pass).current_dir(&out), &["extract", &format!("{repo}::{}", archives[archives.len() - 1])]);
+        assert_same_tree(&env.path("src"), &out.join("src"));
+    };
+
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/one"), xorshift(3 << 20, 71)).unwrap();
+    let repo = repo_on(&disk);
+    run(&mut on(&disk, "old"), &["init", "-e", "keyfile", "--kdf-memory", "64", &repo]);
+    run(&mut on(&disk, "old"), &["create", &format!("{repo}::first"), "src"]);
+    let id = fs::read_dir(disk.join("keys")).unwrap().map(|e| e.unwrap().file_name()).find(|n| n != "lock").unwrap();
+    let (first_cut, at) = cut("cut1");
+    assert!(fs::metadata(at.join("keys").join(&id)).unwrap().len() > 0, "the key file did not survive the power cut");
+    assert_eq!(state_of(&at, &id), state_of(&disk, &id), "the client state did not survive the power cut");
+    verify(&at, "old", &["first"]);
+    drop(first_cut);
+
+    run(on(&disk, "old").env("GARRET_NEW_PASSPHRASE", "new"), &["key", "change-passphrase", &repo]);
+    fs::write(env.path("src/two"), xorshift(1 << 20, 72)).unwrap();
+    run(&mut on(&disk, "new"), &["create", &format!("{repo}::second"), "src"]);
+    let (_second_cut, at) = cut("cut2");
+    assert_eq!(state_of(&at, &id), state_of(&disk, &id), "the client state did not survive the power cut");
+    verify(&at, "new", &["first", "second"]);
 }
 
 /// garret with `args` and [`Env::cmd`]'s environment, run under `strace -f -qq` with `strace_args`.
@@ -201,7 +273,7 @@ fn packs_on_xfs_and_btrfs_are_written_direct_and_read_back() {
         let env = Env::new();
         let mnt = env.path("mnt");
         // 300 MiB: mkfs.btrfs refuses images under about 110 MiB
-        let Some(_m) = loop_disk(&env, &mnt, fs_type, 300 << 20) else { continue };
+        let Some(_m) = loop_disk(&env, &mnt, fs_type, 300 << 20, "loop") else { continue };
         let repo = mnt.join("repo").display().to_string();
         env.run(&["init", "-e", "repokey", "--kdf-memory", "64", &repo]).ok();
         fs::create_dir_all(env.path("src/d")).unwrap();
