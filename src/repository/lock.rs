@@ -1,8 +1,9 @@
 //! The exclusive writer lock: a `lock` file created with O_EXCL naming its holder, and reader
 //! marks of long-running readers.
 //!
-//! A lock whose holder is a dead process on this host is broken (with a warning); any other
-//! holder makes the caller wait up to the given time and then fail naming the holder. A holder on
+//! A lock whose holder is a dead process on this host, or a process from before this host's last
+//! boot (its pid may belong to another process now), is broken (with a warning); any other holder
+//! makes the caller wait up to the given time and then fail naming the holder. A holder on
 //! another host that died is only known dead to the user: [`break_locks`] (`garret break-lock`).
 //!
 //! Breaking is serialized by an advisory `flock` on [`BREAK_FILE`]: two waiters that both saw the
@@ -25,6 +26,45 @@ struct Holder {
     hostname: String,
     pid: i32,
     since: String,
+    /// The host's boot id when the holder started. A power cut can leave a lock behind (its
+    /// removal was never synced), and after the reboot another process may run under its pid.
+    /// Missing in the locks of older garret versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot_id: Option<String>,
+}
+
+impl Holder {
+    fn me() -> Holder {
+        Holder {
+            hostname: hostname(),
+            pid: std::process::id() as i32,
+            since: chrono::Local::now().to_rfc3339(),
+            boot_id: boot_id().map(str::to_owned),
+        }
+    }
+
+    /// How this holder is known to be gone, if it is: it ran on this host, and before the last
+    /// boot or as a process that no longer exists. A holder on another host is never known gone.
+    fn gone(&self) -> Option<&'static str> {
+        if self.hostname != hostname() {
+            return None;
+        }
+        match (&self.boot_id, boot_id()) {
+            (Some(then), Some(now)) if then != now => Some("it was taken before the last reboot"),
+            _ if !pid_alive(self.pid) => Some("that process has ended"),
+            _ => None,
+        }
+    }
+}
+
+/// This boot's id (Linux: `/proc/sys/kernel/random/boot_id`), `None` where there is none.
+fn boot_id() -> Option<&'static str> {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        Some(id.trim().to_owned()).filter(|i| !i.is_empty())
+    })
+    .as_deref()
 }
 
 /// The writer lock, held until dropped. Dropping removes the lock file only while it still names
@@ -50,8 +90,7 @@ impl Lock {
     /// is broken.
     pub fn acquire(root: &Path, wait: Duration, warnings: &mut Vec<String>) -> Result<Lock> {
         let path = root.join(LOCK_FILE);
-        let me =
-            Holder { hostname: hostname(), pid: std::process::id() as i32, since: chrono::Local::now().to_rfc3339() };
+        let me = Holder::me();
         let deadline = Instant::now() + wait;
         loop {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
@@ -64,17 +103,15 @@ impl Lock {
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     let holder: Option<Holder> =
                         std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
-                    if let Some(h) = &holder {
-                        if h.hostname == me.hostname && !pid_alive(h.pid) {
-                            crate::faults::pause_point("stale-lock-seen");
-                            if remove_if_held_by(root, h)? {
-                                warnings.push(format!(
-                                    "removed stale lock of dead process {} on {} (since {})",
-                                    h.pid, h.hostname, h.since
-                                ));
-                            }
-                            continue;
+                    if let Some((h, how)) = holder.as_ref().and_then(|h| Some((h, h.gone()?))) {
+                        crate::faults::pause_point("stale-lock-seen");
+                        if remove_if_held_by(root, h)? {
+                            warnings.push(format!(
+                                "removed stale lock of process {} on {} (since {}): {how}",
+                                h.pid, h.hostname, h.since
+                            ));
                         }
+                        continue;
                     }
                     if Instant::now() >= deadline {
                         let holder = match holder {
@@ -136,8 +173,7 @@ impl ReaderMark {
     pub fn create(root: &Path) -> Result<ReaderMark> {
         let dir = root.join(READERS_DIR);
         std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-        let me =
-            Holder { hostname: hostname(), pid: std::process::id() as i32, since: chrono::Local::now().to_rfc3339() };
+        let me = Holder::me();
         let path = dir.join(format!("{}.{}", me.hostname, me.pid));
         std::fs::write(&path, serde_json::to_vec(&me).expect("serializing to memory"))
             .ctx(|| format!("writing reader mark {}", path.display()))?;
@@ -155,12 +191,11 @@ impl Drop for ReaderMark {
 /// processes on this host are removed.
 pub fn live_readers(root: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(root.join(READERS_DIR)) else { return vec![] };
-    let host = hostname();
     let mut out = Vec::new();
     for e in entries.flatten() {
         let holder: Option<Holder> = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
         match holder {
-            Some(h) if h.hostname == host && !pid_alive(h.pid) => {
+            Some(h) if h.gone().is_some() => {
                 let _ = std::fs::remove_file(e.path());
             }
             Some(h) => out.push(format!("process {} on host {} since {}", h.pid, h.hostname, h.since)),
@@ -228,7 +263,12 @@ mod tests {
         assert_eq!(holder_of(root).as_ref(), Some(&lock.me));
         // `break-lock` while this lock is held, then another writer takes the lock.
         std::fs::remove_file(root.join(LOCK_FILE)).unwrap();
-        let other = Holder { hostname: "elsewhere".into(), pid: 4242, since: "2026-11-26T00:00:00+00:00".into() };
+        let other = Holder {
+            hostname: "elsewhere".into(),
+            pid: 4242,
+            since: "2026-11-26T00:00:00+00:00".into(),
+            boot_id: None,
+        };
         std::fs::write(root.join(LOCK_FILE), serde_json::to_vec(&other).unwrap()).unwrap();
         drop(lock);
         assert_eq!(holder_of(root), Some(other), "the successor's lock was removed");
@@ -237,5 +277,36 @@ mod tests {
         drop(Lock::acquire(root, Duration::ZERO, &mut warnings).unwrap());
         assert!(!root.join(LOCK_FILE).exists());
         assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn a_lock_from_before_a_reboot_is_stale_even_when_its_pid_is_taken() {
+        let Some(now) = boot_id() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // pid 1 always runs; under this boot's id it is a live holder.
+        let live = Holder { pid: 1, boot_id: Some(now.to_owned()), ..Holder::me() };
+        std::fs::write(root.join(LOCK_FILE), serde_json::to_vec(&live).unwrap()).unwrap();
+        let mut warnings = vec![];
+        assert!(matches!(Lock::acquire(root, Duration::ZERO, &mut warnings), Err(Error::Locked { .. })));
+        // A lock of an older garret (no boot id) with a live pid is not broken either.
+        let old = Holder { boot_id: None, ..live };
+        std::fs::write(root.join(LOCK_FILE), serde_json::to_vec(&old).unwrap()).unwrap();
+        assert!(matches!(Lock::acquire(root, Duration::ZERO, &mut warnings), Err(Error::Locked { .. })));
+        // The same holder written before a reboot is gone, whatever runs as pid 1 now.
+        let before = Holder { boot_id: Some("00000000-0000-4000-8000-000000000000".into()), ..old };
+        std::fs::write(root.join(LOCK_FILE), serde_json::to_vec(&before).unwrap()).unwrap();
+        let lock = Lock::acquire(root, Duration::ZERO, &mut warnings).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("process 1 ") && warnings[0].contains("before the last reboot"), "{warnings:?}");
+        assert_eq!(holder_of(root).as_ref(), Some(&lock.me));
+        assert_eq!(lock.me.boot_id.as_deref(), Some(now), "a new lock records the boot id");
+        // Reader marks from before a reboot are stale too (compact is not held up by them).
+        std::fs::create_dir_all(root.join(READERS_DIR)).unwrap();
+        std::fs::write(root.join(READERS_DIR).join("x.1"), serde_json::to_vec(&before).unwrap()).unwrap();
+        let live_mark = Holder { boot_id: Some(now.to_owned()), ..Holder { pid: 1, ..Holder::me() } };
+        std::fs::write(root.join(READERS_DIR).join("x.2"), serde_json::to_vec(&live_mark).unwrap()).unwrap();
+        assert_eq!(live_readers(root).len(), 1);
+        assert!(!root.join(READERS_DIR).join("x.1").exists());
     }
 }

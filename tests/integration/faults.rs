@@ -101,6 +101,8 @@ fn a_power_cut_after_the_commands_loses_nothing_they_reported_done() {
     let (_second_cut, at) = cut("cut2");
     assert_eq!(state_of(&at, &id), state_of(&disk, &id), "the client state did not survive the power cut");
     verify(&at, "new", &["first", "second"]);
+    // The next night's create goes on, whatever lock file the cut left behind.
+    run(&mut on(&at, "new"), &["create", &format!("{}::third", repo_on(&at)), "src"]);
 }
 
 /// garret with `args` and [`Env::cmd`]'s environment, run under `strace -f -qq` with `strace_args`.
