@@ -32,6 +32,19 @@ fn loop_disk(env: &Env, mnt: &std::path::Path, fs_type: &str, bytes: u64, option
     Some(LoopMount(mnt.to_path_buf()))
 }
 
+/// What a power cut would leave of the disk image `ext4.img` of [`loop_disk`] (mounted with a long
+/// journal commit interval): a copy taken now, before anything else is written back, mounted at
+/// `name` in `env`.
+fn power_cut(env: &Env, name: &str) -> (LoopMount, std::path::PathBuf) {
+    let img = env.path(&format!("{name}.img"));
+    let copied = Command::new("cp").arg("--sparse=always").arg(env.path("ext4.img")).arg(&img).status().unwrap();
+    assert!(copied.success());
+    let at = env.path(name);
+    fs::create_dir_all(&at).unwrap();
+    assert!(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&at).status().unwrap().success());
+    (LoopMount(at.clone()), at)
+}
+
 /// A power cut right after commands returned: everything they reported done must be on the disk,
 /// the key file and the client state included (a key file left empty makes every backup
 /// unreadable). The disk is a loop-mounted ext4 whose journal commits only every 300 s, so a copy
@@ -53,21 +66,6 @@ fn a_power_cut_after_the_commands_loses_nothing_they_reported_done() {
     };
     let run = |c: &mut Command, args: &[&str]| Run::from(c.args(args).output().expect("spawn garret")).ok();
     let repo_on = |root: &std::path::Path| root.join("repo").display().to_string();
-    // The image as the disk holds it now (unmounting would write the rest), mounted at `name`.
-    let cut = |name: &str| {
-        let img = env.path(&format!("{name}.img"));
-        assert!(Command::new("cp")
-            .arg("--sparse=always")
-            .arg(env.path("ext4.img"))
-            .arg(&img)
-            .status()
-            .unwrap()
-            .success());
-        let at = env.path(name);
-        fs::create_dir_all(&at).unwrap();
-        assert!(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&at).status().unwrap().success());
-        (LoopMount(at.clone()), at)
-    };
     let state_of = |root: &std::path::Path, id: &std::ffi::OsStr| {
         String::from_utf8(fs::read(root.join("security").join(id).join("state.json")).unwrap()).unwrap()
     };
@@ -89,7 +87,7 @@ fn a_power_cut_after_the_commands_loses_nothing_they_reported_done() {
     run(&mut on(&disk, "old"), &["init", "-e", "keyfile", "--kdf-memory", "64", &repo]);
     run(&mut on(&disk, "old"), &["create", &format!("{repo}::first"), "src"]);
     let id = fs::read_dir(disk.join("keys")).unwrap().map(|e| e.unwrap().file_name()).find(|n| n != "lock").unwrap();
-    let (first_cut, at) = cut("cut1");
+    let (first_cut, at) = power_cut(&env, "cut1");
     assert!(fs::metadata(at.join("keys").join(&id)).unwrap().len() > 0, "the key file did not survive the power cut");
     assert_eq!(state_of(&at, &id), state_of(&disk, &id), "the client state did not survive the power cut");
     verify(&at, "old", &["first"]);
@@ -98,7 +96,7 @@ fn a_power_cut_after_the_commands_loses_nothing_they_reported_done() {
     run(on(&disk, "old").env("GARRET_NEW_PASSPHRASE", "new"), &["key", "change-passphrase", &repo]);
     fs::write(env.path("src/two"), xorshift(1 << 20, 72)).unwrap();
     run(&mut on(&disk, "new"), &["create", &format!("{repo}::second"), "src"]);
-    let (_second_cut, at) = cut("cut2");
+    let (_second_cut, at) = power_cut(&env, "cut2");
     assert_eq!(state_of(&at, &id), state_of(&disk, &id), "the client state did not survive the power cut");
     verify(&at, "new", &["first", "second"]);
     // The next night's create goes on, whatever lock file the cut left behind.
@@ -147,19 +145,8 @@ fn a_power_cut_at_each_commit_step_keeps_every_committed_archive() {
         if site == "manifest-written" {
             expected.push("new");
         }
-        let img = env.path("cut.img");
-        assert!(Command::new("cp")
-            .arg("--sparse=always")
-            .arg(env.path("ext4.img"))
-            .arg(&img)
-            .status()
-            .unwrap()
-            .success());
+        let (_unmount, at) = power_cut(&env, "after");
         drop(mounted);
-        let at = env.path("after");
-        fs::create_dir_all(&at).unwrap();
-        assert!(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&at).status().unwrap().success());
-        let _unmount = LoopMount(at.clone());
         let repo = at.join("repo").display().to_string();
         let list = env.run(&["list", "--short", &repo]).ok();
         assert_eq!(list.stdout.lines().collect::<Vec<_>>(), expected, "{site}");
