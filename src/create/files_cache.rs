@@ -9,7 +9,9 @@
 //! File layout (client-local, not part of the repository format), little-endian:
 //! `"GARRETFC"`, version u32, record count u64, chunk count u64; the records, sorted by key, each
 //! [`RECORD_LEN`] bytes: 16-byte path key (BLAKE3 of the absolute path, so the cache holds no path
-//! names), size u64, mtime i64, ctime i64 (ns), inode u64, age u8, 3 zero bytes, first chunk u64,
+//! names), size u64, mtime i64, ctime i64 (ns), inode u64, age u8, flags u8 (bit 0: the file had
+//! no extended attributes; 0 in caches written before 2026-11-26, meaning "not known"), 2 zero
+//! bytes, first chunk u64,
 //! chunk count u32, 4 zero bytes; then the chunks, each a 32-byte id and a u32 length; then the
 //! BLAKE3 hash of everything before it. The file is loaded in one read and searched in place
 //! (binary search; no map is built), so a million files cost their 64-byte records, not a hash
@@ -33,6 +35,8 @@ const MAGIC: &[u8; 8] = b"GARRETFC";
 const VERSION: u32 = 3;
 const HEADER_LEN: usize = 8 + 4 + 8 + 8;
 pub const RECORD_LEN: usize = 64;
+/// Record flag: the file had no extended attributes when it was archived.
+const FLAG_NO_XATTRS: u8 = 1;
 const CHUNK_LEN: usize = 32 + 4;
 const HASH_LEN: usize = 32;
 
@@ -128,8 +132,10 @@ impl PathKey {
 
 /// What the cache knows about a path.
 pub enum Lookup {
-    /// Unchanged: these are its chunks.
-    Hit(Vec<ChunkRef>),
+    /// Unchanged: these are its chunks. `no_xattrs`: it had no extended attributes then and its
+    /// ctime is unchanged, so it has none now (setting or removing one changes the ctime), and
+    /// they need not be listed again.
+    Hit { chunks: Vec<ChunkRef>, no_xattrs: bool },
     /// Known, but it looks different now.
     Changed,
     /// Never archived (or forgotten).
@@ -141,6 +147,7 @@ struct Record {
     key: PathKey,
     stamp: Stamp,
     age: u8,
+    no_xattrs: bool,
     first: u64,
     n: u32,
 }
@@ -159,12 +166,13 @@ fn decode_record(r: &[u8]) -> Record {
             inode: u64_at(r, 40),
         },
         age: r[48],
+        no_xattrs: r[49] & FLAG_NO_XATTRS != 0,
         first: u64_at(r, 52),
         n: u32::from_le_bytes(r[60..64].try_into().expect("4 bytes")),
     }
 }
 
-fn encode_record(key: &PathKey, s: &Stamp, age: u8, first: u64, n: u32) -> [u8; RECORD_LEN] {
+fn encode_record(key: &PathKey, s: &Stamp, age: u8, no_xattrs: bool, first: u64, n: u32) -> [u8; RECORD_LEN] {
     let mut r = [0u8; RECORD_LEN];
     r[..16].copy_from_slice(&key.0);
     r[16..24].copy_from_slice(&s.size.to_le_bytes());
@@ -172,6 +180,9 @@ fn encode_record(key: &PathKey, s: &Stamp, age: u8, first: u64, n: u32) -> [u8; 
     r[32..40].copy_from_slice(&s.ctime.to_le_bytes());
     r[40..48].copy_from_slice(&s.inode.to_le_bytes());
     r[48] = age;
+    if no_xattrs {
+        r[49] = FLAG_NO_XATTRS;
+    }
     r[52..60].copy_from_slice(&first.to_le_bytes());
     r[60..64].copy_from_slice(&n.to_le_bytes());
     r
@@ -278,7 +289,10 @@ impl FilesCache {
     pub fn lookup(&self, key: &PathKey, stamp: &Stamp) -> Lookup {
         match self.loaded.find(key) {
             None => Lookup::Absent,
-            Some(r) if r.stamp.matches(stamp, self.mode) => Lookup::Hit(decode_chunks(self.loaded.chunk_bytes(&r))),
+            Some(r) if r.stamp.matches(stamp, self.mode) => Lookup::Hit {
+                chunks: decode_chunks(self.loaded.chunk_bytes(&r)),
+                no_xattrs: r.no_xattrs && self.mode.ctime,
+            },
             Some(_) => Lookup::Changed,
         }
     }
@@ -333,7 +347,7 @@ impl FilesCache {
             }
         }
         let nchunks = |s: &Source| match s {
-            Source::New(j) => seen.entries[*j].3 as u64,
+            Source::New(j) => seen.entries[*j].4 as u64,
             Source::Old(i) => old.record(*i).n as u64,
         };
         let total: u64 = order.iter().map(nchunks).sum();
@@ -345,12 +359,12 @@ impl FilesCache {
         for s in &order {
             let rec = match s {
                 Source::New(j) => {
-                    let (key, stamp, _, n) = &seen.entries[*j];
-                    encode_record(key, stamp, 0, first, *n)
+                    let (key, stamp, no_xattrs, _, n) = &seen.entries[*j];
+                    encode_record(key, stamp, 0, *no_xattrs, first, *n)
                 }
                 Source::Old(i) => {
                     let r = old.record(*i);
-                    encode_record(&r.key, &r.stamp, r.age + 1, first, r.n)
+                    encode_record(&r.key, &r.stamp, r.age + 1, r.no_xattrs, first, r.n)
                 }
             };
             w.write_all(&rec)?;
@@ -359,7 +373,7 @@ impl FilesCache {
         for s in &order {
             match s {
                 Source::New(j) => {
-                    let (_, _, start, n) = seen.entries[*j];
+                    let (_, _, _, start, n) = seen.entries[*j];
                     for c in &seen.chunks[start as usize..start as usize + n as usize] {
                         w.write_all(&c.0 .0)?;
                         w.write_all(&c.1.to_le_bytes())?;
@@ -381,8 +395,8 @@ enum Source {
 /// compact entry per file and all chunk lists in one vector.
 #[derive(Default)]
 pub struct Seen {
-    /// (key, stamp, first chunk in `chunks`, chunk count)
-    entries: Vec<(PathKey, Stamp, u64, u32)>,
+    /// (key, stamp, no extended attributes, first chunk in `chunks`, chunk count)
+    entries: Vec<(PathKey, Stamp, bool, u64, u32)>,
     chunks: Vec<ChunkRef>,
     /// Files whose ctime/mtime is this recent are not remembered: a change within the
     /// filesystem's timestamp granularity right after we read them would go unnoticed.
@@ -399,11 +413,12 @@ impl Seen {
     }
 
     /// Record what was archived for the file with `key` in this run.
-    pub fn remember(&mut self, key: PathKey, stamp: Stamp, chunks: &[ChunkRef]) {
+    /// `no_xattrs`: the file was seen to have no extended attributes (false when not known).
+    pub fn remember(&mut self, key: PathKey, stamp: Stamp, no_xattrs: bool, chunks: &[ChunkRef]) {
         if stamp.ctime >= self.not_after_ns || stamp.mtime >= self.not_after_ns {
             return;
         }
-        self.entries.push((key, stamp, self.chunks.len() as u64, chunks.len() as u32));
+        self.entries.push((key, stamp, no_xattrs, self.chunks.len() as u64, chunks.len() as u32));
         self.chunks.extend_from_slice(chunks);
     }
 }
@@ -459,7 +474,7 @@ mod tests {
 
     fn hit(l: Lookup) -> Option<Vec<ChunkRef>> {
         match l {
-            Lookup::Hit(c) => Some(c),
+            Lookup::Hit { chunks, .. } => Some(chunks),
             _ => None,
         }
     }
@@ -474,7 +489,7 @@ mod tests {
     fn save_entries(dir: &Path, entries: &[(&str, &[ChunkRef])]) {
         let mut seen = Seen::new();
         for (p, chunks) in entries {
-            seen.remember(k(p), S1, chunks);
+            seen.remember(k(p), S1, false, chunks);
         }
         FilesCache::load(dir, "r", Mode::DEFAULT).save(seen).unwrap();
     }
@@ -487,8 +502,8 @@ mod tests {
         let recent = Stamp { ctime: i64::MAX - 1, ..s };
         let chunks = vec![ChunkRef(Id([1; 32]), 3), ChunkRef(Id([2; 32]), 2)];
         let mut seen = Seen::new();
-        seen.remember(k("/a"), s, &chunks);
-        seen.remember(k("/b"), recent, &[]);
+        seen.remember(k("/a"), s, false, &chunks);
+        seen.remember(k("/b"), recent, false, &[]);
         c.save(seen).unwrap();
         let c = FilesCache::load(d.path(), "r", Mode::DEFAULT);
         assert_eq!(hit(c.lookup(&k("/a"), &s)), Some(chunks));
@@ -499,13 +514,36 @@ mod tests {
     }
 
     #[test]
+    fn no_xattrs_is_kept_across_saves_and_vouched_for_only_when_ctime_is_compared() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Stamp { size: 5, mtime: 1_000, ctime: 2_000, inode: 7 };
+        let mut seen = Seen::new();
+        seen.remember(k("/none"), s, true, &[]);
+        seen.remember(k("/some"), s, false, &[]);
+        FilesCache::load(d.path(), "r", Mode::DEFAULT).save(seen).unwrap();
+        let flag = |mode: Mode, p: &str| match FilesCache::load(d.path(), "r", mode).lookup(&k(p), &s) {
+            Lookup::Hit { no_xattrs, .. } => no_xattrs,
+            _ => panic!("{p}: no hit"),
+        };
+        assert!(flag(Mode::DEFAULT, "/none"));
+        assert!(!flag(Mode::DEFAULT, "/some"));
+        // Without ctime, an attribute set since (which changes only the ctime) would go unseen.
+        let mtime_size = Mode { ctime: false, mtime: true, size: true, inode: false };
+        assert!(!flag(mtime_size, "/none"));
+        // A run that does not see the file carries its record over, flag included.
+        FilesCache::load(d.path(), "r", Mode::DEFAULT).save(Seen::new()).unwrap();
+        assert!(flag(Mode::DEFAULT, "/none"));
+        assert!(!flag(Mode::DEFAULT, "/some"));
+    }
+
+    #[test]
     fn many_entries_merge_in_key_order_with_their_own_chunks() {
         let d = tempfile::tempdir().unwrap();
         let st = |i: u64| Stamp { size: i, mtime: 1, ctime: 1, inode: i };
         let chunks = |i: u64| (0..i % 4).map(|j| ChunkRef(Id([(i + j) as u8; 32]), j as u32)).collect::<Vec<_>>();
         let mut seen = Seen::new();
         for i in 0..500u64 {
-            seen.remember(k(&format!("/f{i}")), st(i), &chunks(i));
+            seen.remember(k(&format!("/f{i}")), st(i), false, &chunks(i));
         }
         FilesCache::load(d.path(), "r", Mode::DEFAULT).save(seen).unwrap();
         // second run: half of the files seen again (one changed), new ones added
@@ -514,7 +552,7 @@ mod tests {
         let mut seen = Seen::new();
         for i in (0..500u64).step_by(2).chain(500..600) {
             let s = if i == 10 { Stamp { size: 999, ..st(i) } } else { st(i) };
-            seen.remember(k(&format!("/f{i}")), s, &chunks(i + (i == 10) as u64));
+            seen.remember(k(&format!("/f{i}")), s, false, &chunks(i + (i == 10) as u64));
         }
         c.save(seen).unwrap();
         let c = FilesCache::load(d.path(), "r", Mode::DEFAULT);
@@ -548,7 +586,7 @@ mod tests {
             let c = FilesCache::load(d.path(), "r", Mode::DEFAULT);
             assert_eq!(hit(c.lookup(&k("/old"), &s)).is_some(), run <= MAX_AGE as usize + 1, "run {run}");
             let mut seen = Seen::new();
-            seen.remember(k("/kept"), s, &[]);
+            seen.remember(k("/kept"), s, false, &[]);
             c.save(seen).unwrap();
         }
         let c = FilesCache::load(d.path(), "r", Mode::DEFAULT);

@@ -260,7 +260,7 @@ impl Pipeline<'_> {
                 self.stats.nfiles += 1;
                 self.progress.files += 1;
                 if let Some(k) = p.key {
-                    self.seen.remember(k.path, k.stamp, &p.item.chunks);
+                    self.seen.remember(k.path, k.stamp, k.no_xattrs, &p.item.chunks);
                 }
             }
             self.stream.push(repo, &p.item)?;

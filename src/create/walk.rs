@@ -29,6 +29,8 @@ use std::sync::Arc;
 pub struct CacheKey {
     pub path: PathKey,
     pub stamp: Stamp,
+    /// The file was seen to have no extended attributes (listed now, or known from the cache).
+    pub no_xattrs: bool,
 }
 
 pub enum Event {
@@ -627,21 +629,32 @@ impl Walker<'_, '_> {
                 ft = FileType::from_raw_mode(st.st_mode as _);
             }
         }
-        let xattrs = if self.cfg.metadata.no_xattrs {
-            Ok(vec![])
-        } else {
-            loc.xattrs().map(|x| self.cfg.metadata.keep_xattrs(x))
-        };
-        let target = (ft == FileType::Symlink).then(|| loc.read_link());
         let mut cache = None;
         if ft == FileType::RegularFile && !self.cfg.dry_run {
-            let key = CacheKey { path: self.cache_key(&loc.path), stamp: Stamp::of(&st) };
+            let key = CacheKey { path: self.cache_key(&loc.path), stamp: Stamp::of(&st), no_xattrs: false };
             let verdict = match self.cfg.cache {
                 Some(c) => c.lookup(&key.path, &key.stamp),
                 None => Lookup::Absent,
             };
             cache = Some((key, verdict));
         }
+        let xattrs = match &mut cache {
+            _ if self.cfg.metadata.no_xattrs => Ok(vec![]),
+            // Unchanged since it was seen without any: there are none to list (one path lookup
+            // and syscall less per file in a nightly run).
+            Some((key, Lookup::Hit { no_xattrs: true, .. })) => {
+                key.no_xattrs = true;
+                Ok(vec![])
+            }
+            cache => {
+                let listed = loc.xattrs();
+                if let (Some((key, _)), Ok(x)) = (cache, &listed) {
+                    key.no_xattrs = x.is_empty();
+                }
+                listed.map(|x| self.cfg.metadata.keep_xattrs(x))
+            }
+        };
+        let target = (ft == FileType::Symlink).then(|| loc.read_link());
         Prepared::Entry(Entry { loc, ap, st, xattrs, target, cache })
     }
 
@@ -743,7 +756,7 @@ impl Walker<'_, '_> {
         };
         let stamp = key.stamp;
         let known = match verdict {
-            Lookup::Hit(chunks) => {
+            Lookup::Hit { chunks, .. } => {
                 item.chunks = chunks;
                 item.size = stamp.size;
                 return self.tx.send(Event::Cached { item, key, loc });

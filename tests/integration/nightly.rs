@@ -41,6 +41,51 @@ fn files_cache_skips_unchanged_files_and_notices_changes() {
     assert!(list_status(&r).iter().all(|(s, _)| *s != 'U'));
 }
 
+/// An unchanged file that had no extended attributes is not asked for them again (the files cache
+/// remembers it), yet no attribute is ever missed: setting one changes the ctime, and without
+/// ctime in `--files-cache` the attributes are listed every time.
+#[test]
+fn files_cache_never_hides_extended_attributes() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir(env.path("src")).unwrap();
+    for f in ["plain", "tagged", "later", "later-mtime"] {
+        fs::write(env.path(&format!("src/{f}")), f.repeat(100)).unwrap();
+    }
+    let set = |f: &str, v: &[u8]| {
+        rustix::fs::setxattr(env.path(&format!("src/{f}")), "user.garret", v, rustix::fs::XattrFlags::empty())
+    };
+    match set("tagged", b"one") {
+        Err(rustix::io::Errno::NOTSUP) => {
+            eprintln!("SKIP files_cache_never_hides_extended_attributes: no user xattrs on this file system");
+            return;
+        }
+        r => r.unwrap(),
+    }
+    let xattrs_of = |archive: &str, f: &str| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let path = format!("src/{f}").into_bytes();
+        let item = items(&open_repo(&env), archive).into_iter().find(|i| i.path == path).unwrap();
+        item.xattrs.iter().map(|x| (x.0.clone(), x.1.clone())).collect()
+    };
+    let attr = |v: &[u8]| vec![(b"user.garret".to_vec(), v.to_vec())];
+    // old enough for the cache to trust its timestamps
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    env.create_json("a1", &["src"], &[]);
+    let r = env.run(&["create", "--list", &env.archive("a2"), "src"]).ok();
+    assert!(list_status(&r).iter().filter(|(s, _)| *s == 'U').count() == 4, "{}", r.stderr);
+    assert_eq!(xattrs_of("a2", "tagged"), attr(b"one"));
+    assert!(xattrs_of("a2", "plain").is_empty());
+    set("later", b"two").unwrap();
+    env.create_json("a3", &["src"], &[]);
+    assert_eq!(xattrs_of("a3", "later"), attr(b"two"));
+    // setxattr leaves the mtime alone: with --files-cache=mtime,size the file is a cache hit
+    set("later-mtime", b"three").unwrap();
+    let r = env.run(&["create", "--list", "--files-cache", "mtime,size", &env.archive("a4"), "src"]).ok();
+    assert!(list_status(&r).contains(&('U', "src/later-mtime".into())), "{}", r.stderr);
+    assert_eq!(xattrs_of("a4", "later-mtime"), attr(b"three"));
+    assert_eq!(xattrs_of("a4", "tagged"), attr(b"one"));
+}
+
 #[test]
 fn files_cache_never_reuses_chunks_the_repository_lost() {
     let env = Env::new();
