@@ -71,7 +71,7 @@ pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
                 use std::io::Write;
                 std::io::stdout().write_all(&out)?;
             } else {
-                std::fs::write(file, &out).with_context(|| format!("writing {file}"))?;
+                write_synced(std::path::Path::new(file), &out).with_context(|| format!("writing {file}"))?;
             }
             if *json {
                 println!(
@@ -121,4 +121,18 @@ fn report(json: bool, done: &str, repo: &std::path::Path, sentence: &str) {
     } else {
         common::say(common::Level::Info, &format!("garret: {sentence} {}", repo.display()));
     }
+}
+
+/// Write a recovery kit so that it survives a power cut once this command says it is written
+/// (the file, then its directory entry).
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }

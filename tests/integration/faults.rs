@@ -86,9 +86,13 @@ fn a_power_cut_after_the_commands_loses_nothing_they_reported_done() {
     let repo = repo_on(&disk);
     run(&mut on(&disk, "old"), &["init", "-e", "keyfile", "--kdf-memory", "64", &repo]);
     run(&mut on(&disk, "old"), &["create", &format!("{repo}::first"), "src"]);
+    // The recovery kit, written to the same disk.
+    run(&mut on(&disk, "old"), &["key", "export", &repo, &disk.join("kit.json").display().to_string()]);
     let id = fs::read_dir(disk.join("keys")).unwrap().map(|e| e.unwrap().file_name()).find(|n| n != "lock").unwrap();
     let (first_cut, at) = power_cut(&env, "cut1");
     assert!(fs::metadata(at.join("keys").join(&id)).unwrap().len() > 0, "the key file did not survive the power cut");
+    let kit = fs::read(at.join("kit.json")).unwrap_or_default();
+    assert_eq!(kit, fs::read(disk.join("kit.json")).unwrap(), "the exported key did not survive the power cut");
     assert_eq!(state_of(&at, &id), state_of(&disk, &id), "the client state did not survive the power cut");
     verify(&at, "old", &["first"]);
     drop(first_cut);
