@@ -125,7 +125,7 @@ fn report(json: bool, done: &str, repo: &std::path::Path, sentence: &str) {
 
 /// Write a recovery kit so that it survives a power cut once this command says it is written
 /// (the file, then its directory entry).
-fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::File::create(path)?;
     f.write_all(bytes)?;
@@ -134,5 +134,5 @@ fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
-    std::fs::File::open(dir)?.sync_all()
+    Ok(garret::backend::sync_dir(dir)?)
 }
