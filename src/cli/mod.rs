@@ -114,6 +114,17 @@ fn command() -> clap::Command {
     Cli::command().args_override_self(true)
 }
 
+/// The borg release whose command line garret follows, as `--version` reports it when garret runs
+/// under the name `borg` (a symlink). Tools that drive borg choose their flags by its version:
+/// borgmatic reads `garret 0.1.0` as a borg older than 1.2 and then never runs `compact`, so
+/// `prune` would free nothing; `borg 1.2.0 (garret 0.1.0)` makes it use borg 1.2's commands.
+const BORG_VERSION: &str = concat!("1.2.0 (garret ", env!("CARGO_PKG_VERSION"), ")");
+
+/// Whether the program was started under the name `borg`.
+fn named_borg(program: Option<&std::ffi::OsStr>) -> bool {
+    program.and_then(|p| std::path::Path::new(p).file_name()).is_some_and(|n| n == "borg")
+}
+
 /// Parse a command line (the process's: `std::env::args_os()`).
 fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
 where
@@ -121,7 +132,12 @@ where
     T: Into<std::ffi::OsString> + Clone,
 {
     use clap::FromArgMatches;
-    let m = command().try_get_matches_from(args)?;
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let mut cmd = command();
+    if named_borg(args.first().map(|a| a.as_os_str())) {
+        cmd = cmd.name("borg").version(BORG_VERSION);
+    }
+    let m = cmd.try_get_matches_from(args)?;
     let mut cli = Cli::from_arg_matches(&m)?;
     if let Some((_, sub)) = m.subcommand() {
         match &mut cli.command {
@@ -274,6 +290,25 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Under the name `borg`, `--version` gives a line that borg's drivers parse as borg 1.2 (the
+    /// second word); under its own name garret gives its own version.
+    #[test]
+    fn version_line_follows_the_program_name() {
+        let version = |argv0: &str| {
+            let e = parse_from([argv0, "--version"]).err().expect("--version ends parsing");
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+            e.to_string()
+        };
+        let own = format!("garret {}\n", env!("CARGO_PKG_VERSION"));
+        let as_borg = format!("borg 1.2.0 (garret {})\n", env!("CARGO_PKG_VERSION"));
+        assert_eq!(version("garret"), own);
+        assert_eq!(version("/usr/local/bin/garret"), own);
+        assert_eq!(version("/usr/local/lib/garret/borg"), as_borg);
+        assert_eq!(version("borg"), as_borg);
+        assert_eq!(version("borg.real"), format!("garret {}\n", env!("CARGO_PKG_VERSION")));
+        assert!(parse_from(["borg", "compact", "--cleanup-commits", "r"]).is_ok());
     }
 
     /// `--exclude` and `--pattern` values keep their command-line order (borg applies the first

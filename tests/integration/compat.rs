@@ -1,7 +1,8 @@
 //! borg compatibility end to end: borgmatic (Debian's 1.7), which drives borg by its command
 //! line, driving garret instead (`local_path: garret`): init, create, prune, check, list,
 //! info and extract, with the flags borgmatic really passes (`-C lz4`, `--exclude-from`,
-//! `--glob-archives '{hostname}-*'`, `check --last N`, `{now:...%f}` names, BORG_PASSPHRASE).
+//! `--glob-archives '{hostname}-*'`, `check --last N`, `{now:...%f}` names, BORG_PASSPHRASE);
+//! and under the name `borg` (a symlink), which borgmatic takes for borg 1.2 and so compacts.
 
 use crate::support::*;
 use std::fs;
@@ -24,6 +25,24 @@ fn borgmatic(env: &Env, config: &std::path::Path, args: &[&str]) -> Run {
     Run::from(o)
 }
 
+/// A borgmatic configuration that backs up `src/` of `env` into its repository, with garret
+/// run as `local_path`.
+fn nightly_config(env: &Env, file: &str, local_path: &str) -> std::path::PathBuf {
+    let config = env.path(file);
+    fs::write(
+        &config,
+        format!(
+            "location:\n    source_directories:\n        - {src}\n    repositories:\n        - {repo}\n    local_path: {bin}\n    exclude_patterns:\n        - '*.tmp'\n    exclude_caches: true\n    one_file_system: true\nstorage:\n    encryption_passphrase: \"{pass}\"\n    compression: lz4\nretention:\n    keep_secondly: 1\nconsistency:\n    checks:\n        - name: repository\n        - name: archives\n    check_last: 3\n",
+            src = env.path("src").display(),
+            repo = env.repo().display(),
+            bin = local_path,
+            pass = PASSPHRASE,
+        ),
+    )
+    .unwrap();
+    config
+}
+
 #[test]
 fn borgmatic_drives_garret_through_a_whole_nightly_cycle() {
     let env = Env::new();
@@ -31,18 +50,7 @@ fn borgmatic_drives_garret_through_a_whole_nightly_cycle() {
     fs::create_dir_all(env.path("src/keep")).unwrap();
     fs::write(env.path("src/keep/f"), b"first night").unwrap();
     fs::write(env.path("src/scratch.tmp"), b"excluded").unwrap();
-    let config = env.path("borgmatic.yaml");
-    fs::write(
-        &config,
-        format!(
-            "location:\n    source_directories:\n        - {src}\n    repositories:\n        - {repo}\n    local_path: {bin}\n    exclude_patterns:\n        - '*.tmp'\n    exclude_caches: true\n    one_file_system: true\nstorage:\n    encryption_passphrase: \"{pass}\"\n    compression: lz4\nretention:\n    keep_secondly: 1\nconsistency:\n    checks:\n        - name: repository\n        - name: archives\n    check_last: 3\n",
-            src = env.path("src").display(),
-            repo = env.repo().display(),
-            bin = bin(),
-            pass = PASSPHRASE,
-        ),
-    )
-    .unwrap();
+    let config = nightly_config(&env, "borgmatic.yaml", bin());
     let ok = |args: &[&str]| {
         let r = borgmatic(&env, &config, args);
         assert_eq!(r.code, 0, "borgmatic {args:?}:\n{}\n{}", r.stdout, r.stderr);
@@ -336,4 +344,46 @@ fn benchmark_crud_prints_borgs_lines_and_cleans_up() {
     assert_eq!(fs::read_dir(env.path("scratch")).unwrap().count(), 0);
     let e = env.run(&["benchmark", "crud", "--tiny", &env.repo_str(), "missing"]).code(2).stderr;
     assert!(e.contains("missing is not a directory") && e.trim().lines().count() == 1, "{e}");
+}
+
+/// borgmatic chooses borg's commands by `borg --version`: `garret 0.1.0` reads as a borg older
+/// than 1.2, which has no `compact`, so a pruned archive's space is never freed. Run through a
+/// symlink named `borg`, garret reports borg 1.2's command line and borgmatic compacts.
+#[test]
+fn borgmatic_compacts_when_garret_runs_under_the_name_borg() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("home")).unwrap();
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::create_dir_all(env.path("bin")).unwrap();
+    let as_borg = env.path("bin/borg");
+    std::os::unix::fs::symlink(std::fs::canonicalize(bin()).unwrap(), &as_borg).unwrap();
+    let own_name = nightly_config(&env, "own-name.yaml", bin());
+    let borg_name = nightly_config(&env, "borg-name.yaml", &as_borg.display().to_string());
+    let ok = |config: &std::path::Path, args: &[&str]| {
+        let r = borgmatic(&env, config, args);
+        assert_eq!(r.code, 0, "borgmatic {args:?}:\n{}\n{}", r.stdout, r.stderr);
+        format!("{}{}", r.stdout, r.stderr)
+    };
+    ok(&borg_name, &["init", "--encryption", "repokey"]);
+    fs::write(env.path("src/night"), xorshift(3 << 20, 1)).unwrap();
+    ok(&borg_name, &["create"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // another second: another archive
+    fs::write(env.path("src/night"), xorshift(3 << 20, 2)).unwrap();
+    ok(&borg_name, &["create"]);
+    ok(&borg_name, &["prune"]);
+    let data = env.repo().join("data");
+    let before = du(&data);
+    assert!(before > 6 << 20, "both nights stored: {before}");
+    // Under its own name, borgmatic skips compact and the first night's data stays.
+    let said = ok(&own_name, &["compact"]);
+    assert!(said.contains("Skipping compact"), "{said}");
+    assert_eq!(du(&data), before);
+    // Under the name borg it compacts: the pruned night's 3 MiB are freed.
+    let said = ok(&borg_name, &["compact"]);
+    assert!(!said.contains("Skipping compact"), "{said}");
+    let after = du(&data);
+    assert!(after < before - (5 << 19), "compact freed {} bytes", before - after);
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+    let names = env.run(&["list", "--short", &env.repo_str()]).ok().stdout;
+    assert_eq!(names.lines().count(), 1, "{names}");
 }
