@@ -386,4 +386,13 @@ fn borgmatic_compacts_when_garret_runs_under_the_name_borg() {
     env.run(&["check", "--verify-data", &env.repo_str()]).ok();
     let names = env.run(&["list", "--short", &env.repo_str()]).ok().stdout;
     assert_eq!(names.lines().count(), 1, "{names}");
+    // borg 1.2's flags for the rest of the cycle are accepted too.
+    for action in [&["check"][..], &["list"], &["info"]] {
+        ok(&borg_name, action);
+    }
+    fs::create_dir_all(env.path("restore")).unwrap();
+    let dest = env.path("restore").display().to_string();
+    ok(&borg_name, &["extract", "--archive", "latest", "--destination", &dest]);
+    let restored = env.path("restore").join(env.path("src/night").strip_prefix("/").unwrap());
+    assert!(fs::read(&restored).unwrap() == xorshift(3 << 20, 2), "the second night restores");
 }
