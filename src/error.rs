@@ -43,6 +43,8 @@ pub enum Error {
     Locked { holder: String, path: PathBuf },
     #[error("manifest rollback detected for repository {repo}: it holds manifest #{found}, but this client has seen #{seen}; if you restored the repository from a copy on purpose, run `garret adopt REPO`")]
     Rollback { repo: String, found: u64, seen: u64 },
+    #[error("repository {repo} has diverged from what this client saw: its manifest #{seq} is not the one this client saw as #{seq} (two copies of one repository written separately?), so archives made in the other copy are missing here; if this copy is the one to keep, run `garret adopt REPO`")]
+    Diverged { repo: String, seq: u64 },
     #[error("repository {repo} changed its key or encryption since this client last used it; if that is expected, run `garret adopt REPO`")]
     KeyChanged { repo: String },
     #[error("index database: {0}")]

@@ -129,6 +129,16 @@ impl LocalBackend {
         fs::read(&p).ctx(|| format!("reading {}", p.display()))
     }
 
+    /// The whole object, or `None` if there is no such object.
+    pub fn get_if_exists(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let p = self.path(key);
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {}", p.display()), e)),
+        }
+    }
+
     /// The whole object into `buf` (cleared first; its capacity is reused).
     pub fn get_into(&self, key: &str, buf: &mut Vec<u8>) -> Result<()> {
         use std::io::Read;

@@ -226,12 +226,15 @@ impl Repository {
                 if st.key_fingerprint != fingerprint {
                     return Err(Error::KeyChanged { repo: path.display().to_string() });
                 }
-                if manifest.seq < st.seq || (manifest.seq == st.seq && manifest_hash != st.manifest_hash) {
+                if manifest.seq < st.seq {
                     return Err(Error::Rollback {
                         repo: path.display().to_string(),
                         found: manifest.seq,
                         seen: st.seq,
                     });
+                }
+                if !descends_from(&backend, &keys, &manifest, manifest_hash, &st)? {
+                    return Err(Error::Diverged { repo: path.display().to_string(), seq: st.seq });
                 }
             }
         }
@@ -647,6 +650,35 @@ enum Slot {
     Meta = 1,
     /// Blobs moved by compaction (indexed as their new location).
     Moved = 2,
+}
+
+/// Whether `current` (whose file hashes to `current_hash`) continues the history that ends in the
+/// remembered manifest: walking back through the kept manifests by their `prev` hashes reaches a
+/// manifest #`st.seq` that hashes as remembered. Where the walk runs out of kept manifests (or
+/// one no longer opens) before #`st.seq`, there is nothing to compare and the answer is yes.
+fn descends_from(
+    backend: &LocalBackend,
+    keys: &Keys,
+    current: &Manifest,
+    current_hash: Id,
+    st: &ClientState,
+) -> Result<bool> {
+    let (mut seq, mut hash_of_seq, mut prev) = (current.seq, current_hash, current.prev);
+    while seq > st.seq {
+        seq -= 1;
+        let Some(bytes) = backend.get_if_exists(&manifest::key_for(seq))? else { return Ok(true) };
+        hash_of_seq = hash(&bytes);
+        if Some(hash_of_seq) != prev {
+            return Ok(false);
+        }
+        if seq > st.seq {
+            match Manifest::open(keys, seq, &bytes) {
+                Ok(m) => prev = m.prev,
+                Err(_) => return Ok(true),
+            }
+        }
+    }
+    Ok(hash_of_seq == st.manifest_hash)
 }
 
 /// The current manifest: the highest sequence number present. It must authenticate; an

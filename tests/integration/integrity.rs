@@ -73,6 +73,69 @@ fn manifest_rollback_is_refused_until_adopted() {
     assert_eq!(r.stdout.trim(), "a1");
 }
 
+/// Two copies of one repository (an rsync'd offsite copy) each get an archive from another
+/// client: every client that sees both is told the histories diverged (exit 2, one line, nothing
+/// written) until it adopts one, whether the other copy is at the same manifest number or ahead.
+/// Clients merely behind on one history, by a few commits or by more than the kept manifests,
+/// are not alarmed, and a copy written apart works as a repository of its own.
+#[test]
+fn copies_written_apart_are_reported_as_diverged_until_adopted() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"one").unwrap();
+    env.create_json("a1", &["src"], &[]);
+    let copy = env.path("offsite");
+    copy_tree(&env.repo(), &copy);
+    let copy_str = copy.display().to_string();
+    // Client b writes to the copy, client a (env's own) to the original.
+    let as_b = |args: &[&str]| {
+        Run::from(env.cmd().env("GARRET_SECURITY_DIR", env.path("security-b")).args(args).output().unwrap())
+    };
+    fs::write(env.path("src/f"), b"two, in the copy").unwrap();
+    as_b(&["create", &format!("{copy_str}::b2"), "src"]).ok();
+    fs::write(env.path("src/f"), b"two, in the original").unwrap();
+    env.create_json("a2", &["src"], &[]);
+    let manifests = |repo: &std::path::Path| {
+        immutable_files(repo).into_iter().filter(|(n, _)| n.starts_with("manifests/")).collect::<Vec<_>>()
+    };
+    let (original_before, copy_before) = (manifests(&env.repo()), manifests(&copy));
+    // Same manifest number, other content.
+    let r = env.run(&["create", &format!("{copy_str}::a3"), "src"]).code(2);
+    assert!(r.stderr.contains("diverged") && r.stderr.contains("#3"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    // Ahead, on the other history.
+    env.create_json("a3", &["src"], &[]);
+    let r = as_b(&["list", &env.repo_str()]).code(2);
+    assert!(r.stderr.contains("diverged") && r.stderr.contains("adopt"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert_eq!(manifests(&copy), copy_before, "a refused client wrote nothing");
+    assert_eq!(manifests(&env.repo()).len(), original_before.len() + 1);
+    // A third client, behind the original by a few commits and then by more than the manifests
+    // kept, follows it without alarm.
+    let as_c = |args: &[&str]| {
+        Run::from(env.cmd().env("GARRET_SECURITY_DIR", env.path("security-c")).args(args).output().unwrap())
+    };
+    as_c(&["list", &env.repo_str()]).ok();
+    for n in 4..=5 {
+        env.create_json(&format!("a{n}"), &["src"], &[]);
+    }
+    as_c(&["list", &env.repo_str()]).ok();
+    for n in 6..=12 {
+        env.create_json(&format!("a{n}"), &["src"], &[]);
+    }
+    as_c(&["list", &env.repo_str()]).ok();
+    // Adopting the copy makes it client a's repository; it holds what b wrote there, intact.
+    env.run(&["adopt", &copy_str]).ok();
+    let r = env.run(&["list", "--short", &copy_str]).ok();
+    assert_eq!(r.stdout.lines().collect::<Vec<_>>(), ["a1", "b2"]);
+    env.run(&["check", "--verify-data", &copy_str]).ok();
+    let out = env.path("out");
+    fs::create_dir(&out).unwrap();
+    env.run_in(&out, &["extract", &format!("{copy_str}::b2")]).ok();
+    assert_eq!(fs::read(out.join("src/f")).unwrap(), b"two, in the copy");
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     fs::create_dir_all(to).unwrap();
     for e in fs::read_dir(from).unwrap() {
