@@ -106,6 +106,7 @@ fn copies_written_apart_are_reported_as_diverged_until_adopted() {
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
     // Ahead, on the other history.
     env.create_json("a3", &["src"], &[]);
+    let original_4 = fs::read(env.repo().join("manifests/0000000000000004")).unwrap();
     let r = as_b(&["list", &env.repo_str()]).code(2);
     assert!(r.stderr.contains("diverged") && r.stderr.contains("adopt"), "{}", r.stderr);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
@@ -125,6 +126,14 @@ fn copies_written_apart_are_reported_as_diverged_until_adopted() {
         env.create_json(&format!("a{n}"), &["src"], &[]);
     }
     as_c(&["list", &env.repo_str()]).ok();
+    // An rsync of the original into the copy that got only manifest #4 across: b's own #3 is
+    // still there, but #4 does not follow from it.
+    let partial = copy.join("manifests/0000000000000004");
+    fs::write(&partial, &original_4).unwrap();
+    let r = as_b(&["list", &copy_str]).code(2);
+    assert!(r.stderr.contains("diverged"), "{}", r.stderr);
+    fs::remove_file(&partial).unwrap();
+    as_b(&["list", &copy_str]).ok();
     // Adopting the copy makes it client a's repository; it holds what b wrote there, intact.
     env.run(&["adopt", &copy_str]).ok();
     let r = env.run(&["list", "--short", &copy_str]).ok();
