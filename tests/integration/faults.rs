@@ -171,6 +171,113 @@ fn a_power_cut_at_each_commit_step_keeps_every_committed_archive() {
     }
 }
 
+/// Stop every thread of process `pid` (SIGSTOP) and wait until each one is stopped: a thread
+/// inside a system call (an fsync, a direct write) stops only when the call has completed, so
+/// afterwards nothing of it is in flight.
+fn stop_all(pid: u32) {
+    let p = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(p, rustix::process::Signal::STOP).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let tasks = fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let running = tasks.filter_map(|t| fs::read_to_string(t.ok()?.path().join("stat")).ok()).any(|stat| {
+            let state = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+            !(state.starts_with('T') || state.starts_with('t'))
+        });
+        if !running {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "process {pid} did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Power cuts at moments of a running create, not only at its commit steps: the create is stopped
+/// (all threads), the disk image copied (with the journal committing only every 300 s, the copy
+/// holds what was synced: what a cut leaves) and let go on, up to seven times over its run. Each copy must
+/// open with the archive committed before intact and checking clean, the interrupted archive whole
+/// or absent, and must take a new archive; the create itself must finish as if nothing happened.
+#[test]
+fn power_cuts_while_a_create_runs_keep_every_committed_archive() {
+    let env = Env::new();
+    let disk = env.path("disk");
+    let Some(mounted) = loop_disk(&env, &disk, "ext4", 256 << 20, "loop,commit=300") else { return };
+    // The client's state, cache and keys live on the same disk, and are cut with it.
+    let on = |root: &std::path::Path| {
+        let mut c = env.cmd();
+        c.env("GARRET_KEYS_DIR", root.join("keys"))
+            .env("GARRET_SECURITY_DIR", root.join("security"))
+            .env("GARRET_CACHE_DIR", root.join("cache"));
+        c
+    };
+    let run = |root: &std::path::Path, dir: &std::path::Path, args: &[&str]| {
+        fs::create_dir_all(dir).unwrap();
+        Run::from(on(root).current_dir(dir).args(args).output().expect("spawn garret")).ok()
+    };
+    let repo = disk.join("repo").display().to_string();
+    fs::create_dir_all(env.path("first")).unwrap();
+    fs::write(env.path("first/data"), xorshift(1 << 20, 91)).unwrap();
+    fs::create_dir_all(env.path("big")).unwrap();
+    for i in 0..40u64 {
+        fs::write(env.path(&format!("big/{i:02}")), xorshift(2 << 20, 100 + i)).unwrap();
+        fs::write(env.path(&format!("big/{i:02}.txt")), format!("line {i}\n").repeat(20_000)).unwrap();
+    }
+    let here = env.path("");
+    run(&disk, &here, &["init", "-e", "repokey", "--kdf-memory", "64", &repo]);
+    run(&disk, &here, &["create", &format!("{repo}::first"), "first"]);
+    let mut child = on(&disk)
+        .args(["create", &format!("{repo}::big"), "big"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Cut as packs appear, so that the cuts spread over the whole run (one in its first
+    // hundredth of a second, the others after each new pack of the seven or so it writes).
+    let packs = || {
+        fs::read_dir(disk.join("repo/data")).unwrap().flatten().flat_map(|d| fs::read_dir(d.path()).unwrap()).count()
+    };
+    let before = packs();
+    let mut cuts = Vec::new();
+    for (k, target) in (0..7).enumerate() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        while packs() < before + target && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        stop_all(child.id());
+        cuts.push(power_cut(&env, &format!("cut{k}")));
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+            rustix::process::Signal::CONT,
+        )
+        .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the create went on: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(cuts.len() >= 5, "only {} cuts: the create was too short to cut", cuts.len());
+    let after = packs();
+    drop(mounted);
+    let mut whole = 0;
+    for (k, (_unmount, at)) in cuts.iter().enumerate() {
+        let repo = at.join("repo").display().to_string();
+        let list = run(at, &here, &["list", "--short", &repo]).stdout;
+        let names: Vec<&str> = list.lines().collect();
+        assert!(names == ["first"] || names == ["first", "big"], "cut {k}: {names:?}");
+        whole += usize::from(names.len() == 2);
+        run(at, &here, &["check", "--verify-data", &repo]);
+        for name in &names {
+            let dest = env.path(&format!("out-{k}-{name}"));
+            run(at, &dest, &["extract", &format!("{repo}::{name}")]);
+            assert_same_tree(&env.path(name), &dest.join(name));
+        }
+        run(at, &here, &["create", &format!("{repo}::after"), "first"]);
+        run(at, &here, &["check", &repo]);
+    }
+    eprintln!("{} cuts, {whole} after the commit; packs {before} -> {after}", cuts.len());
+}
+
 /// garret with `args` and [`Env::cmd`]'s environment, run under `strace -f -qq` with `strace_args`.
 fn under_strace(env: &Env, strace_args: &[&str], args: &[&str]) -> std::process::Output {
     let garret = env.cmd();
