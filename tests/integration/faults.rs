@@ -192,29 +192,87 @@ fn stop_all(pid: u32) {
     }
 }
 
-/// Power cuts at moments of a running create, not only at its commit steps: the create is stopped
-/// (all threads), the disk image copied (with the journal committing only every 300 s, the copy
-/// holds what was synced: what a cut leaves) and let go on, up to seven times over its run. Each copy must
-/// open with the archive committed before intact and checking clean, the interrupted archive whole
-/// or absent, and must take a new archive; the create itself must finish as if nothing happened.
-#[test]
-fn power_cuts_while_a_create_runs_keep_every_committed_archive() {
-    let env = Env::new();
-    let disk = env.path("disk");
-    let Some(mounted) = loop_disk(&env, &disk, "ext4", 256 << 20, "loop,commit=300") else { return };
-    // The client's state, cache and keys live on the same disk, and are cut with it.
-    let on = |root: &std::path::Path| {
-        let mut c = env.cmd();
+/// A loop-mounted ext4 whose journal commits only every 300 s, holding a repository (`repo`) and
+/// the client's state, cache and keys, so that a power cut takes both.
+struct CutDisk<'e> {
+    env: &'e Env,
+    disk: std::path::PathBuf,
+    _mounted: LoopMount,
+}
+
+impl<'e> CutDisk<'e> {
+    fn new(env: &'e Env, bytes: u64) -> Option<Self> {
+        let disk = env.path("disk");
+        let mounted = loop_disk(env, &disk, "ext4", bytes, "loop,commit=300")?;
+        Some(CutDisk { env, disk, _mounted: mounted })
+    }
+
+    /// The repository on the disk mounted at `root` (the disk itself or a cut's copy).
+    fn repo(root: &std::path::Path) -> String {
+        root.join("repo").display().to_string()
+    }
+
+    fn cmd(&self, root: &std::path::Path) -> Command {
+        let mut c = self.env.cmd();
         c.env("GARRET_KEYS_DIR", root.join("keys"))
             .env("GARRET_SECURITY_DIR", root.join("security"))
             .env("GARRET_CACHE_DIR", root.join("cache"));
         c
-    };
-    let run = |root: &std::path::Path, dir: &std::path::Path, args: &[&str]| {
+    }
+
+    /// garret with `args` in `dir`, as the client whose files are on `root`; it must succeed.
+    fn run(&self, root: &std::path::Path, dir: &std::path::Path, args: &[&str]) -> Run {
         fs::create_dir_all(dir).unwrap();
-        Run::from(on(root).current_dir(dir).args(args).output().expect("spawn garret")).ok()
-    };
-    let repo = disk.join("repo").display().to_string();
+        Run::from(self.cmd(root).current_dir(dir).args(args).output().expect("spawn garret")).ok()
+    }
+
+    fn packs(&self) -> std::collections::BTreeSet<std::ffi::OsString> {
+        let data = fs::read_dir(self.disk.join("repo/data")).unwrap().flatten();
+        data.flat_map(|d| fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name())).collect()
+    }
+
+    /// Run garret with `args` on the disk and cut the power while it runs: once early, then each
+    /// time its pack files change (a pack written, or deleted), up to seven times. A cut stops every
+    /// thread of the process, copies the disk image (see [`power_cut`]) and lets it go on. The
+    /// command must succeed; returns the cuts' mounted copies.
+    fn cut_while(&self, args: &[&str]) -> Vec<(LoopMount, std::path::PathBuf)> {
+        let mut child = self
+            .cmd(&self.disk)
+            .current_dir(self.env.path(""))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut cuts = Vec::new();
+        let mut seen = self.packs();
+        for k in 0..7 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            while k > 0 && self.packs() == seen && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            stop_all(child.id());
+            seen = self.packs();
+            cuts.push(power_cut(self.env, &format!("cut{k}")));
+            let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?} went on: {}", String::from_utf8_lossy(&out.stderr));
+        cuts
+    }
+}
+
+/// Power cuts at moments of a running create, not only at its commit steps (see
+/// [`CutDisk::cut_while`]). Each copy must open with the archive committed before intact and
+/// checking clean, the interrupted archive whole or absent, and must take a new archive.
+#[test]
+fn power_cuts_while_a_create_runs_keep_every_committed_archive() {
+    let env = Env::new();
+    let Some(d) = CutDisk::new(&env, 256 << 20) else { return };
     fs::create_dir_all(env.path("first")).unwrap();
     fs::write(env.path("first/data"), xorshift(1 << 20, 91)).unwrap();
     fs::create_dir_all(env.path("big")).unwrap();
@@ -222,60 +280,73 @@ fn power_cuts_while_a_create_runs_keep_every_committed_archive() {
         fs::write(env.path(&format!("big/{i:02}")), xorshift(2 << 20, 100 + i)).unwrap();
         fs::write(env.path(&format!("big/{i:02}.txt")), format!("line {i}\n").repeat(20_000)).unwrap();
     }
-    let here = env.path("");
-    run(&disk, &here, &["init", "-e", "repokey", "--kdf-memory", "64", &repo]);
-    run(&disk, &here, &["create", &format!("{repo}::first"), "first"]);
-    let mut child = on(&disk)
-        .args(["create", &format!("{repo}::big"), "big"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Cut as packs appear, so that the cuts spread over the whole run (one in its first
-    // hundredth of a second, the others after each new pack of the seven or so it writes).
-    let packs = || {
-        fs::read_dir(disk.join("repo/data")).unwrap().flatten().flat_map(|d| fs::read_dir(d.path()).unwrap()).count()
-    };
-    let before = packs();
-    let mut cuts = Vec::new();
-    for (k, target) in (0..7).enumerate() {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        while packs() < before + target && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        stop_all(child.id());
-        cuts.push(power_cut(&env, &format!("cut{k}")));
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-            rustix::process::Signal::CONT,
-        )
-        .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the create went on: {}", String::from_utf8_lossy(&out.stderr));
+    let (here, repo) = (env.path(""), CutDisk::repo(&d.disk));
+    d.run(&d.disk, &here, &["init", "-e", "repokey", "--kdf-memory", "64", &repo]);
+    d.run(&d.disk, &here, &["create", &format!("{repo}::first"), "first"]);
+    let cuts = d.cut_while(&["create", &format!("{repo}::big"), "big"]);
     assert!(cuts.len() >= 5, "only {} cuts: the create was too short to cut", cuts.len());
-    let after = packs();
-    drop(mounted);
     let mut whole = 0;
     for (k, (_unmount, at)) in cuts.iter().enumerate() {
-        let repo = at.join("repo").display().to_string();
-        let list = run(at, &here, &["list", "--short", &repo]).stdout;
+        let repo = CutDisk::repo(at);
+        let list = d.run(at, &here, &["list", "--short", &repo]).stdout;
         let names: Vec<&str> = list.lines().collect();
         assert!(names == ["first"] || names == ["first", "big"], "cut {k}: {names:?}");
         whole += usize::from(names.len() == 2);
-        run(at, &here, &["check", "--verify-data", &repo]);
+        d.run(at, &here, &["check", "--verify-data", &repo]);
         for name in &names {
             let dest = env.path(&format!("out-{k}-{name}"));
-            run(at, &dest, &["extract", &format!("{repo}::{name}")]);
+            d.run(at, &dest, &["extract", &format!("{repo}::{name}")]);
             assert_same_tree(&env.path(name), &dest.join(name));
         }
-        run(at, &here, &["create", &format!("{repo}::after"), "first"]);
-        run(at, &here, &["check", &repo]);
+        d.run(at, &here, &["create", &format!("{repo}::after"), "first"]);
+        d.run(at, &here, &["check", &repo]);
     }
-    eprintln!("{} cuts, {whole} after the commit; packs {before} -> {after}", cuts.len());
+    eprintln!("{} cuts, {whole} after the commit", cuts.len());
+}
+
+/// Power cuts at moments of a running compact, the one command that deletes packs. Every pack
+/// holds blobs of a deleted archive and of the kept one, so compact rewrites them all; each
+/// copy must still restore the kept archive exactly, check clean and take a new archive.
+#[test]
+fn power_cuts_while_compact_runs_keep_every_kept_archive() {
+    let env = Env::new();
+    let Some(d) = CutDisk::new(&env, 256 << 20) else { return };
+    fs::create_dir_all(env.path("mixed")).unwrap();
+    for i in 0..24u64 {
+        fs::write(env.path(&format!("mixed/{i:02}-keep")), xorshift(2 << 20, 200 + i)).unwrap();
+        fs::write(env.path(&format!("mixed/{i:02}-gone")), xorshift(2 << 20, 300 + i)).unwrap();
+    }
+    let (here, repo) = (env.path(""), CutDisk::repo(&d.disk));
+    d.run(&d.disk, &here, &["init", "-e", "repokey", "--kdf-memory", "64", &repo]);
+    d.run(&d.disk, &here, &["create", &format!("{repo}::all"), "mixed"]);
+    d.run(&d.disk, &here, &["create", &format!("{repo}::keep"), "mixed", "--exclude", "*-gone"]);
+    d.run(&d.disk, &here, &["delete", &format!("{repo}::all")]);
+    let before = d.packs();
+    let cuts = d.cut_while(&["compact", "--threshold", "0", &repo]);
+    let after = d.packs();
+    // What the kept archive holds, for comparison (moved, so times and modes stay the same).
+    fs::create_dir_all(env.path("expected/mixed")).unwrap();
+    for i in 0..24u64 {
+        let name = format!("mixed/{i:02}-keep");
+        fs::rename(env.path(&name), env.path(&format!("expected/{name}"))).unwrap();
+    }
+    // Nearly every pack goes (the kept archive's metadata pack stays, and may share its pack).
+    let stayed = before.intersection(&after).count();
+    assert!(before.len() >= 8 && stayed <= 2, "{} packs, {stayed} not rewritten", before.len());
+    assert!(cuts.len() >= 3, "only {} cuts: compact was too short to cut", cuts.len());
+    for (k, (_unmount, at)) in cuts.iter().enumerate() {
+        let repo = CutDisk::repo(at);
+        let list = d.run(at, &here, &["list", "--short", &repo]).stdout;
+        assert_eq!(list.lines().collect::<Vec<_>>(), ["keep"], "cut {k}");
+        d.run(at, &here, &["check", "--verify-data", &repo]);
+        let dest = env.path(&format!("out-{k}"));
+        d.run(at, &dest, &["extract", &format!("{repo}::keep")]);
+        assert_same_tree(&env.path("expected/mixed"), &dest.join("mixed"));
+        d.run(at, &here, &["compact", &repo]);
+        d.run(at, &here, &["create", &format!("{repo}::after"), "expected"]);
+        d.run(at, &here, &["check", &repo]);
+    }
+    eprintln!("{} cuts of compact", cuts.len());
 }
 
 /// garret with `args` and [`Env::cmd`]'s environment, run under `strace -f -qq` with `strace_args`.
