@@ -54,18 +54,15 @@ fn power_cut(env: &Env, name: &str) -> (LoopMount, std::path::PathBuf) {
 #[test]
 fn a_power_cut_after_the_commands_loses_nothing_they_reported_done() {
     let env = Env::new();
-    let disk = env.path("disk");
-    let Some(_mounted) = loop_disk(&env, &disk, "ext4", 64 << 20, "loop,commit=300") else { return };
+    let Some(d) = CutDisk::new(&env, 64 << 20) else { return };
+    let disk = d.disk.clone();
     let on = |root: &std::path::Path, pass: &str| {
-        let mut c = env.cmd();
-        c.env("GARRET_PASSPHRASE", pass)
-            .env("GARRET_KEYS_DIR", root.join("keys"))
-            .env("GARRET_SECURITY_DIR", root.join("security"))
-            .env("GARRET_CACHE_DIR", root.join("cache"));
+        let mut c = d.cmd(root);
+        c.env("GARRET_PASSPHRASE", pass);
         c
     };
     let run = |c: &mut Command, args: &[&str]| Run::from(c.args(args).output().expect("spawn garret")).ok();
-    let repo_on = |root: &std::path::Path| root.join("repo").display().to_string();
+    let repo_on = CutDisk::repo;
     let state_of = |root: &std::path::Path, id: &std::ffi::OsStr| {
         String::from_utf8(fs::read(root.join("security").join(id).join("state.json")).unwrap()).unwrap()
     };
