@@ -257,22 +257,36 @@ impl Index {
 
     /// [`add_pack_with`](Self::add_pack_with) for several packs in one transaction (one commit,
     /// not one per pack).
+    ///
+    /// Rows go in in id order: ids are random, so in pack order each row lands on a random page
+    /// of the table, and once the table outgrows SQLite's page cache every row costs a page read
+    /// and a spilled write (a million tiny files: 5 s on one core). In id order each page is
+    /// visited once per call. The sort is stable, so for an id given twice the later row still
+    /// meets the earlier one as in pack order (ignored, or replacing it when `replace`).
     pub fn add_packs(&mut self, packs: &[(&str, u64, &[PackEntry], bool)]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for &(name, size, entries, replace) in packs {
+        let mut numbers = Vec::with_capacity(packs.len());
+        for &(name, size, _, _) in packs {
             tx.execute("INSERT OR IGNORE INTO packs (name, size) VALUES (?1, ?2)", params![name, size as i64])?;
             let pack: i64 = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get(0))?;
-            let sql = if replace {
-                "INSERT OR REPLACE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-            } else {
-                "INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-            };
-            let mut st = tx.prepare_cached(sql)?;
-            for e in entries {
-                st.execute(params![&e.id.0[..], e.kind, pack, e.offset as i64, e.length, e.raw_length])?;
-            }
+            numbers.push(pack);
         }
+        let mut rows: Vec<(u32, u32)> = packs
+            .iter()
+            .enumerate()
+            .flat_map(|(p, pack)| (0..pack.2.len()).map(move |e| (p as u32, e as u32)))
+            .collect();
+        let entry = |&(p, e): &(u32, u32)| &packs[p as usize].2[e as usize];
+        rows.sort_by(|a, b| entry(a).id.cmp(&entry(b).id));
+        let mut ignore = tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        let mut replace = tx.prepare_cached("INSERT OR REPLACE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        for row in &rows {
+            let e = entry(row);
+            let st = if packs[row.0 as usize].3 { &mut replace } else { &mut ignore };
+            st.execute(params![&e.id.0[..], e.kind, numbers[row.0 as usize], e.offset as i64, e.length, e.raw_length])?;
+        }
+        drop((ignore, replace));
         tx.commit()?;
         Ok(())
     }
@@ -486,6 +500,33 @@ mod tests {
         ix.remove_packs(&["p2"]).unwrap();
         assert!(ix.known_blobs().unwrap().is_empty());
         ix.remove_packs::<&str>(&[]).unwrap();
+    }
+
+    /// Rows of several packs go in sorted by id, yet an id given twice in one call keeps its
+    /// first location unless the later pack replaces (compaction), as when inserted in order.
+    #[test]
+    fn add_packs_keeps_first_locations_and_lets_moved_blobs_replace() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut ix, _) = Index::open(&d.path().join("index.sqlite"), &Id([5; 32])).unwrap();
+        let entry = |b: u8, offset: u64| PackEntry { kind: 1, id: Id([b; 32]), offset, length: 40, raw_length: 12 };
+        let p1 = [entry(9, 0), entry(3, 40), entry(7, 80)];
+        let p2 = [entry(7, 0), entry(1, 40)];
+        let moved = [entry(3, 0)];
+        let p4 = [entry(3, 500)];
+        ix.add_packs(&[
+            ("p1", 120, &p1, false),
+            ("p2", 80, &p2, false),
+            ("m", 40, &moved, true),
+            ("p4", 40, &p4, false),
+        ])
+        .unwrap();
+        let at = |b: u8| ix.lookup(&Id([b; 32])).unwrap().map(|l| (l.pack, l.offset));
+        assert_eq!(at(9), Some(("p1".into(), 0)));
+        assert_eq!(at(7), Some(("p1".into(), 80)), "the first location stays");
+        assert_eq!(at(1), Some(("p2".into(), 40)));
+        assert_eq!(at(3), Some(("m".into(), 0)), "a moved blob replaces, and a later plain row does not");
+        assert_eq!(ix.known_blobs().unwrap().len(), 4);
+        assert_eq!(ix.pack_names().unwrap().len(), 4);
     }
 
     /// A cache written by an older garret still has the index by pack: it is dropped on open.
