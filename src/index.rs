@@ -272,19 +272,24 @@ impl Index {
             let pack: i64 = tx.query_row("SELECT pack FROM packs WHERE name = ?1", [name], |r| r.get(0))?;
             numbers.push(pack);
         }
-        let mut rows: Vec<(u32, u32)> = packs
+        let entry = |&(_, p, e): &(u64, u32, u32)| &packs[p as usize].2[e as usize];
+        // Each row carries its id's first 8 bytes, so most comparisons need no lookup.
+        let mut rows: Vec<(u64, u32, u32)> = packs
             .iter()
             .enumerate()
-            .flat_map(|(p, pack)| (0..pack.2.len()).map(move |e| (p as u32, e as u32)))
+            .flat_map(|(p, pack)| {
+                pack.2.iter().enumerate().map(move |(e, b)| {
+                    (u64::from_be_bytes(b.id.0[..8].try_into().expect("8 bytes")), p as u32, e as u32)
+                })
+            })
             .collect();
-        let entry = |&(p, e): &(u32, u32)| &packs[p as usize].2[e as usize];
-        rows.sort_by(|a, b| entry(a).id.cmp(&entry(b).id));
+        rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| entry(a).id.cmp(&entry(b).id)));
         let mut ignore = tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         let mut replace = tx.prepare_cached("INSERT OR REPLACE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
         for row in &rows {
             let e = entry(row);
-            let st = if packs[row.0 as usize].3 { &mut replace } else { &mut ignore };
-            st.execute(params![&e.id.0[..], e.kind, numbers[row.0 as usize], e.offset as i64, e.length, e.raw_length])?;
+            let st = if packs[row.1 as usize].3 { &mut replace } else { &mut ignore };
+            st.execute(params![&e.id.0[..], e.kind, numbers[row.1 as usize], e.offset as i64, e.length, e.raw_length])?;
         }
         drop((ignore, replace));
         tx.commit()?;
