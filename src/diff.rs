@@ -107,6 +107,12 @@ fn selected(path: &[u8], wanted: &[Vec<u8>]) -> bool {
 
 /// Changes from `old` to `new`, by path (sorted), limited to `paths` when given; with
 /// `numeric_ids`, owners are compared and shown by uid and gid only (borg's --numeric-ids).
+///
+/// Both item streams are read side by side. Archives of one tree list their paths in the same
+/// order, so most items meet their counterpart at once; an item without one waits in a map until
+/// the other stream reaches its path (or ends: then it was removed or added). Memory thus follows
+/// how far the two orders drift apart (the files added or removed between them), not the size of
+/// the archives. Only changes are kept, to print them sorted.
 pub fn run(
     repo: &Repository,
     old: &Archive,
@@ -114,35 +120,49 @@ pub fn run(
     paths: &[Vec<u8>],
     numeric_ids: bool,
 ) -> Result<BTreeMap<Vec<u8>, Vec<Change>>> {
-    let mut before: HashMap<Vec<u8>, Item> = HashMap::new();
-    for it in old.items(repo) {
-        let it = it?;
-        if selected(&it.path, paths) {
-            before.insert(it.path.clone(), it);
-        }
-    }
+    let select = |it: Result<Item>| match it {
+        Ok(it) if !selected(&it.path, paths) => None,
+        other => Some(other),
+    };
+    let (mut olds, mut news) = (old.items(repo).filter_map(select), new.items(repo).filter_map(select));
+    let (mut old_waiting, mut new_waiting) = (HashMap::<Vec<u8>, Item>::new(), HashMap::<Vec<u8>, Item>::new());
     let mut out = BTreeMap::new();
-    for it in new.items(repo) {
-        let it = it?;
-        if !selected(&it.path, paths) {
-            continue;
+    let mut record = |o: &Item, n: &Item| -> Result<()> {
+        let mut c = compare(o, n, numeric_ids);
+        let modified = |x: &Change| matches!(x, Change::Modified { .. });
+        if c.iter().any(modified) && same_bytes_cut_elsewhere(repo, &o.chunks, &n.chunks)? {
+            c.retain(|x| !modified(x));
         }
-        let changes = match before.remove(&it.path) {
-            Some(o) => {
-                let mut c = compare(&o, &it, numeric_ids);
-                let modified = |x: &Change| matches!(x, Change::Modified { .. });
-                if c.iter().any(modified) && same_bytes_cut_elsewhere(repo, &o.chunks, &it.chunks)? {
-                    c.retain(|x| !modified(x));
+        if !c.is_empty() {
+            out.insert(n.path.clone(), c);
+        }
+        Ok(())
+    };
+    loop {
+        let (o, n) = (olds.next().transpose()?, news.next().transpose()?);
+        match (o, n) {
+            (None, None) => break,
+            (Some(o), Some(n)) if o.path == n.path => record(&o, &n)?,
+            (o, n) => {
+                if let Some(o) = o {
+                    match new_waiting.remove(&o.path) {
+                        Some(n) => record(&o, &n)?,
+                        None => drop(old_waiting.insert(o.path.clone(), o)),
+                    }
                 }
-                c
+                if let Some(n) = n {
+                    match old_waiting.remove(&n.path) {
+                        Some(o) => record(&o, &n)?,
+                        None => drop(new_waiting.insert(n.path.clone(), n)),
+                    }
+                }
             }
-            None => vec![Change::Added { size: content_size(&it) }],
-        };
-        if !changes.is_empty() {
-            out.insert(it.path.clone(), changes);
         }
     }
-    for (p, o) in before {
+    for (p, n) in new_waiting {
+        out.insert(p, vec![Change::Added { size: content_size(&n) }]);
+    }
+    for (p, o) in old_waiting {
         out.insert(p, vec![Change::Removed { size: content_size(&o) }]);
     }
     Ok(out)

@@ -91,6 +91,72 @@ fn diff_reports_exactly_the_changes_made() {
     assert!(r.stdout.contains("added") && r.stdout.contains("src/d/new"));
 }
 
+/// diff reads the two archives side by side: it must match paths however far apart the two item
+/// orders are, here whole source trees given in the opposite order, with files added and removed
+/// at the start, middle and end of each.
+#[test]
+fn diff_matches_paths_whatever_the_order_of_the_archives() {
+    let env = Env::new();
+    env.init("none");
+    for t in ["x", "y"] {
+        fs::create_dir_all(env.path(t)).unwrap();
+        for i in 0..40 {
+            fs::write(env.path(&format!("{t}/f{i:02}")), format!("{t} {i}")).unwrap();
+        }
+    }
+    for e in walkdir::WalkDir::new(env.path("")).min_depth(1).contents_first(true) {
+        crate::round_trip::set_mtime(e.unwrap().path(), 1_700_000_000, 0);
+    }
+    env.create_json("a", &["x", "y"], &[]);
+    let r = env.run(&["diff", "--json-lines", &env.archive("a"), "a"]).ok();
+    assert_eq!(r.stdout, "", "an archive against itself");
+    for gone in ["x/f00", "x/f20", "y/f39"] {
+        fs::remove_file(env.path(gone)).unwrap();
+    }
+    for new in ["x/f99", "y/a00", "y/f20a"] {
+        fs::write(env.path(new), "new").unwrap();
+    }
+    fs::write(env.path("y/f05"), "y 5, edited").unwrap();
+    for e in walkdir::WalkDir::new(env.path("")).min_depth(1).contents_first(true) {
+        crate::round_trip::set_mtime(e.unwrap().path(), 1_700_000_000, 0);
+    }
+    env.create_json("b", &["y", "x"], &[]);
+    let r = env.run(&["diff", "--json-lines", &env.archive("a"), "b"]).ok();
+    let got: Vec<(String, Vec<String>)> = r
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let kinds =
+                v["changes"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap().to_string()).collect();
+            (v["path"].as_str().unwrap().to_string(), kinds)
+        })
+        .collect();
+    let want: Vec<(String, Vec<String>)> = [
+        ("x/f00", "removed"),
+        ("x/f20", "removed"),
+        ("x/f99", "added"),
+        ("y/a00", "added"),
+        ("y/f05", "modified"),
+        ("y/f20a", "added"),
+        ("y/f39", "removed"),
+    ]
+    .into_iter()
+    .map(|(p, k)| (p.to_string(), vec![k.to_string()]))
+    .collect();
+    assert_eq!(got, want, "{}", r.stdout);
+    // and the other way round
+    let r = env.run(&["diff", "--json-lines", &env.archive("b"), "a"]).ok();
+    let back: Vec<String> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(back, want.iter().map(|w| w.0.clone()).collect::<Vec<_>>(), "{}", r.stdout);
+    assert_eq!(r.stdout.matches("\"type\":\"added\"").count(), 3, "{}", r.stdout);
+    assert_eq!(r.stdout.matches("\"type\":\"removed\"").count(), 3, "{}", r.stdout);
+}
+
 #[test]
 fn extract_progress_shows_percent_of_the_archive_and_stays_off_by_default() {
     let env = Env::new();
