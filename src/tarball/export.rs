@@ -6,13 +6,14 @@
 //! extended attribute (the keys GNU tar's `--xattrs` reads and writes). Hardlinks become link
 //! entries to the first exported name; a link whose first name is not exported carries the data.
 //! File content is loaded a window of chunks at a time, decrypted on all cores: memory stays
-//! bounded whatever the file sizes.
+//! bounded whatever the file sizes. Small files are loaded a group at a time (one index lookup
+//! and one parallel load for many files, not one for each).
 
 use crate::archive::item::{ChunkRef, Item, Kind};
 use crate::archive::{self, Archive};
 use crate::error::{Error, Result};
 use crate::extract::{components, selected};
-use crate::id::ObjectType;
+use crate::id::{Id, ObjectType};
 use crate::patterns::Patterns;
 use crate::progress::Reporter;
 use crate::repository::Repository;
@@ -37,9 +38,17 @@ pub struct ExportStats {
 /// sixteen chunks at the default sizes, up to 4,096 when they are small.
 const WINDOW_BYTES: u64 = 16 * 1024 * 1024;
 
+/// Files up to this size have their chunks loaded ahead, for a group of items at once.
+const SMALL_FILE: u64 = 1024 * 1024;
+/// Items read ahead per group: at most this many, holding at most [`WINDOW_BYTES`] of small
+/// files' content. A group per file cost a million tiny files 14 s of index lookups in 26 s.
+const GROUP_ITEMS: usize = 4096;
+
 /// A file's content as a reader, loading windows of chunks from the repository.
 struct ChunkReader<'r> {
     repo: &'r Repository,
+    /// Chunks loaded ahead with the file's group.
+    loaded: &'r HashMap<Id, Vec<u8>>,
     windows: std::vec::IntoIter<&'r [ChunkRef]>,
     window: std::vec::IntoIter<Vec<u8>>,
     cur: Vec<u8>,
@@ -57,11 +66,13 @@ impl Read for ChunkReader<'_> {
             let Some(window) = self.windows.next() else { return Ok(0) };
             // Each id once (the zero blocks of a disk image repeat).
             let mut seen = std::collections::HashSet::new();
-            let ids: Vec<_> = window.iter().map(|c| c.0).filter(|id| seen.insert(*id)).collect();
+            let ids: Vec<_> =
+                window.iter().map(|c| c.0).filter(|id| !self.loaded.contains_key(id) && seen.insert(*id)).collect();
             let loaded: Result<Vec<Vec<u8>>> = self.repo.load_many(ObjectType::Data, &ids).into_iter().collect();
             let loaded: std::collections::HashMap<_, _> =
                 ids.into_iter().zip(loaded.map_err(std::io::Error::other)?).collect();
-            self.window = window.iter().map(|c| loaded[&c.0].clone()).collect::<Vec<_>>().into_iter();
+            let chunk = |id: &Id| self.loaded.get(id).unwrap_or_else(|| &loaded[id]).clone();
+            self.window = window.iter().map(|c| chunk(&c.0)).collect::<Vec<_>>().into_iter();
         }
         let n = buf.len().min(self.cur.len() - self.pos);
         buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
@@ -158,6 +169,24 @@ fn io_err(e: std::io::Error) -> Error {
     Error::io("writing the tar stream", e)
 }
 
+/// What one export carries from item to item.
+struct Exporter<'a, 'w> {
+    repo: &'a Repository,
+    opts: &'a ExportOptions,
+    reporter: &'a dyn Reporter,
+    /// Paths later hardlink items name as their source, for archives without master flags.
+    sources: Option<std::collections::HashSet<Vec<u8>>>,
+    /// First names of hardlinked files: their content, and the name they were exported under.
+    masters: HashMap<Vec<u8>, (Vec<ChunkRef>, u64)>,
+    exported: HashMap<Vec<u8>, Vec<u8>>,
+    b: Builder<&'w mut dyn Write>,
+    stats: ExportStats,
+}
+
+fn is_small_file(it: &Item) -> bool {
+    it.kind == Kind::File && it.size <= SMALL_FILE
+}
+
 /// Write the selected items of `archive` to `out` as a tar stream.
 pub fn export(
     repo: &Repository,
@@ -166,27 +195,74 @@ pub fn export(
     out: &mut dyn Write,
     reporter: &dyn Reporter,
 ) -> Result<ExportStats> {
-    let mut stats = ExportStats::default();
-    let sources = archive.hardlink_sources(repo)?;
-    // First names of hardlinked files: their content, and the name they were exported under.
-    let mut masters: HashMap<Vec<u8>, (Vec<ChunkRef>, u64)> = HashMap::new();
-    let mut exported: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    let mut b = Builder::new(out);
-    for it in archive.items(repo) {
-        let it = it?;
-        let master = archive::is_master(&it, &sources);
+    let mut x = Exporter {
+        repo,
+        opts,
+        reporter,
+        sources: archive.hardlink_sources(repo)?,
+        masters: HashMap::new(),
+        exported: HashMap::new(),
+        b: Builder::new(out),
+        stats: ExportStats::default(),
+    };
+    let mut items = archive.items(repo);
+    loop {
+        let (mut group, mut small) = (Vec::new(), 0u64);
+        while group.len() < GROUP_ITEMS && small < WINDOW_BYTES {
+            let Some(it) = items.next() else { break };
+            let it = it?;
+            if is_small_file(&it) && x.wanted(&it) {
+                small += it.size;
+            }
+            group.push(it);
+        }
+        if group.is_empty() {
+            break;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let ids: Vec<Id> = group
+            .iter()
+            .filter(|it| is_small_file(it) && x.wanted(it))
+            .flat_map(|it| it.chunks.iter().map(|c| c.0))
+            .filter(|id| seen.insert(*id))
+            .collect();
+        // A chunk that fails to load here is loaded again with its file, which reports the error.
+        let loaded: HashMap<Id, Vec<u8>> = ids
+            .iter()
+            .zip(repo.load_many(ObjectType::Data, &ids))
+            .filter_map(|(id, r)| r.ok().map(|data| (*id, data)))
+            .collect();
+        for it in group {
+            x.item(it, &loaded)?;
+        }
+    }
+    x.b.into_inner().map_err(io_err)?.flush().map_err(io_err)?;
+    Ok(x.stats)
+}
+
+impl Exporter<'_, '_> {
+    fn wanted(&self, it: &Item) -> bool {
+        selected(&it.path, &self.opts.paths) && !self.opts.excludes.is_excluded(&it.path)
+    }
+
+    /// Write one item (a header, and a file's content) to the tar stream; `loaded` holds chunks
+    /// loaded ahead.
+    fn item(&mut self, it: Item, loaded: &HashMap<Id, Vec<u8>>) -> Result<()> {
+        let (repo, opts, reporter, wanted) = (self.repo, self.opts, self.reporter, self.wanted(&it));
+        let (masters, exported, b, stats) = (&mut self.masters, &mut self.exported, &mut self.b, &mut self.stats);
+        let master = archive::is_master(&it, &self.sources);
         if master {
             masters.insert(it.path.clone(), (it.chunks.clone(), it.size));
         }
-        if !selected(&it.path, &opts.paths) || opts.excludes.is_excluded(&it.path) {
-            continue;
+        if !wanted {
+            return Ok(());
         }
         let Some(comps) = components(&it.path) else {
             reporter.warning(&format!("{:?}: leaving out an unsafe path", it.path_lossy()));
-            continue;
+            return Ok(());
         };
         if comps.len() <= opts.strip_components {
-            continue;
+            return Ok(());
         }
         let name = comps[opts.strip_components..].join(&b'/');
         let content = |chunks: &[ChunkRef]| chunks.iter().map(|c| c.1 as u64).sum::<u64>();
@@ -204,13 +280,13 @@ pub fn export(
                     (EntryType::Regular, Some(chunks.clone()), None)
                 } else {
                     reporter.warning(&format!("{}: hardlink source not in the archive", it.path_lossy()));
-                    continue;
+                    return Ok(());
                 }
             }
             Kind::Fifo => (EntryType::Fifo, None, None),
             Kind::CharDev => (EntryType::Char, None, None),
             Kind::BlockDev => (EntryType::Block, None, None),
-            Kind::Socket | Kind::Unknown => continue,
+            Kind::Socket | Kind::Unknown => return Ok(()),
         };
         let size = chunks.as_deref().map_or(0, content);
         let (mut h, mut pax) = header_for(&it, &name, kind, size);
@@ -230,6 +306,7 @@ pub fn export(
             Some(c) => {
                 let reader = ChunkReader {
                     repo,
+                    loaded,
                     windows: crate::archive::item::windows(c, WINDOW_BYTES).into_iter(),
                     window: Vec::new().into_iter(),
                     cur: vec![],
@@ -248,7 +325,6 @@ pub fn export(
         reporter.item(' ', &it.path);
         stats.items += 1;
         stats.bytes += size;
+        Ok(())
     }
-    b.into_inner().map_err(io_err)?.flush().map_err(io_err)?;
-    Ok(stats)
 }
