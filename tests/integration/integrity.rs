@@ -49,6 +49,35 @@ fn deleted_index_is_rebuilt_from_packs() {
     assert_same_tree(&env.path("src"), &env.path("out2/src"));
 }
 
+/// An index rebuilt from more blobs than one rebuild transaction takes (2^18 rows) is complete:
+/// every blob of a file cut into 64-byte chunks is found again and verified, the file restores
+/// exactly, and the next create of the same data stores nothing new.
+#[test]
+fn an_index_of_several_rebuild_batches_is_complete() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir(env.path("src")).unwrap();
+    let blocks = 300_000;
+    fs::write(env.path("src/f"), xorshift(blocks * 64, 3)).unwrap();
+    env.create_json("a", &["src"], &["--chunker-params", "fixed,64"]);
+    let indexed = |env: &Env| {
+        let repo = open_repo(env);
+        (repo.index().blob_count().unwrap(), repo.index().pack_names().unwrap())
+    };
+    let before = indexed(&env);
+    assert!(before.0 > blocks as u64, "{}", before.0);
+    fs::remove_file(env.repo().join("index.sqlite")).unwrap();
+    let r = env.run(&["check", "--verify-data", "--json", &env.repo_str()]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["complete"], true, "{v}");
+    assert!(v["blobs_checked"].as_u64().unwrap() >= blocks as u64, "{v}");
+    assert!(indexed(&env) == before, "the same blobs in the same packs");
+    env.extract_to("a", "out", &[]).ok();
+    assert_same_tree(&env.path("src"), &env.path("out/src"));
+    let b = env.create_json("b", &["src"], &["--chunker-params", "fixed,64", "--files-cache", "disabled"]);
+    assert_eq!(b["archive"]["stats"]["deduplicated_size"], 0, "{b}");
+}
+
 #[test]
 fn manifest_rollback_is_refused_until_adopted() {
     let env = Env::new();
