@@ -159,9 +159,9 @@ impl GarretFs {
         };
         match single {
             Some(entry) => {
+                // Nothing else sees the tree yet: items go into it as they are read.
                 let mut tree = Tree::single(rfc3339_nanos(&entry.time));
-                let items = fs.read_items(&entry)?;
-                tree.load(ROOT, items.into_iter());
+                tree.load(ROOT, fs.items_of(&entry)?)?;
                 fs.tree = RwLock::new(tree);
             }
             None => {
@@ -196,22 +196,28 @@ impl GarretFs {
         self.tree.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn read_items(&self, entry: &ArchiveEntry) -> crate::error::Result<Vec<Item>> {
+    /// The items of an archive as the view shows them (excluded ones left out, components
+    /// stripped, owners mapped to local ids), read as the iterator is driven.
+    fn items_of(
+        &self,
+        entry: &ArchiveEntry,
+    ) -> crate::error::Result<impl Iterator<Item = crate::error::Result<Item>> + '_> {
         let repo = &self.shared.repo;
         let ar = Archive::load(repo, entry)?;
         let mut users: HashMap<String, Option<u32>> = HashMap::new();
         let mut groups: HashMap<String, Option<u32>> = HashMap::new();
-        let mut items = Vec::new();
         let sources = ar.hardlink_sources(repo)?;
-        for it in ar.items(repo) {
-            let mut it = it?;
+        Ok(ar.items(repo).filter_map(move |it| {
+            let mut it = match it {
+                Ok(it) => it,
+                Err(e) => return Some(Err(e)),
+            };
             it.hardlink_master = crate::archive::is_master(&it, &sources);
             if self.excludes.is_excluded(&it.path) {
-                continue;
+                return None;
             }
             if self.strip_components > 0 {
-                let Some(p) = strip(&it.path, self.strip_components) else { continue };
-                it.path = p;
+                it.path = strip(&it.path, self.strip_components)?;
                 it.source = it.source.as_deref().and_then(|s| strip(s, self.strip_components));
             }
             if !self.numeric_ids {
@@ -227,9 +233,8 @@ impl GarretFs {
                     it.gid = local.unwrap_or(it.gid);
                 }
             }
-            items.push(it);
-        }
-        Ok(items)
+            Some(Ok(it))
+        }))
     }
 
     /// Make sure the archive directory `ino` has its items (whole-repository mounts load each
@@ -237,7 +242,9 @@ impl GarretFs {
     fn ensure_loaded(&self, ino: u64) -> Result<(), Errno> {
         let Some(idx) = self.tree().pending(ino) else { return Ok(()) };
         let entry = &self.entries[idx];
-        let items = self.read_items(entry).map_err(|e| {
+        // Read before taking the tree's lock, so other archives stay browsable meanwhile.
+        let items: crate::error::Result<Vec<Item>> = self.items_of(entry).and_then(|items| items.collect());
+        let items = items.map_err(|e| {
             let msg = format!("archive {}: {e}", entry.name);
             eprintln!("garret mount: {msg}");
             self.errors.lock().unwrap_or_else(|e| e.into_inner()).push(msg);
@@ -245,7 +252,7 @@ impl GarretFs {
         })?;
         let mut tree = self.tree.write().unwrap_or_else(|e| e.into_inner());
         if tree.pending(ino).is_some() {
-            tree.load(ino, items.into_iter());
+            tree.load(ino, items.into_iter().map(Ok)).expect("items already read");
         }
         Ok(())
     }
@@ -307,7 +314,7 @@ impl GarretFs {
             }
         }
         let range = |i: usize, chunk: &[u8]| {
-            let start = content.starts[first + i];
+            let start = content.start(first + i);
             offset.saturating_sub(start) as usize..((end - start) as usize).min(chunk.len())
         };
         if let [chunk] = chunks.as_slice() {

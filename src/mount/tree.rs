@@ -14,27 +14,39 @@ use std::sync::Arc;
 
 pub const ROOT: u64 = 1;
 
-/// File content as the chunk list plus the offset at which each chunk starts.
+/// File content as the chunk list plus the offset at which each chunk starts. A mount holds one
+/// per file, so a file of one chunk (most small files) keeps no offsets.
 #[derive(Debug, Default)]
 pub struct Content {
-    pub chunks: Vec<ChunkRef>,
-    /// `starts[i]` is the file offset of `chunks[i]`.
-    pub starts: Vec<u64>,
+    pub chunks: Box<[ChunkRef]>,
+    /// `starts[i]` is the file offset of `chunks[i]`; empty for fewer than two chunks.
+    starts: Box<[u64]>,
 }
 
 impl Content {
     fn new(chunks: Vec<ChunkRef>) -> Content {
-        let mut starts = Vec::with_capacity(chunks.len());
-        let mut off = 0u64;
-        for c in &chunks {
-            starts.push(off);
-            off += c.1 as u64;
+        let mut starts = Vec::new();
+        if chunks.len() > 1 {
+            starts.reserve_exact(chunks.len());
+            let mut off = 0u64;
+            for c in &chunks {
+                starts.push(off);
+                off += c.1 as u64;
+            }
         }
-        Content { chunks, starts }
+        Content { chunks: chunks.into_boxed_slice(), starts: starts.into_boxed_slice() }
+    }
+
+    /// File offset at which chunk `i` starts.
+    pub fn start(&self, i: usize) -> u64 {
+        self.starts.get(i).copied().unwrap_or(0)
     }
 
     pub fn len(&self) -> u64 {
-        self.starts.last().map_or(0, |s| s + self.chunks.last().map_or(0, |c| c.1 as u64))
+        match self.chunks.last() {
+            Some(c) => self.start(self.chunks.len() - 1) + c.1 as u64,
+            None => 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -46,6 +58,9 @@ impl Content {
         if offset >= self.len() {
             return None;
         }
+        if self.starts.is_empty() {
+            return Some(0);
+        }
         Some(self.starts.partition_point(|&s| s <= offset) - 1)
     }
 }
@@ -55,10 +70,9 @@ pub struct Node {
     pub parent: u64,
     pub kind: Kind,
     pub mode: u32,
+    /// Owner ids as shown (names were mapped to local ids when the items were read).
     pub uid: u32,
     pub gid: u32,
-    pub user: Option<String>,
-    pub group: Option<String>,
     pub mtime: i64,
     /// The stored access time (`create --atime`), else `mtime`.
     pub atime: i64,
@@ -82,8 +96,6 @@ impl Node {
             mode: 0o755,
             uid: 0,
             gid: 0,
-            user: None,
-            group: None,
             mtime,
             atime: mtime,
             size: 0,
@@ -102,8 +114,6 @@ impl Node {
         self.mode = it.mode;
         self.uid = it.uid;
         self.gid = it.gid;
-        self.user = it.user;
-        self.group = it.group;
         self.mtime = it.mtime;
         self.atime = it.atime.unwrap_or(it.mtime);
         self.rdev = it.rdev;
@@ -188,14 +198,20 @@ impl Tree {
         ino
     }
 
-    /// Fill directory `root` with an archive's items.
-    pub fn load(&mut self, root: u64, items: impl Iterator<Item = Item>) {
+    /// Fill directory `root` with an archive's items, taken one at a time from `items` (a
+    /// stream need not be held whole); stops at the first error.
+    pub fn load(
+        &mut self,
+        root: u64,
+        items: impl Iterator<Item = crate::error::Result<Item>>,
+    ) -> crate::error::Result<()> {
         let mtime = self.get_mut(root).mtime;
         self.get_mut(root).pending = None;
         // (parent, name) -> inode for everything created in this load.
         let mut index: HashMap<(u64, Vec<u8>), u64> = HashMap::new();
         let mut masters: HashMap<Vec<u8>, u64> = HashMap::new();
         for it in items {
+            let it = it?;
             let Some(comps) = components(&it.path) else {
                 self.skipped += 1;
                 continue;
@@ -271,6 +287,7 @@ impl Tree {
             n.children = children;
             n.nlink = 2 + subdirs as u32;
         }
+        Ok(())
     }
 }
 
@@ -301,7 +318,7 @@ mod tests {
             item("/abs", Kind::File),
         ];
         let mut t = Tree::single(0);
-        t.load(ROOT, items.into_iter());
+        t.load(ROOT, items.into_iter().map(Ok)).unwrap();
         assert_eq!(t.skipped, 3);
         let a = t.lookup(ROOT, b"a").unwrap();
         assert_eq!(t.get(a).unwrap().mode, 0o640);
@@ -320,13 +337,30 @@ mod tests {
         assert_eq!(names, vec![b"b".to_vec(), b"link".to_vec()]);
     }
 
+    /// Contents of no, one and several chunks find the chunk holding each offset.
+    #[test]
+    fn content_maps_offsets_to_chunks_with_and_without_an_offset_table() {
+        let c = |sizes: &[u32]| Content::new(sizes.iter().map(|&n| ChunkRef(Id([n as u8; 32]), n)).collect());
+        let empty = c(&[]);
+        assert_eq!((empty.len(), empty.chunk_at(0)), (0, None));
+        let one = c(&[7]);
+        assert_eq!((one.len(), one.start(0)), (7, 0));
+        assert_eq!([one.chunk_at(0), one.chunk_at(6), one.chunk_at(7)], [Some(0), Some(0), None]);
+        let three = c(&[4, 1, 5]);
+        assert_eq!(three.len(), 10);
+        assert_eq!([three.start(0), three.start(1), three.start(2)], [0, 4, 5]);
+        let at: Vec<_> = (0..11).map(|o| three.chunk_at(o)).collect();
+        let want = [0, 0, 0, 0, 1, 2, 2, 2, 2, 2].map(Some).into_iter().chain([None]).collect::<Vec<_>>();
+        assert_eq!(at, want);
+    }
+
     #[test]
     fn archives_load_lazily() {
         let archives = vec![ArchiveDir { name: "b".into(), mtime: 1 }, ArchiveDir { name: "a".into(), mtime: 2 }];
         let mut t = Tree::with_archives(archives, 0);
         let a = t.lookup(ROOT, b"a").unwrap();
         assert_eq!(t.pending(a), Some(1));
-        t.load(a, vec![item("x", Kind::File)].into_iter());
+        t.load(a, std::iter::once(Ok(item("x", Kind::File)))).unwrap();
         assert_eq!(t.pending(a), None);
         assert!(t.lookup(a, b"x").is_some());
         assert!(t.pending(t.lookup(ROOT, b"b").unwrap()).is_some());
