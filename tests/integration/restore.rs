@@ -37,12 +37,7 @@ fn diff_reports_exactly_the_changes_made() {
     crate::round_trip::set_mtime(&s.join("touch"), 1_700_000_500, 0);
     env.create_json("b", &["src"], &[]);
     let r = env.run(&["diff", "--json-lines", &env.archive("a"), "b"]).ok();
-    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in r.stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let kinds = v["changes"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap().to_string()).collect();
-        got.insert(v["path"].as_str().unwrap().to_string(), kinds);
-    }
+    let got: BTreeMap<String, Vec<String>> = changes(&r.stdout).into_iter().collect();
     let want: BTreeMap<String, Vec<String>> = [
         ("src/edit", vec!["modified", "mtime"]),
         ("src/gone", vec!["removed"]),
@@ -64,27 +59,14 @@ fn diff_reports_exactly_the_changes_made() {
     assert!(added <= 8 << 20, "at most the changed chunk and the one after it: {line}");
     // --content-only: no mode or mtime changes
     let r = env.run(&["diff", "--content-only", "--json-lines", &env.archive("a"), "b"]).ok();
-    let content: Vec<(String, Vec<String>)> = r
-        .stdout
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let kinds =
-                v["changes"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap().to_string()).collect();
-            (v["path"].as_str().unwrap().to_string(), kinds)
-        })
-        .collect();
-    let want: Vec<(String, Vec<String>)> = [
+    let want = one_each(&[
         ("src/big", "modified"),
         ("src/d/new", "added"),
         ("src/edit", "modified"),
         ("src/gone", "removed"),
         ("src/link", "target"),
-    ]
-    .into_iter()
-    .map(|(p, k)| (p.to_string(), vec![k.to_string()]))
-    .collect();
-    assert_eq!(content, want, "{}", r.stdout);
+    ]);
+    assert_eq!(changes(&r.stdout), want, "{}", r.stdout);
     // path filter and text output
     let r = env.run(&["diff", &env.archive("a"), "b", "src/d"]).ok();
     assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
@@ -122,17 +104,7 @@ fn diff_matches_paths_whatever_the_order_of_the_archives() {
     }
     env.create_json("b", &["y", "x"], &[]);
     let r = env.run(&["diff", "--json-lines", &env.archive("a"), "b"]).ok();
-    let got: Vec<(String, Vec<String>)> = r
-        .stdout
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let kinds =
-                v["changes"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap().to_string()).collect();
-            (v["path"].as_str().unwrap().to_string(), kinds)
-        })
-        .collect();
-    let want: Vec<(String, Vec<String>)> = [
+    let want = [
         ("x/f00", "removed"),
         ("x/f20", "removed"),
         ("x/f99", "added"),
@@ -140,21 +112,35 @@ fn diff_matches_paths_whatever_the_order_of_the_archives() {
         ("y/f05", "modified"),
         ("y/f20a", "added"),
         ("y/f39", "removed"),
-    ]
-    .into_iter()
-    .map(|(p, k)| (p.to_string(), vec![k.to_string()]))
-    .collect();
-    assert_eq!(got, want, "{}", r.stdout);
+    ];
+    assert_eq!(changes(&r.stdout), one_each(&want), "{}", r.stdout);
     // and the other way round
     let r = env.run(&["diff", "--json-lines", &env.archive("b"), "a"]).ok();
-    let back: Vec<String> = r
-        .stdout
+    let swap = |k| match k {
+        "added" => "removed",
+        "removed" => "added",
+        k => k,
+    };
+    let back: Vec<_> = want.iter().map(|&(p, k)| (p, swap(k))).collect();
+    assert_eq!(changes(&r.stdout), one_each(&back), "{}", r.stdout);
+}
+
+/// `diff --json-lines` output as (path, change types) in output order.
+fn changes(stdout: &str) -> Vec<(String, Vec<String>)> {
+    stdout
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(back, want.iter().map(|w| w.0.clone()).collect::<Vec<_>>(), "{}", r.stdout);
-    assert_eq!(r.stdout.matches("\"type\":\"added\"").count(), 3, "{}", r.stdout);
-    assert_eq!(r.stdout.matches("\"type\":\"removed\"").count(), 3, "{}", r.stdout);
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let kinds =
+                v["changes"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap().to_string()).collect();
+            (v["path"].as_str().unwrap().to_string(), kinds)
+        })
+        .collect()
+}
+
+/// Expected [`changes`]: one change type per path.
+fn one_each(pairs: &[(&str, &str)]) -> Vec<(String, Vec<String>)> {
+    pairs.iter().map(|(p, k)| (p.to_string(), vec![k.to_string()])).collect()
 }
 
 #[test]
