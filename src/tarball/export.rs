@@ -43,6 +43,9 @@ const SMALL_FILE: u64 = 1024 * 1024;
 /// Items read ahead per group: at most this many, holding at most [`WINDOW_BYTES`] of small
 /// files' content. A group per file cost a million tiny files 14 s of index lookups in 26 s.
 const GROUP_ITEMS: usize = 4096;
+/// Chunk references held by a group's items at most (plus one item's): big files' chunk lists
+/// must not pile up 4,096 at a time.
+const GROUP_REFS: usize = 1 << 16;
 
 /// A file's content as a reader, loading windows of chunks from the repository.
 struct ChunkReader<'r> {
@@ -207,13 +210,14 @@ pub fn export(
     };
     let mut items = archive.items(repo);
     loop {
-        let (mut group, mut small) = (Vec::new(), 0u64);
-        while group.len() < GROUP_ITEMS && small < WINDOW_BYTES {
+        let (mut group, mut small, mut refs) = (Vec::new(), 0u64, 0usize);
+        while group.len() < GROUP_ITEMS && small < WINDOW_BYTES && refs < GROUP_REFS {
             let Some(it) = items.next() else { break };
             let it = it?;
             if is_small_file(&it) && x.wanted(&it) {
                 small += it.size;
             }
+            refs += it.chunks.len();
             group.push(it);
         }
         if group.is_empty() {
