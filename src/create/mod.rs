@@ -43,7 +43,7 @@ pub const BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// 5.6 s, three or four: 5.4 to 5.6 s).
 const SEALING_BATCHES: usize = 3;
 /// Items queued behind the current batch at most: past this, the batch is processed however
-/// small it is. One changed file ahead of a million unchanged ones held them all (330 MiB).
+/// small it is. One changed file ahead of a million unchanged ones held them all (a 312 MiB queue).
 const QUEUE_ITEMS: usize = 4096;
 /// Messages in flight between the reader thread and the pipeline (each at most
 /// [`walk::SINK_BYTES`] of chunks plus one chunk). With batches queued on the pool the reader

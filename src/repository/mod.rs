@@ -540,8 +540,8 @@ impl Repository {
     /// durable packs are indexed [`INDEX_BATCH`] at a time (or fewer holding [`INDEX_ROWS`]
     /// blobs), in one SQLite transaction: a commit per pack (a journal file made, synced and
     /// deleted each time) cost the create pipeline's thread 0.7 s of 5.5, and 16 packs at a time
-    /// cost a create of two million 1 KiB chunks 3 to 5 s more than 64. Packs left unindexed by a crash are found by the next open
-    /// ([`reconcile_index`](Self::reconcile_index)), as before.
+    /// cost a create of two million 1 KiB chunks 3 to 5 s more than 64. Packs left unindexed by a
+    /// crash are found by the next open ([`reconcile_index`](Self::reconcile_index)), as before.
     fn index_written(&mut self, wait: bool) -> Result<()> {
         let Some(writer) = self.writer.as_mut() else { return Ok(()) };
         match writer.completed(wait) {
