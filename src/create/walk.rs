@@ -260,6 +260,9 @@ fn is_special(ft: FileType) -> bool {
 
 /// Entries prepared in parallel at a time.
 const BATCH_ENTRIES: usize = 256;
+/// How much of each file to be read a batch asks the kernel to fetch ahead (whole files up to
+/// this size): the batch's reads then reach the disk at once instead of one file at a time.
+const PREFETCH_BYTES: u64 = 1 << 20;
 
 /// A walked path waiting to be archived, in walk order.
 /// What the walk does with a path (see `Walker::verdict`).
@@ -289,6 +292,9 @@ struct Entry {
     target: Option<std::io::Result<Vec<u8>>>,
     /// Regular files outside a dry run: the files-cache key and verdict.
     cache: Option<(CacheKey, Lookup)>,
+    /// Regular files to be read: the file, opened (and its first [`PREFETCH_BYTES`] asked for)
+    /// while the batch was prepared.
+    opened: Option<std::io::Result<File>>,
 }
 
 // An Entry is large (it holds a `struct stat`), but batches are short-lived and hold at most
@@ -655,12 +661,29 @@ impl Walker<'_, '_> {
             }
         };
         let target = (ft == FileType::Symlink).then(|| loc.read_link());
-        Prepared::Entry(Entry { loc, ap, st, xattrs, target, cache })
+        // A file about to be read is opened here, on the walk's threads, and its start is
+        // fetched in the background: when its data is not in memory (a first backup, files
+        // changed long ago) the reader thread no longer waits for the disk one file at a time.
+        // Out of descriptors (a deep tree holds one per directory level), it is opened when
+        // read, as if not prepared.
+        let opened = match &cache {
+            Some((_, Lookup::Hit { .. })) | None => None,
+            Some(_) => match loc.open() {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => None,
+                r => Some(r.inspect(|f| {
+                    let len = std::num::NonZeroU64::new((st.st_size as u64).min(PREFETCH_BYTES));
+                    if len.is_some() {
+                        let _ = rustix::fs::fadvise(f, 0, len, rustix::fs::Advice::WillNeed);
+                    }
+                })),
+            },
+        };
+        Prepared::Entry(Entry { loc, ap, st, xattrs, target, cache, opened })
     }
 
     /// Archive one prepared filesystem entry.
     fn entry(&mut self, e: Entry) -> Result<(), Hangup> {
-        let Entry { loc, ap, st, xattrs, target, cache } = e;
+        let Entry { loc, ap, st, xattrs, target, cache, opened } = e;
         let Some(mut item) = source::item_from_metadata(ap.clone(), &st, &mut self.names) else {
             return Ok(()); // sockets are not archived
         };
@@ -694,7 +717,7 @@ impl Walker<'_, '_> {
                 }
                 None => unreachable!("prepare reads the target of every symlink"),
             },
-            Kind::File => return self.file(loc, item, &st, cache),
+            Kind::File => return self.file(loc, item, &st, cache, opened),
             Kind::CharDev | Kind::BlockDev | Kind::Fifo if self.cfg.read_special => return self.special(loc, item),
             _ => {}
         }
@@ -747,7 +770,14 @@ impl Walker<'_, '_> {
         self.tx.send(Event::FileEnd { changed })
     }
 
-    fn file(&mut self, loc: Loc, mut item: Item, st: &Stat, cache: Option<(CacheKey, Lookup)>) -> Result<(), Hangup> {
+    fn file(
+        &mut self,
+        loc: Loc,
+        mut item: Item,
+        st: &Stat,
+        cache: Option<(CacheKey, Lookup)>,
+        opened: Option<std::io::Result<File>>,
+    ) -> Result<(), Hangup> {
         let Some((key, verdict)) = cache else {
             // A dry run: nothing is read.
             item.size = st.st_size as u64;
@@ -764,7 +794,7 @@ impl Walker<'_, '_> {
             Lookup::Changed => true,
             Lookup::Absent => false,
         };
-        let Some(file) = self.opened(loc.open(), &loc, &item.path) else { return Ok(()) };
+        let Some(file) = self.opened(opened.unwrap_or_else(|| loc.open()), &loc, &item.path) else { return Ok(()) };
         let ap = item.path.clone();
         self.tx.send(Event::FileStart { item, key: Some(key) })?;
         let (params, seed) = (self.cfg.params, self.cfg.seed);

@@ -429,6 +429,38 @@ fn chrono_year() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The walk opens a batch of files ahead of reading them (so a disk can fetch them at once). With
+/// few descriptors left it must fall back to opening each file when read, not report the rest of
+/// the batch as unreadable.
+#[test]
+fn a_create_short_of_file_descriptors_reads_every_file() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src/sub")).unwrap();
+    for f in 0..600 {
+        fs::write(env.path(&format!("src/f{f:03}")), format!("file {f}\n").repeat(f)).unwrap();
+    }
+    fs::write(env.path("src/sub/big"), xorshift(3 << 20, 5)).unwrap();
+    let mut c = env.cmd();
+    c.args(["create", &env.archive("a"), "src"]);
+    // SAFETY: setrlimit is async-signal-safe; it only lowers this child's own limit.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 48, rlim_max: 48 };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let r = Run::from(c.output().unwrap());
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""), "a create with 48 descriptors");
+    env.extract_to("a", "out", &[]).ok();
+    assert_same_tree(&env.path("src"), &env.path("out/src"));
+}
+
 #[test]
 fn changing_and_vanishing_files_are_warnings() {
     let env = Env::new();
