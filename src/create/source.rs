@@ -128,6 +128,8 @@ impl Loc {
 pub struct SparseReader {
     file: std::fs::File,
     pos: u64,
+    /// The kernel has been asked to fetch the file up to here.
+    advised: u64,
     /// `pos..hole_end` is a hole; `hole_end..data_end` is data.
     hole_end: u64,
     data_end: u64,
@@ -135,7 +137,7 @@ pub struct SparseReader {
 
 impl SparseReader {
     pub fn new(file: std::fs::File) -> SparseReader {
-        SparseReader { file, pos: 0, hole_end: 0, data_end: 0 }
+        SparseReader { file, pos: 0, advised: 0, hole_end: 0, data_end: 0 }
     }
 
     pub fn file(&self) -> &std::fs::File {
@@ -164,6 +166,23 @@ impl SparseReader {
     }
 }
 
+/// How far ahead of its reads a [`SparseReader`] asks the kernel to fetch the file (posix_fadvise
+/// WILLNEED): a file not in memory then streams from the disk while its chunks are compressed,
+/// rather than each read waiting for its own bytes.
+const READ_AHEAD: u64 = 16 << 20;
+
+impl SparseReader {
+    /// Keep the kernel fetching at least `2 * n` bytes past `pos`, [`READ_AHEAD`] at a time.
+    fn advise(&mut self, n: usize) {
+        if self.pos + 2 * n as u64 > self.advised {
+            self.advised = self.advised.max(self.pos);
+            let len = std::num::NonZeroU64::new(READ_AHEAD);
+            let _ = rustix::fs::fadvise(&self.file, self.advised, len, rustix::fs::Advice::WillNeed);
+            self.advised += READ_AHEAD;
+        }
+    }
+}
+
 impl std::io::Read for SparseReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         use std::os::unix::fs::FileExt;
@@ -179,6 +198,7 @@ impl std::io::Read for SparseReader {
             n
         } else {
             let n = buf.len().min((self.data_end - self.pos).try_into().unwrap_or(usize::MAX));
+            self.advise(n);
             self.file.read_at(&mut buf[..n], self.pos)?
         };
         self.pos += n as u64;
