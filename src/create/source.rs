@@ -86,13 +86,28 @@ impl Loc {
         Ok(target.into_bytes())
     }
 
-    /// Open a regular file for reading, without following a symlink that replaced it.
+    /// Open a regular file for reading, without following a symlink that replaced it. Something
+    /// else put in its place since it was seen (a FIFO, whose open would wait for a writer, or a
+    /// device, which may never end) is refused rather than read.
     pub fn open(&self) -> std::io::Result<std::fs::File> {
-        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY;
+        // NONBLOCK: opening a FIFO returns at once; it changes nothing for a regular file.
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
         let fd = match &self.dir {
             Some(d) => rustix::fs::openat(d, self.name.as_os_str(), flags | OFlags::NOFOLLOW, Mode::empty())?,
             None => rustix::fs::open(self.name.as_os_str(), flags, Mode::empty())?,
         };
+        let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode as _);
+        if kind != FileType::RegularFile {
+            return Err(std::io::Error::other(format!(
+                "replaced by a {} while the walk ran; not read",
+                match kind {
+                    FileType::Fifo => "FIFO",
+                    FileType::CharacterDevice | FileType::BlockDevice => "device",
+                    FileType::Directory => "directory",
+                    _ => "file of another type",
+                }
+            )));
+        }
         Ok(fd.into())
     }
 

@@ -668,15 +668,18 @@ impl Walker<'_, '_> {
         // read, as if not prepared.
         let opened = match &cache {
             Some((_, Lookup::Hit { .. })) | None => None,
-            Some(_) => match loc.open() {
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => None,
-                r => Some(r.inspect(|f| {
-                    let len = std::num::NonZeroU64::new((st.st_size as u64).min(PREFETCH_BYTES));
-                    if len.is_some() {
-                        let _ = rustix::fs::fadvise(f, 0, len, rustix::fs::Advice::WillNeed);
-                    }
-                })),
-            },
+            Some(_) => {
+                crate::faults::pause_point("file-stated");
+                match loc.open() {
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => None,
+                    r => Some(r.inspect(|f| {
+                        let len = std::num::NonZeroU64::new((st.st_size as u64).min(PREFETCH_BYTES));
+                        if len.is_some() {
+                            let _ = rustix::fs::fadvise(f, 0, len, rustix::fs::Advice::WillNeed);
+                        }
+                    })),
+                }
+            }
         };
         Prepared::Entry(Entry { loc, ap, st, xattrs, target, cache, opened })
     }

@@ -227,6 +227,36 @@ fn a_directory_swapped_for_a_symlink_during_the_walk_is_not_followed() {
     assert!(sub.file_type().is_symlink(), "src/sub is archived as what it is now: a symlink");
 }
 
+/// A regular file replaced by a FIFO between the walk's stat and its open (a log rotated into a
+/// named pipe, say) must not hang the nightly run waiting for a writer: the file is reported and
+/// skipped, the rest archived, exit 1.
+#[test]
+fn a_file_swapped_for_a_fifo_during_the_walk_does_not_hang_the_create() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/log"), b"first lines").unwrap();
+    let (mut child, flag) = env.spawn_paused("file-stated:1", &["create", &env.archive("a"), "src"]);
+    fs::remove_file(env.path("src/log")).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(env.path("src/log")).status().unwrap();
+    assert!(made.success());
+    fs::remove_file(&flag).unwrap();
+    let t = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("create hung on the FIFO that replaced src/log");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("src/log") && stderr.contains("replaced by a FIFO"), "{stderr}");
+    let listed = env.run(&["list", "--short", &env.archive("a")]).ok().stdout;
+    assert_eq!(listed.trim(), "src", "only the directory is archived");
+}
+
 #[test]
 fn init_json_names_the_new_repository() {
     let env = Env::new();
