@@ -260,8 +260,10 @@ fn is_special(ft: FileType) -> bool {
 
 /// Entries prepared in parallel at a time.
 const BATCH_ENTRIES: usize = 256;
-/// How much of each file to be read a batch asks the kernel to fetch ahead (whole files up to
-/// this size): the batch's reads then reach the disk at once instead of one file at a time.
+/// Files to be read up to this size are fetched whole as their batch is prepared: the batch's
+/// reads then reach the disk at once instead of one file at a time. Larger files are left to the
+/// read-ahead of their own reads (fetching their start early too would split each one into two
+/// trips to a disk that seeks).
 const PREFETCH_BYTES: u64 = 1 << 20;
 
 /// A walked path waiting to be archived, in walk order.
@@ -292,8 +294,8 @@ struct Entry {
     target: Option<std::io::Result<Vec<u8>>>,
     /// Regular files outside a dry run: the files-cache key and verdict.
     cache: Option<(CacheKey, Lookup)>,
-    /// Regular files to be read: the file, opened (and its first [`PREFETCH_BYTES`] asked for)
-    /// while the batch was prepared.
+    /// Regular files to be read: the file, opened (and fetched, up to [`PREFETCH_BYTES`]) while
+    /// the batch was prepared.
     opened: Option<std::io::Result<File>>,
 }
 
@@ -673,9 +675,14 @@ impl Walker<'_, '_> {
                 match loc.open() {
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => None,
                     r => Some(r.inspect(|f| {
-                        let len = std::num::NonZeroU64::new((st.st_size as u64).min(PREFETCH_BYTES));
-                        if len.is_some() {
-                            let _ = rustix::fs::fadvise(f, 0, len, rustix::fs::Advice::WillNeed);
+                        let size = st.st_size as u64;
+                        if (1..=PREFETCH_BYTES).contains(&size) {
+                            let _ = rustix::fs::fadvise(
+                                f,
+                                0,
+                                std::num::NonZeroU64::new(size),
+                                rustix::fs::Advice::WillNeed,
+                            );
                         }
                     })),
                 }
