@@ -174,17 +174,22 @@ fn a_power_cut_at_each_commit_step_keeps_every_committed_archive() {
 fn stop_all(pid: u32) {
     let p = rustix::process::Pid::from_raw(pid as i32).unwrap();
     rustix::process::kill_process(p, rustix::process::Signal::STOP).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // A process that ended just before the signal is a zombie, and stays one: nothing of it is
+    // in flight either.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let tasks = fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-        let running = tasks.filter_map(|t| fs::read_to_string(t.ok()?.path().join("stat")).ok()).any(|stat| {
-            let state = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-            !(state.starts_with('T') || state.starts_with('t'))
-        });
-        if !running {
+        let running: Vec<String> = tasks
+            .filter_map(|t| fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .filter(|stat| {
+                let state = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+                !(state.starts_with('T') || state.starts_with('t') || state.starts_with('Z') || state.starts_with('X'))
+            })
+            .collect();
+        if running.is_empty() {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "process {pid} did not stop");
+        assert!(std::time::Instant::now() < deadline, "process {pid} did not stop: {running:?}");
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
