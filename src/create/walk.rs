@@ -663,7 +663,7 @@ impl Walker<'_, '_> {
             }
         };
         let target = (ft == FileType::Symlink).then(|| loc.read_link());
-        // A file about to be read is opened here, on the walk's threads, and its start is
+        // A file about to be read is opened here, on the walk's threads, and a small one is
         // fetched in the background: when its data is not in memory (a first backup, files
         // changed long ago) the reader thread no longer waits for the disk one file at a time.
         // Out of descriptors (a deep tree holds one per directory level), it is opened when
