@@ -2,6 +2,7 @@
 
 fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
+    garret::create::walk::reserve_descriptor_table();
     garret_cli::main()
 }
 

@@ -461,6 +461,68 @@ fn a_create_short_of_file_descriptors_reads_every_file() {
     assert_same_tree(&env.path("src"), &env.path("out/src"));
 }
 
+/// The descriptor table is grown to 1024 entries before any thread starts (growing it later, one
+/// doubling at a time from the walk's threads, waits for an RCU grace period each time). Seen
+/// from outside while a create runs: the table is already that large while the create has opened
+/// only a few files, and the descriptor used to grow it is not left open.
+#[test]
+fn the_descriptor_table_is_grown_before_the_walk_starts() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    env.init("none");
+    let mut c = env.cmd();
+    c.args(["create", &env.archive("a"), "-"]).stdin(std::process::Stdio::piped());
+    // SAFETY: getrlimit/setrlimit are async-signal-safe; this only raises the child's soft limit
+    // on open files (to its hard limit at most), so the expected size does not depend on the shell.
+    unsafe {
+        c.pre_exec(|| {
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_cur = lim.rlim_max.min(4096);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&xorshift(1 << 20, 9)).unwrap();
+    // garret now waits for the rest of standard input: the repository is open, the archive begun.
+    let fd_size = |pid: u32| -> Option<u64> {
+        let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        s.lines().find_map(|l| l.strip_prefix("FDSize:")).and_then(|v| v.trim().parse().ok())
+    };
+    let open_fds = || fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = None;
+    while std::time::Instant::now() < deadline {
+        seen = fd_size(pid);
+        if seen.is_some_and(|n| n >= 1024) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (size, open) = (seen, open_fds());
+    assert!(fs::read_link(format!("/proc/{pid}/fd/1023")).is_err(), "descriptor 1023 left open");
+    stdin.write_all(b"tail").unwrap();
+    drop(stdin);
+    let r = Run::from(child.wait_with_output().unwrap());
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    let hard = fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).and_then(|h| h.parse::<u64>().ok()))
+        .unwrap_or(u64::MAX);
+    let want = hard.min(1024);
+    assert!(size.is_some_and(|n| n >= want), "FDSize {size:?} with {open} descriptors open; want at least {want}");
+    assert!(open < 64, "{open} descriptors open: the table grew by itself, the test shows nothing");
+    let o = env.cmd().args(["extract", "--stdout", &env.archive("a")]).output().unwrap();
+    assert_eq!(o.stdout, [xorshift(1 << 20, 9), b"tail".to_vec()].concat(), "the archive holds what was piped in");
+}
+
 #[test]
 fn changing_and_vanishing_files_are_warnings() {
     let env = Env::new();
