@@ -91,11 +91,7 @@ impl Loc {
     /// device, which may never end) is refused rather than read.
     pub fn open(&self) -> std::io::Result<std::fs::File> {
         // NONBLOCK: opening a FIFO returns at once; it changes nothing for a regular file.
-        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-        let fd = match &self.dir {
-            Some(d) => rustix::fs::openat(d, self.name.as_os_str(), flags | OFlags::NOFOLLOW, Mode::empty())?,
-            None => rustix::fs::open(self.name.as_os_str(), flags, Mode::empty())?,
-        };
+        let fd = self.open_noatime(OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK)?;
         let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode as _);
         if kind != FileType::RegularFile {
             return Err(std::io::Error::other(format!(
@@ -111,13 +107,27 @@ impl Loc {
         Ok(fd.into())
     }
 
+    /// Open the entry with `flags` plus `O_NOATIME` (not following a symlink below a root), as
+    /// borg does: reading a file or listing a directory then leaves its access time as it was.
+    /// Otherwise every file a backup reads gets a new access time (once a day under `relatime`):
+    /// an inode written back per file, and programs that compare access and modification times
+    /// (a mail reader's "new mail", tmpreaper) misled. The kernel allows `O_NOATIME` only to the
+    /// file's owner or a holder of CAP_FOWNER; for anyone else the open fails with EPERM and is
+    /// made again without it.
+    fn open_noatime(&self, flags: OFlags) -> std::io::Result<OwnedFd> {
+        let open = |flags: OFlags| match &self.dir {
+            Some(d) => rustix::fs::openat(d, self.name.as_os_str(), flags | OFlags::NOFOLLOW, Mode::empty()),
+            None => rustix::fs::open(self.name.as_os_str(), flags, Mode::empty()),
+        };
+        match open(flags | OFlags::NOATIME) {
+            Err(rustix::io::Errno::PERM) => Ok(open(flags)?),
+            r => Ok(r?),
+        }
+    }
+
     /// Open a directory to read its entries.
     pub fn open_dir(&self) -> std::io::Result<OwnedFd> {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        Ok(match &self.dir {
-            Some(d) => rustix::fs::openat(d, self.name.as_os_str(), flags | OFlags::NOFOLLOW, Mode::empty())?,
-            None => rustix::fs::open(self.name.as_os_str(), flags, Mode::empty())?,
-        })
+        self.open_noatime(OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC)
     }
 
     /// Extended attributes (of the entry itself, not of a symlink's target below a root).

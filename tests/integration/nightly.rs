@@ -523,6 +523,42 @@ fn the_descriptor_table_is_grown_before_the_walk_starts() {
     assert_eq!(o.stdout, [xorshift(1 << 20, 9), b"tail".to_vec()].concat(), "the archive holds what was piped in");
 }
 
+/// Reading files and listing directories for a backup leaves their access times as they were
+/// (O_NOATIME, as borg): a nightly run does not dirty an inode per file read, and programs that
+/// compare access and modification times (new-mail checks) are not misled. Where the file system
+/// does not record access times at all, the test has nothing to show and says so.
+#[test]
+fn a_backup_leaves_access_times_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src/d")).unwrap();
+    fs::write(env.path("src/f"), b"read by the backup\n".repeat(1000)).unwrap();
+    fs::write(env.path("src/d/g"), xorshift(300_000, 4)).unwrap();
+    fs::write(env.path("control"), b"read by the test").unwrap();
+    let accessed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800); // 2020-01-01
+    let modified = accessed + std::time::Duration::from_secs(86_400 * 400);
+    let paths = ["src", "src/f", "src/d", "src/d/g", "control"];
+    for p in paths {
+        let times = fs::FileTimes::new().set_accessed(accessed).set_modified(modified);
+        fs::File::open(env.path(p)).unwrap().set_times(times).unwrap();
+    }
+    let atime = |p: &str| fs::metadata(env.path(p)).unwrap().atime();
+    let old = atime("control");
+    fs::read(env.path("control")).unwrap();
+    if atime("control") == old {
+        eprintln!("SKIP: this file system does not update access times on read (noatime mount)");
+        return;
+    }
+    let r = env.run(&["create", &env.archive("a"), "src"]);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    for p in &paths[..4] {
+        assert_eq!(atime(p), old, "{p}: access time changed by the backup");
+    }
+    env.extract_to("a", "out", &[]).ok();
+    assert_same_tree(&env.path("src"), &env.path("out/src"));
+}
+
 #[test]
 fn changing_and_vanishing_files_are_warnings() {
     let env = Env::new();
