@@ -18,6 +18,18 @@ use std::sync::Arc;
 /// Paths at least this long are not handed to the kernel whole (PATH_MAX is 4096 with its NUL).
 const LONG_PATH: usize = 4000;
 
+/// `open(flags | O_NOATIME)`, and `open(flags)` again if the kernel refuses `O_NOATIME` (EPERM: only
+/// the file's owner or a holder of CAP_FOWNER may use it). See [`Loc::open`] for why.
+pub fn with_noatime(
+    flags: OFlags,
+    open: impl Fn(OFlags) -> rustix::io::Result<OwnedFd>,
+) -> std::io::Result<OwnedFd> {
+    match open(flags | OFlags::NOATIME) {
+        Err(rustix::io::Errno::PERM) => Ok(open(flags)?),
+        r => Ok(r?),
+    }
+}
+
 /// Where a walked entry is. Entries below a root are reached through their directory's open
 /// descriptor, one name at a time, so that trees deeper than PATH_MAX are archived and a
 /// directory swapped for a symlink during the walk is not followed. `path` is for messages and
@@ -115,14 +127,10 @@ impl Loc {
     /// file's owner or a holder of CAP_FOWNER; for anyone else the open fails with EPERM and is
     /// made again without it.
     fn open_noatime(&self, flags: OFlags) -> std::io::Result<OwnedFd> {
-        let open = |flags: OFlags| match &self.dir {
+        with_noatime(flags, |flags| match &self.dir {
             Some(d) => rustix::fs::openat(d, self.name.as_os_str(), flags | OFlags::NOFOLLOW, Mode::empty()),
             None => rustix::fs::open(self.name.as_os_str(), flags, Mode::empty()),
-        };
-        match open(flags | OFlags::NOATIME) {
-            Err(rustix::io::Errno::PERM) => Ok(open(flags)?),
-            r => Ok(r?),
-        }
+        })
     }
 
     /// Open a directory to read its entries.

@@ -412,7 +412,7 @@ impl Walker<'_, '_> {
         if self.cfg.exclude_caches {
             let mut head = [0u8; 43];
             let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-            if let Ok(fd) = rustix::fs::openat(dir, CACHEDIR_TAG, flags, Mode::empty()) {
+            if let Ok(fd) = source::with_noatime(flags, |f| rustix::fs::openat(dir, CACHEDIR_TAG, f, Mode::empty())) {
                 if File::from(fd).read_exact(&mut head).is_ok() && head == CACHEDIR_SIGNATURE {
                     tags.push(CACHEDIR_TAG.to_string());
                 }

@@ -536,9 +536,12 @@ fn a_backup_leaves_access_times_alone() {
     fs::write(env.path("src/f"), b"read by the backup\n".repeat(1000)).unwrap();
     fs::write(env.path("src/d/g"), xorshift(300_000, 4)).unwrap();
     fs::write(env.path("control"), b"read by the test").unwrap();
+    // Read (its signature checked) and then excluded, with --exclude-caches.
+    fs::create_dir(env.path("src/cache")).unwrap();
+    fs::write(env.path("src/cache/CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
     let accessed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_836_800); // 2020-01-01
     let modified = accessed + std::time::Duration::from_secs(86_400 * 400);
-    let paths = ["src", "src/f", "src/d", "src/d/g", "control"];
+    let paths = ["src", "src/f", "src/d", "src/d/g", "src/cache/CACHEDIR.TAG", "control"];
     for p in paths {
         let times = fs::FileTimes::new().set_accessed(accessed).set_modified(modified);
         fs::File::open(env.path(p)).unwrap().set_times(times).unwrap();
@@ -550,12 +553,14 @@ fn a_backup_leaves_access_times_alone() {
         eprintln!("SKIP: this file system does not update access times on read (noatime mount)");
         return;
     }
-    let r = env.run(&["create", &env.archive("a"), "src"]);
+    let r = env.run(&["create", "--exclude-caches", &env.archive("a"), "src"]);
     assert_eq!((r.code, r.stderr.as_str()), (0, ""));
-    for p in &paths[..4] {
+    for p in &paths[..5] {
         assert_eq!(atime(p), old, "{p}: access time changed by the backup");
     }
     env.extract_to("a", "out", &[]).ok();
+    assert!(!env.path("out/src/cache").exists(), "the tagged directory is excluded");
+    fs::remove_dir_all(env.path("src/cache")).unwrap();
     assert_same_tree(&env.path("src"), &env.path("out/src"));
 }
 
