@@ -19,11 +19,8 @@ use std::sync::Arc;
 const LONG_PATH: usize = 4000;
 
 /// `open(flags | O_NOATIME)`, and `open(flags)` again if the kernel refuses `O_NOATIME` (EPERM: only
-/// the file's owner or a holder of CAP_FOWNER may use it). See [`Loc::open`] for why.
-pub fn with_noatime(
-    flags: OFlags,
-    open: impl Fn(OFlags) -> rustix::io::Result<OwnedFd>,
-) -> std::io::Result<OwnedFd> {
+/// the file's owner or a holder of CAP_FOWNER may use it). Why: see `Loc::open_noatime`.
+pub fn with_noatime(flags: OFlags, open: impl Fn(OFlags) -> rustix::io::Result<OwnedFd>) -> std::io::Result<OwnedFd> {
     match open(flags | OFlags::NOATIME) {
         Err(rustix::io::Errno::PERM) => Ok(open(flags)?),
         r => Ok(r?),
