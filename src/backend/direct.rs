@@ -44,8 +44,9 @@ thread_local! {
 }
 
 /// Write the concatenation of `parts` to `f` (a new, empty file at offset 0). Returns whether
-/// any of it went out with direct I/O.
-pub fn write_parts<P: AsRef<[u8]>>(f: &File, parts: &[P]) -> io::Result<bool> {
+/// any of it went out with direct I/O. Each part is dropped as soon as it is copied out, so a
+/// pack's memory shrinks while it is written rather than all at once at the end.
+pub fn write_parts<P: AsRef<[u8]>>(f: &File, parts: Vec<P>) -> io::Result<bool> {
     let total: usize = parts.iter().map(|p| p.as_ref().len()).sum();
     let mut w = Writer { file: f, direct: false, used_direct: false };
     if total < MIN_DIRECT || !local_disk(f) || !w.set_direct(true) {
@@ -63,8 +64,8 @@ pub fn write_parts<P: AsRef<[u8]>>(f: &File, parts: &[P]) -> io::Result<bool> {
         let start = v.as_ptr().align_offset(ALIGN);
         let buf = &mut v[start..start + BLOCK];
         let mut fill = 0;
-        for p in parts {
-            let mut p = p.as_ref();
+        for part in parts {
+            let mut p = part.as_ref();
             while !p.is_empty() {
                 let n = p.len().min(BLOCK - fill);
                 buf[fill..fill + n].copy_from_slice(&p[..n]);
@@ -185,7 +186,7 @@ mod tests {
             let parts: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(j, &n)| pattern(n, (i * 7 + j) as u8)).collect();
             let path = d.path().join(format!("f{i}"));
             let f = File::options().write(true).create_new(true).open(&path).unwrap();
-            let direct = write_parts(&f, &parts).unwrap();
+            let direct = write_parts(&f, parts.clone()).unwrap();
             drop(f);
             assert_eq!(std::fs::read(&path).unwrap(), parts.concat(), "layout {sizes:?}");
             let total: usize = sizes.iter().sum();

@@ -74,14 +74,14 @@ impl LocalBackend {
 
     /// [`put`](Self::put) of the concatenation of `parts`, without joining them in memory.
     pub fn put_parts<P: AsRef<[u8]>>(&self, key: &str, parts: &[P]) -> Result<()> {
-        self.stage(key, parts)?.commit()
+        self.stage(key, parts.iter().collect())?.commit()
     }
 
     /// The first half of [`put_parts`](Self::put_parts): write `parts` to a temporary file, not
-    /// yet durable nor visible under `key`. The caller may drop `parts` then and
-    /// [`commit`](Staged::commit) later, from another thread; a [`Staged`] dropped uncommitted
+    /// yet durable nor visible under `key`, dropping each part once it is written out. The caller
+    /// may [`commit`](Staged::commit) later, from another thread; a [`Staged`] dropped uncommitted
     /// removes its file.
-    pub fn stage<P: AsRef<[u8]>>(&self, key: &str, parts: &[P]) -> Result<Staged> {
+    pub fn stage<P: AsRef<[u8]>>(&self, key: &str, parts: Vec<P>) -> Result<Staged> {
         let dest = self.path(key);
         let dir = dest.parent().expect("keys have a parent").to_path_buf();
         fs::create_dir_all(&dir).ctx(|| format!("creating directory {}", dir.display()))?;
@@ -340,16 +340,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let b = LocalBackend::new(d.path());
         let tmp_files = || fs::read_dir(d.path().join(TMP_DIR)).unwrap().count();
-        let staged = b.stage("data/ab/one", &[&b"he"[..], b"llo"]).unwrap();
+        let staged = b.stage("data/ab/one", vec![&b"he"[..], b"llo"]).unwrap();
         assert!(!b.exists("data/ab/one"));
         assert_eq!(tmp_files(), 1);
         drop(staged);
         assert!(!b.exists("data/ab/one"));
         assert_eq!(tmp_files(), 0, "a dropped staged object removes its file");
-        b.stage("data/ab/one", &[b"hello"]).unwrap().commit().unwrap();
+        b.stage("data/ab/one", vec![b"hello"]).unwrap().commit().unwrap();
         assert_eq!(b.get("data/ab/one").unwrap(), b"hello");
         // committing over an existing object fails, keeps the old bytes and cleans up
-        let e = b.stage("data/ab/one", &[b"other"]).unwrap().commit().unwrap_err().to_string();
+        let e = b.stage("data/ab/one", vec![b"other"]).unwrap().commit().unwrap_err().to_string();
         assert!(e.contains("already exists"), "{e}");
         assert_eq!(b.get("data/ab/one").unwrap(), b"hello");
         assert_eq!(tmp_files(), 0);

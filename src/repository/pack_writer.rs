@@ -82,9 +82,8 @@ impl PackWriter {
                         }
                         let name = h.finalize().to_hex().to_string();
                         let r = backend
-                            .stage(&key_of(&name), &job.parts)
+                            .stage(&key_of(&name), job.parts)
                             .map(|object| (object, Written { name, size, entries: job.entries, moved: job.moved }));
-                        drop(job.parts);
                         let failed = r.is_err();
                         if stage_tx.send(r).is_err() || failed {
                             return;
