@@ -227,8 +227,11 @@ impl Pipeline<'_> {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             let (keys, compression) = (repo.shared_keys(), self.compression);
             rayon::spawn(move || {
-                let sealed: Vec<SealedBlob> =
-                    fresh.par_iter().map(|(id, c)| blob::seal(&keys, ObjectType::Data, *id, c, compression)).collect();
+                // Consumed: each chunk's memory is freed as soon as it is sealed, not with the batch.
+                let sealed: Vec<SealedBlob> = fresh
+                    .into_par_iter()
+                    .map(|(id, c)| blob::seal(&keys, ObjectType::Data, id, &c, compression))
+                    .collect();
                 // The receiver is gone only when the create failed already.
                 let _ = tx.send(sealed);
             });
