@@ -76,3 +76,27 @@ fn two_repositories_cut_the_same_file_differently() {
     assert!(cuts[0].len() > 5);
     assert_ne!(cuts[0], cuts[1], "chunk boundaries must depend on the secret seed");
 }
+
+#[test]
+fn new_keys_get_the_documented_kdf_parameters() {
+    // repo-format.md, "Key file": new keys are wrapped with Argon2id m=80 MiB, t=4, p=4 unless
+    // `--kdf-memory` says otherwise; the passes stay at 4 whatever the memory.
+    use garret::crypto::keyfile::{KdfAlgorithm, KdfParams, KeyFile};
+    let env = Env::new();
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"kdf").unwrap();
+    for (args, mib) in [(&[][..], 80u32), (&["--kdf-memory", "72"][..], 72)] {
+        let repo = env.path(&format!("r{mib}"));
+        let r = repo.display().to_string();
+        let mut init = vec!["init", "-e", "repokey"];
+        init.extend_from_slice(args);
+        init.push(&r);
+        env.run(&init).ok();
+        let kf = KeyFile::parse(&fs::read(repo.join("key")).unwrap()).unwrap();
+        let want =
+            KdfParams { algorithm: KdfAlgorithm::Argon2id, memory_kib: mib * 1024, iterations: 4, parallelism: 4 };
+        assert_eq!(kf.kdf, Some(want));
+        env.run(&["create", &format!("{r}::a"), "src"]).ok();
+        assert!(env.run(&["list", &r]).ok().stdout.contains('a'));
+    }
+}
