@@ -23,7 +23,7 @@ pub const MAX_ITERATIONS: u32 = 16;
 pub const MAX_PARALLELISM: u32 = 16;
 /// Default: 80 MiB, t=4, p=4 — above RFC 9106's second set in memory and passes, while keeping
 /// the KDF's memory below what a backup run needs anyway: peak RSS is the larger of the two, and
-/// garret's whole create must fit in less than borg's 100 to 107 MiB. An attacker's cost per guess
+/// garret's whole create must fit in less than borg's 100 to 109 MiB. An attacker's cost per guess
 /// goes with memory times passes: 320 MiB-passes, against 288 for the 96 MiB, t=3 written before.
 pub const DEFAULT_MEMORY_KIB: u32 = 80 * 1024;
 /// Passes new keys are wrapped with, whatever their memory.
