@@ -167,6 +167,40 @@ mod tests {
         }
     }
 
+    /// A part that notes the file's length when it is dropped.
+    struct Noting<'a> {
+        data: Vec<u8>,
+        file: &'a std::path::Path,
+        seen: &'a std::cell::RefCell<Vec<u64>>,
+    }
+    impl AsRef<[u8]> for Noting<'_> {
+        fn as_ref(&self) -> &[u8] {
+            &self.data
+        }
+    }
+    impl Drop for Noting<'_> {
+        fn drop(&mut self) {
+            self.seen.borrow_mut().push(std::fs::metadata(self.file).unwrap().len());
+        }
+    }
+
+    #[test]
+    fn each_part_is_freed_once_written_not_with_the_whole_object() {
+        // Eight 1 MiB parts: the first must be gone while most of the file is still to be
+        // written (a pack behind a slow disk then holds less than its whole 8 MiB).
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("f");
+        let f = File::options().write(true).create_new(true).open(&path).unwrap();
+        let seen = std::cell::RefCell::new(vec![]);
+        let parts: Vec<Noting> = (0..8).map(|i| Noting { data: pattern(BLOCK, i), file: &path, seen: &seen }).collect();
+        write_parts(&f, parts).unwrap();
+        let seen = seen.into_inner();
+        assert_eq!(seen.len(), 8);
+        assert!(seen[0] <= 2 * BLOCK as u64, "first part dropped when {} bytes were written", seen[0]);
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8 * BLOCK as u64);
+    }
+
     #[test]
     fn every_layout_of_parts_is_written_exactly() {
         let d = tempfile::tempdir().unwrap();
