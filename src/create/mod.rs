@@ -4,13 +4,14 @@
 //! Pipeline: a reader thread ([`walk`]) walks, consults the files cache, reads and chunks files and
 //! sends events over a bounded channel; this thread gathers chunks into batches, computes keyed
 //! ids, deduplicates against the in-memory set plus the chunks already on their way, and hands
-//! each batch's new chunks to the thread pool (rayon), which compresses + pads + encrypts them
-//! while this thread gathers the next batches. Sealed batches are stored in order into the
-//! repository's pack writer, which writes packs on a thread of its own. A batch holds at least
-//! [`BATCH_BYTES`] of chunk data plus at most one chunk, at most [`SEALING_BATCHES`] batches are
-//! being sealed, and the channel holds a few messages of bounded size, so memory stays bounded
-//! whatever the file sizes. Items wait in a queue until their chunks have ids, so the item stream
-//! keeps walk order; nothing is committed before every sealed batch is stored.
+//! each batch's new chunks to the thread pool (rayon) as independent sealing jobs, which compress
+//! + pad + encrypt them while this thread gathers the next batches. Sealed jobs are stored as they
+//! finish, in any order, into the repository's pack writer, which writes packs on a thread of its
+//! own. A batch holds at least [`BATCH_BYTES`] of chunk data plus at most one chunk, at most
+//! [`SEALING_BATCHES`] batches' worth of chunk bytes are being sealed, and the channel holds a
+//! few messages of bounded size, so memory stays bounded whatever the file sizes. Items wait in a
+//! queue until their chunks have ids (computed here, not by the jobs), so the item stream keeps
+//! walk order; nothing is committed before every sealing job is stored.
 
 pub mod files_cache;
 pub mod source;
@@ -28,7 +29,6 @@ use crate::patterns::Patterns;
 use crate::progress::{Progress, Reporter};
 use crate::repository::{lock, now_rfc3339, Repository};
 use files_cache::{FilesCache, Seen};
-use rayon::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::path::PathBuf;
@@ -38,8 +38,8 @@ use walk::{CacheKey, Event, Hangup, WalkConfig};
 /// Chunk bytes gathered before they are handed to the thread pool. Small batches, several in
 /// flight (cold create 6.7 -> 5.5 s against one 8 MiB batch at a time, at the same peak RSS).
 pub const BATCH_BYTES: usize = 2 * 1024 * 1024;
-/// Batches handed to the thread pool and not yet stored: with several, the pool always has the
-/// next batch's chunks queued when one batch's last chunk keeps a core busy (one: 6.2 s, two:
+/// Chunk bytes handed to the thread pool and not yet sealed, in batches: with several, the pool
+/// always has more chunks queued when one large chunk keeps a core busy (one batch: 6.2 s, two:
 /// 5.6 s, three or four: 5.4 to 5.6 s).
 const SEALING_BATCHES: usize = 3;
 /// Items queued behind the current batch at most: past this, the batch is processed however
@@ -49,6 +49,8 @@ const QUEUE_ITEMS: usize = 4096;
 /// [`walk::SINK_BYTES`] of chunks plus one chunk). With batches queued on the pool the reader
 /// need not run far ahead: 1, 2 or 4 took the same time, and fewer bound memory tighter.
 const CHANNEL_EVENTS: usize = 2;
+/// Chunk bytes one sealing job gathers from small chunks (a larger chunk is a job of its own).
+const JOB_BYTES: usize = 256 * 1024;
 
 /// A stream to archive as one file (`create REPO::NAME -` or `--content-from-command`).
 pub struct StreamSource {
@@ -137,8 +139,14 @@ struct Pipeline<'a> {
     /// New chunks handed to the sealer and not yet stored, with the number of references to
     /// each so far (for the archive's compressed size).
     in_flight: IdMap<u64>,
-    /// The batches being sealed on the thread pool, oldest first.
-    sealing: VecDeque<std::sync::mpsc::Receiver<Vec<SealedBlob>>>,
+    /// Sealing jobs handed to the thread pool whose blobs have not been stored yet.
+    sealing_jobs: usize,
+    /// Chunk bytes in those jobs.
+    sealing_bytes: usize,
+    /// Where the pool sends each job's chunk bytes and sealed blobs when it is done (`None`: a
+    /// worker panicked).
+    sealed_tx: std::sync::mpsc::Sender<(usize, Option<Vec<SealedBlob>>)>,
+    sealed_rx: std::sync::mpsc::Receiver<(usize, Option<Vec<SealedBlob>>)>,
 }
 
 impl Pipeline<'_> {
@@ -176,10 +184,15 @@ impl Pipeline<'_> {
     }
 
     /// Hash and deduplicate the current batch, attach chunk refs to their items, and hand its new
-    /// chunks to the thread pool to be sealed. The main thread does not wait for them: once
-    /// [`SEALING_BATCHES`] batches are on the pool it stores the oldest one's sealed blobs, and it
-    /// goes on gathering the next batch while the others are compressed, so the cores do not idle
-    /// between batches.
+    /// chunks to the thread pool to be sealed. The main thread does not wait for them: it stores
+    /// whatever jobs have finished, waits for one more only while [`SEALING_BATCHES`] batches'
+    /// worth of bytes are unsealed, and goes on gathering the next batch while the jobs are
+    /// compressed, so the cores do not idle between batches.
+    ///
+    /// Jobs finish in any order and are stored in that order. Stored strictly oldest first (as
+    /// until the nineteenth session), a batch whose last large chunk still kept one core busy
+    /// held up every later batch, and the other core idled meanwhile: 4.5 % of a cold create's
+    /// samples had one sealing thread running and everything else waiting (tools/README.md).
     fn process_batch(&mut self, repo: &mut Repository) -> Result<()> {
         if self.chunk_data.is_empty() {
             return Ok(());
@@ -220,30 +233,70 @@ impl Pipeline<'_> {
             p.item.size += len as u64;
         }
         drop(data);
-        while self.sealing.len() >= SEALING_BATCHES {
-            self.store_sealed(repo)?;
+        // Sealed jobs are stored at once, whichever finished first, and new ones are handed out
+        // while less than SEALING_BATCHES batches' worth of chunk bytes is unsealed.
+        self.store_sealed(repo, false)?;
+        while self.sealing_bytes >= SEALING_BATCHES * BATCH_BYTES {
+            self.store_sealed(repo, true)?;
         }
-        if !fresh.is_empty() {
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut fresh = fresh.into_iter().peekable();
+        while fresh.peek().is_some() {
+            // One job per large chunk, or per run of small ones up to JOB_BYTES. Jobs seal their
+            // chunks one after another and never wait on each other, so a worker that is done
+            // always finds the next job queued.
+            let mut job = Vec::new();
+            let mut bytes = 0;
+            while let Some(c) = fresh.next_if(|c| job.is_empty() || bytes + c.1.len() <= JOB_BYTES) {
+                bytes += c.1.len();
+                job.push(c);
+            }
+            let tx = self.sealed_tx.clone();
             let (keys, compression) = (repo.shared_keys(), self.compression);
             rayon::spawn(move || {
-                // Consumed: each chunk's memory is freed as soon as it is sealed, not with the batch.
-                let sealed: Vec<SealedBlob> = fresh
-                    .into_par_iter()
-                    .map(|(id, c)| blob::seal(&keys, ObjectType::Data, id, &c, compression))
-                    .collect();
+                crate::faults::pause_point("seal-job");
+                let sealed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    // Consumed: each chunk's memory is freed as soon as it is sealed.
+                    job.into_iter()
+                        .map(|(id, c)| blob::seal(&keys, ObjectType::Data, id, &c, compression))
+                        .collect::<Vec<SealedBlob>>()
+                }));
                 // The receiver is gone only when the create failed already.
-                let _ = tx.send(sealed);
+                let _ = tx.send((bytes, sealed.ok()));
             });
-            self.sealing.push_back(rx);
+            self.sealing_jobs += 1;
+            self.sealing_bytes += bytes;
         }
         self.emit_ready(repo)
     }
 
-    /// Wait for the oldest batch being sealed, if any, and queue its blobs for the pack writer.
-    fn store_sealed(&mut self, repo: &mut Repository) -> Result<()> {
-        let Some(rx) = self.sealing.pop_front() else { return Ok(()) };
-        let sealed = rx.recv().map_err(|_| Error::Command("sealing chunks failed (a worker panicked)".into()))?;
+    /// Queue the blobs of every job the pool has finished sealing for the pack writer, in the
+    /// order they finished; with `wait`, first wait until at least one has finished (if any is
+    /// being sealed).
+    fn store_sealed(&mut self, repo: &mut Repository, wait: bool) -> Result<()> {
+        let mut wait = wait;
+        while self.sealing_jobs > 0 {
+            let done = if wait {
+                wait = false;
+                self.sealed_rx.recv().ok()
+            } else {
+                match self.sealed_rx.try_recv() {
+                    Ok(s) => Some(s),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+                }
+            };
+            // The pipeline holds a sender, so the channel never disconnects; `None` inside is a
+            // worker that panicked.
+            let (bytes, sealed) = done.unwrap_or((0, None));
+            let sealed = sealed.ok_or_else(|| Error::Command("sealing chunks failed (a worker panicked)".into()))?;
+            self.sealing_jobs -= 1;
+            self.sealing_bytes -= bytes;
+            self.store_batch(repo, sealed)?;
+        }
+        Ok(())
+    }
+
+    fn store_batch(&mut self, repo: &mut Repository, sealed: Vec<SealedBlob>) -> Result<()> {
         for b in sealed {
             let len = b.envelope.len() as u64;
             let refs = self.in_flight.remove(&b.id).unwrap_or(0);
@@ -379,6 +432,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         (Some(mode), None, false) => Some(FilesCache::load(&opts.cache_dir, &repo_id, mode)),
         _ => None,
     };
+    let (sealed_tx, sealed_rx) = std::sync::mpsc::channel();
     let mut pl = Pipeline {
         compression: opts.compression,
         chunk_data: vec![],
@@ -393,7 +447,10 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         progress: Progress::default(),
         zero_ids: Default::default(),
         in_flight: Default::default(),
-        sealing: VecDeque::new(),
+        sealing_jobs: 0,
+        sealing_bytes: 0,
+        sealed_tx,
+        sealed_rx,
     };
     let stream = opts.stream.take();
     let producer = opts.producer.take();
@@ -472,8 +529,8 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
     });
     result?;
     pl.process_batch(repo)?;
-    while !pl.sealing.is_empty() {
-        pl.store_sealed(repo)?;
+    while pl.sealing_jobs > 0 {
+        pl.store_sealed(repo, true)?;
     }
     debug_assert!(pl.queue.is_empty());
     if let Some(f) = finish {

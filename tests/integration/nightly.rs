@@ -59,6 +59,54 @@ fn a_changed_file_ahead_of_many_unchanged_ones_holds_no_queue() {
     assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
 }
 
+/// One chunk slow to seal (a large one compressing on one core) must not hold up the rest: the
+/// other core goes on sealing later chunks and their packs are written meanwhile. The first
+/// sealing job is paused by a test hook until packs from later ones are on disk; a pipeline that
+/// stores sealed chunks strictly in order would wait for it with both cores idle, write nothing
+/// and fail here. The archive must still round-trip exactly.
+#[test]
+fn a_chunk_slow_to_seal_does_not_hold_up_the_others() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src")).unwrap();
+    for f in 0..24u64 {
+        fs::write(env.path(&format!("src/f{f:02}")), xorshift(1 << 20, 2 * f + 1)).unwrap();
+    }
+    let flag = env.path("paused");
+    let mut child = env
+        .cmd()
+        .env("GARRET_PAUSE_AT", "seal-job:1")
+        .env("GARRET_PAUSE_FILE", &flag)
+        // Two workers even on a one-core machine: one is held at the hook.
+        .env("RAYON_NUM_THREADS", "2")
+        .args(["create", &env.archive("a"), "src"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let packs = || {
+        walkdir::WalkDir::new(env.repo().join("data"))
+            .min_depth(2)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .count()
+    };
+    let t = std::time::Instant::now();
+    while !(flag.exists() && packs() >= 2) {
+        if t.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("with the first sealing job held, {} packs were written (paused: {})", packs(), flag.exists());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    fs::remove_file(&flag).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    env.extract_to("a", "out", &[]).ok();
+    assert_same_tree(&env.path("src"), &env.path("out/src"));
+}
+
 #[test]
 fn files_cache_skips_unchanged_files_and_notices_changes() {
     let env = Env::new();
