@@ -3,15 +3,15 @@
 //!
 //! Pipeline: a reader thread ([`walk`]) walks, consults the files cache, reads and chunks files and
 //! sends events over a bounded channel; this thread gathers chunks into batches, computes keyed
-//! ids, deduplicates against the in-memory set plus the chunks already on their way, and hands
-//! each batch's new chunks to the thread pool (rayon) as independent sealing jobs, which compress
-//! + pad + encrypt them while this thread gathers the next batches. Sealed jobs are stored as they
+//! ids, deduplicates against the in-memory set plus the chunks already on their way, and hands each
+//! batch's new chunks to the thread pool (rayon) as independent sealing jobs, which compress, pad
+//! and encrypt them while this thread gathers the next batches. Sealed jobs are stored as they
 //! finish, in any order, into the repository's pack writer, which writes packs on a thread of its
 //! own. A batch holds at least [`BATCH_BYTES`] of chunk data plus at most one chunk, at most
-//! [`SEALING_BATCHES`] batches' worth of chunk bytes are being sealed, and the channel holds a
-//! few messages of bounded size, so memory stays bounded whatever the file sizes. Items wait in a
-//! queue until their chunks have ids (computed here, not by the jobs), so the item stream keeps
-//! walk order; nothing is committed before every sealing job is stored.
+//! [`SEALING_BATCHES`] batches' worth of chunk bytes are being sealed, and the channel holds a few
+//! messages of bounded size, so memory stays bounded whatever the file sizes. Items wait in a queue
+//! until their chunks have ids (computed here, not by the jobs), so the item stream keeps walk
+//! order; nothing is committed before every sealing job is stored.
 
 pub mod files_cache;
 pub mod source;
@@ -38,10 +38,12 @@ use walk::{CacheKey, Event, Hangup, WalkConfig};
 /// Chunk bytes gathered before they are handed to the thread pool. Small batches, several in
 /// flight (cold create 6.7 -> 5.5 s against one 8 MiB batch at a time, at the same peak RSS).
 pub const BATCH_BYTES: usize = 2 * 1024 * 1024;
-/// Chunk bytes handed to the thread pool and not yet sealed, in batches: with several, the pool
-/// always has more chunks queued when one large chunk keeps a core busy (one batch: 6.2 s, two:
-/// 5.6 s, three or four: 5.4 to 5.6 s).
-const SEALING_BATCHES: usize = 3;
+/// Chunk bytes handed to the thread pool and not yet sealed, in batches. With batches sealed as
+/// one task each and stored oldest first, several had to be out (one: 6.2 s, two: 5.6 s, three
+/// or four: 5.4 to 5.6 s). With independent jobs stored as they finish, two (4 MiB) keep both
+/// cores as busy as three, at 3 to 4 MiB less peak RSS (nineteenth session, 16 alternating
+/// pairs: wall within 1 %).
+const SEALING_BATCHES: usize = 2;
 /// Items queued behind the current batch at most: past this, the batch is processed however
 /// small it is. One changed file ahead of a million unchanged ones held them all (a 312 MiB queue).
 const QUEUE_ITEMS: usize = 4096;
