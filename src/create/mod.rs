@@ -293,12 +293,13 @@ impl Pipeline<'_> {
             let sealed = sealed.ok_or_else(|| Error::Command("sealing chunks failed (a worker panicked)".into()))?;
             self.sealing_jobs -= 1;
             self.sealing_bytes -= bytes;
-            self.store_batch(repo, sealed)?;
+            self.store_job(repo, sealed)?;
         }
         Ok(())
     }
 
-    fn store_batch(&mut self, repo: &mut Repository, sealed: Vec<SealedBlob>) -> Result<()> {
+    /// Queue one finished job's sealed blobs for the pack writer and account for their sizes.
+    fn store_job(&mut self, repo: &mut Repository, sealed: Vec<SealedBlob>) -> Result<()> {
         for b in sealed {
             let len = b.envelope.len() as u64;
             let refs = self.in_flight.remove(&b.id).unwrap_or(0);
