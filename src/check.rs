@@ -103,12 +103,7 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 /// Every pack header decrypts and agrees with the index.
 fn check_packs(repo: &Repository, rep: &mut CheckReport, bad: &mut HashSet<Id>) -> Result<()> {
     let usage = repo.index().pack_usage()?;
-    let on_disk: HashSet<String> = repo
-        .backend()
-        .list(crate::repository::DATA_DIR, true)?
-        .iter()
-        .filter_map(|k| k.rsplit('/').next().map(String::from))
-        .collect();
+    let on_disk = repo.pack_files()?;
     // Headers are read and decrypted on all cores, a window of packs at a time (memory holds
     // that window's headers, not every one); findings are reported in index order.
     let window = 8 * rayon::current_num_threads().max(1);
@@ -118,7 +113,10 @@ fn check_packs(repo: &Repository, rep: &mut CheckReport, bad: &mut HashSet<Id>) 
         check_headers(packs, headers, rep, bad);
     }
     let indexed: HashSet<&str> = usage.iter().map(|(n, _)| n.as_str()).collect();
-    let mut unindexed: Vec<&String> = on_disk.iter().filter(|n| !indexed.contains(n.as_str())).collect();
+    // Condemned packs (section 13.1) are left out of the index on purpose.
+    let condemned = crate::repository::condemned::load(repo.backend(), &mut rep.warnings)?.packs;
+    let mut unindexed: Vec<&String> =
+        on_disk.iter().filter(|n| !indexed.contains(n.as_str()) && !condemned.contains_key(*n)).collect();
     unindexed.sort();
     for name in unindexed {
         rep.warnings

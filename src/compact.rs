@@ -6,6 +6,11 @@
 //! envelopes copied as they are into new packs). Order, for crash safety: new packs are durable
 //! and indexed (pointing the moved blobs at them) before any old pack is removed from the index,
 //! and old pack files are deleted last. A crash at any point leaves every live blob readable.
+//!
+//! A rewritten pack is not deleted at once but condemned (repo-format.md section 13.1): it stays
+//! in `data/` until a compact at least the grace period later, so that an rsync copy or a mount
+//! that began before its replacement existed still finds every blob. Before deleting a condemned
+//! pack, compact checks that every blob of it that may still be needed is indexed in another pack.
 
 use crate::archive::Archive;
 use crate::error::{Error, Result};
@@ -13,54 +18,147 @@ use crate::faults;
 use crate::id::Id;
 use crate::known::Marks;
 use crate::repository::{lock, Repository};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+/// How long a rewritten pack stays before a later compact deletes it, unless `--grace` says
+/// otherwise: longer than an offsite rsync of the repository, shorter than a day, so that a
+/// nightly compact deletes the packs the previous night's condemned.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(12 * 3600);
+
+/// Parse `--grace`: `0`, or a positive integer and a unit S (seconds), M (minutes), H (hours),
+/// d (days) or w (weeks), the units of borg 2's intervals.
+pub fn parse_grace(s: &str) -> std::result::Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let bad = || format!("invalid grace period {s:?}: use 0 or a number and a unit S, M, H, d or w (e.g. 12H, 2d)");
+    let unit = s.chars().last().ok_or_else(bad)?;
+    let secs = match unit {
+        'S' => 1,
+        'M' => 60,
+        'H' => 3600,
+        'd' => 86400,
+        'w' => 7 * 86400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    n.checked_mul(secs).map(Duration::from_secs).ok_or_else(bad)
+}
+
+/// What to compact, and how.
+#[derive(Clone, Copy, Debug)]
+pub struct CompactOptions {
+    /// Rewrite packs with more than this percentage of garbage.
+    pub threshold_percent: f64,
+    /// How long rewritten packs stay condemned; zero deletes them in the same run.
+    pub grace: Duration,
+    /// Only compute what would be done.
+    pub dry_run: bool,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        CompactOptions { threshold_percent: 10.0, grace: DEFAULT_GRACE, dry_run: false }
+    }
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompactStats {
+    /// Indexed packs when compact began (condemned ones not counted).
     pub packs_before: u64,
+    /// Pack files deleted by this run (or that would be, in a dry run).
     pub packs_deleted: u64,
     pub packs_rewritten: u64,
-    /// Bytes of pack files removed (deleted and rewritten originals).
+    /// Bytes of the pack files deleted by this run.
     pub bytes_freed: u64,
     /// Live bytes copied into new packs.
     pub bytes_rewritten: u64,
     /// Bytes of garbage left in packs below the threshold.
     pub garbage_kept: u64,
+    /// Condemned packs left in `data/` after this run, awaiting a later compact.
+    pub packs_condemned: u64,
+    pub bytes_condemned: u64,
+    /// Unix time from which the first of them may be deleted.
+    pub next_deletion: Option<u64>,
 }
 
-/// Every blob of the repository that the current archives reference, marked.
-pub fn live_set(repo: &Repository) -> Result<Marks> {
+/// Every blob of the repository that the current archives reference, marked, and the
+/// referenced ids the index does not know (none in a healthy repository).
+pub fn live_set(repo: &Repository) -> Result<(Marks, HashSet<Id>)> {
     let live = Marks::new(repo.index().known_blobs()?);
+    let mut unknown = HashSet::new();
+    let mut mark = |id: &Id| {
+        if !live.mark(id) {
+            unknown.insert(*id);
+        }
+    };
     for entry in &repo.manifest().archives {
-        live.mark(&entry.id);
+        mark(&entry.id);
         let archive = Archive::load(repo, entry)?;
         for id in &archive.items {
-            live.mark(id);
+            mark(id);
         }
         for item in archive.items(repo) {
             for c in item?.chunks {
-                live.mark(&c.0);
+                mark(&c.0);
             }
         }
     }
-    Ok(live)
+    Ok((live, unknown))
 }
 
-/// Compact with a rewrite threshold in percent of garbage per pack; `dry_run` only computes.
-pub fn run(repo: &mut Repository, threshold_percent: f64, dry_run: bool) -> Result<CompactStats> {
+/// Whether pack `name` holds nothing that is not stored elsewhere: every blob of its header that
+/// archives may reference is indexed in another pack. False when its header cannot be read.
+fn stored_elsewhere(repo: &Repository, live: &Marks, unknown: &HashSet<Id>, name: &str) -> Result<bool> {
+    let Ok((entries, _)) = repo.read_pack_header(name) else { return Ok(false) };
+    let ids: Vec<Id> = entries.iter().map(|e| e.id).collect();
+    let locations = repo.index().lookup_many(&ids)?;
+    Ok(entries.iter().zip(locations).all(|(e, at)| match at {
+        Some(at) if at.pack != name => true,
+        // Indexed only here, or nowhere: it must be garbage.
+        _ => !live.is_marked(&e.id) && !unknown.contains(&e.id),
+    }))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Compact: rewrite packs with more than `opts.threshold_percent` garbage, delete packs with
+/// none live, and delete packs condemned at least `opts.grace` ago.
+pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> {
     let readers = lock::live_readers(repo.path());
-    if !readers.is_empty() && !dry_run {
+    if !readers.is_empty() && !opts.dry_run {
         return Err(Error::Usage(format!(
             "the repository is mounted by {}: unmount it (`garret umount MOUNTPOINT`) before compacting; nothing was changed",
             readers.join(", ")
         )));
     }
-    let live = live_set(repo)?;
+    let now = unix_now();
+    let (live, unknown) = live_set(repo)?;
+    let on_disk = repo.pack_files()?;
+    let found = repo.condemned()?;
+    let (records, recorded) = (found.records, found.packs);
+    let mut condemned: BTreeMap<String, u64> = recorded.clone();
+    condemned.retain(|name, _| on_disk.contains(name));
     let packs = repo.index().pack_usage()?;
     let mut st = CompactStats { packs_before: packs.len() as u64, ..Default::default() };
     let mut delete: Vec<String> = vec![];
     let mut rewrite: Vec<String> = vec![];
+    // Condemned packs found in the index (a crash before they were unindexed, an index rebuilt
+    // by `check --repair` or written by an older garret): unindexed once nothing in them is
+    // indexed only there; otherwise they hold the one indexed copy of something and become
+    // ordinary packs again.
+    let mut unindex: Vec<String> = vec![];
     for (name, usage) in &packs {
+        if condemned.contains_key(name) {
+            if stored_elsewhere(repo, &live, &unknown, name)? {
+                unindex.push(name.clone());
+                continue;
+            }
+            condemned.remove(name);
+        }
         // Garbage is the envelopes of dead blobs. The header and padding are not: counting
         // them would rewrite packs of small blobs at every run with nothing to free.
         let (mut live_bytes, mut garbage) = (0u64, 0u64);
@@ -71,19 +169,44 @@ pub fn run(repo: &mut Repository, threshold_percent: f64, dry_run: bool) -> Resu
             delete.push(name.clone());
             st.packs_deleted += 1;
             st.bytes_freed += usage.size;
-        } else if garbage as f64 > usage.size as f64 * threshold_percent / 100.0 {
+        } else if garbage as f64 > usage.size as f64 * opts.threshold_percent / 100.0 {
             rewrite.push(name.clone());
             st.packs_rewritten += 1;
-            st.bytes_freed += usage.size;
             st.bytes_rewritten += live_bytes;
+            if opts.grace.is_zero() {
+                st.packs_deleted += 1;
+                st.bytes_freed += usage.size;
+            } else {
+                condemned.insert(name.clone(), now);
+            }
         } else {
             st.garbage_kept += garbage;
         }
     }
-    if dry_run {
+    // Condemned long enough: deleted below, once checked.
+    let due: Vec<String> = condemned
+        .iter()
+        .filter(|(name, &since)| since.saturating_add(opts.grace.as_secs()) <= now && !rewrite.contains(name))
+        .map(|(name, _)| name.clone())
+        .collect();
+    if opts.dry_run {
+        for name in &due {
+            st.packs_deleted += 1;
+            st.bytes_freed += repo.backend().size(&Repository::pack_key(name)).unwrap_or(0);
+        }
+        for name in &due {
+            condemned.remove(name);
+        }
+        waiting(repo, &condemned, opts.grace, &mut st);
         return Ok(st);
     }
-    // 1. Copy live blobs of packs to rewrite into new packs; wait until they are durable and
+    // 1. Record the packs about to be rewritten as condemned, before anything moves: a crash
+    //    from here on leaves them condemned, and a later compact deletes them only once all
+    //    their blobs are indexed elsewhere.
+    let records = if condemned != recorded { repo.set_condemned(&condemned, &records)? } else { records };
+    let recorded = condemned.clone();
+    faults::crash_point("compact-condemned");
+    // 2. Copy live blobs of packs to rewrite into new packs; wait until they are durable and
     //    indexed (moved blobs now point at the new packs).
     let mut moved: HashSet<Id> = HashSet::new();
     for name in &rewrite {
@@ -95,17 +218,73 @@ pub fn run(repo: &mut Repository, threshold_percent: f64, dry_run: bool) -> Resu
     }
     repo.finish_writes()?;
     faults::crash_point("compact-rewritten");
-    // 2. Unindex the old packs, then delete their files.
-    repo.unindex_packs(&rewrite.iter().chain(&delete).collect::<Vec<_>>())?;
+    // 3. Unindex the old packs, then delete the files of those not kept condemned.
+    repo.unindex_packs(&rewrite.iter().chain(&delete).chain(&unindex).collect::<Vec<_>>())?;
     faults::crash_point("compact-unindexed");
-    for name in rewrite.iter().chain(&delete) {
+    let mut doomed: Vec<String> = delete;
+    if opts.grace.is_zero() {
+        doomed.extend(rewrite.iter().cloned());
+    }
+    for name in due {
+        if stored_elsewhere(repo, &live, &unknown, &name)? {
+            doomed.push(name);
+        } else {
+            // Its blobs' other copies are gone: it is the copy now, and reconciliation
+            // indexes it again once it is no longer condemned.
+            repo.warnings
+                .push(format!("condemned pack {name} holds blobs stored nowhere else; it is kept and indexed again"));
+            condemned.remove(&name);
+        }
+    }
+    for name in &doomed {
         // A mount that started meanwhile may still read these packs: leave them (unindexed
         // garbage, which the next compact deletes).
         if !lock::live_readers(repo.path()).is_empty() {
             break;
         }
+        let size = repo.backend().size(&Repository::pack_key(name)).unwrap_or(0);
         repo.delete_pack(name)?;
+        if condemned.remove(name).is_some() {
+            st.packs_deleted += 1;
+            st.bytes_freed += size;
+        }
         faults::crash_point("compact-deleted");
     }
+    // 4. The packs of this run were condemned when their copies became durable, now.
+    for name in &rewrite {
+        if let Some(since) = condemned.get_mut(name) {
+            *since = unix_now();
+        }
+    }
+    if condemned != recorded {
+        repo.set_condemned(&condemned, &records)?;
+    }
+    waiting(repo, &condemned, opts.grace, &mut st);
     Ok(st)
+}
+
+/// Fill in what stays condemned after this run.
+fn waiting(repo: &Repository, condemned: &BTreeMap<String, u64>, grace: Duration, st: &mut CompactStats) {
+    st.packs_condemned = condemned.len() as u64;
+    st.bytes_condemned =
+        condemned.keys().map(|n| repo.backend().size(&Repository::pack_key(n)).unwrap_or(0)).sum::<u64>();
+    st.next_deletion = condemned.values().min().map(|s| s.saturating_add(grace.as_secs()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_periods_parse_with_borg_units() {
+        assert_eq!(parse_grace("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_grace("90S"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_grace("30M"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_grace("12H"), Ok(DEFAULT_GRACE));
+        assert_eq!(parse_grace("2d"), Ok(Duration::from_secs(2 * 86400)));
+        assert_eq!(parse_grace("1w"), Ok(Duration::from_secs(7 * 86400)));
+        for bad in ["", "12", "12h", "-1H", "H", "99999999999999999999w"] {
+            assert!(parse_grace(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -124,9 +124,14 @@ pub fn run(g: &GlobalArgs, a: &PruneArgs) -> Result<Outcome> {
     if !a.dry_run && !doomed.is_empty() {
         garret::archive::delete(&mut repo, &doomed)?;
     }
-    let mut compacted = None;
+    let (mut compacted, mut warned) = (None, false);
     if a.compact && !a.dry_run {
-        compacted = Some(compact::run(&mut repo, 10.0, false)?);
+        let opened = repo.warnings.len();
+        compacted = Some(compact::run(&mut repo, compact::CompactOptions::default())?);
+        warned = repo.warnings.len() > opened;
+        for w in &repo.warnings[opened..] {
+            common::warn(w);
+        }
     } else if (g.verbose || g.info || a.list || a.stats) && !doomed.is_empty() && !a.dry_run {
         common::say(
             common::Level::Info,
@@ -154,7 +159,7 @@ pub fn run(g: &GlobalArgs, a: &PruneArgs) -> Result<Outcome> {
             )?
         );
     }
-    Ok(Outcome::Ok)
+    Ok(if warned { Outcome::Warning } else { Outcome::Ok })
 }
 
 #[derive(clap::Args, Debug)]
@@ -279,6 +284,11 @@ pub struct CompactArgs {
     /// Rewrite packs with more than PERCENT garbage (packs with none live are always deleted)
     #[arg(long, value_name = "PERCENT", default_value_t = 10.0)]
     pub threshold: f64,
+    /// Delete packs this compact rewrites only after this long, at a later compact (0: now).
+    /// Until then an rsync copy or a mount that began before the rewrite still finds every blob.
+    /// Units S, M, H, d, w
+    #[arg(long, value_name = "INTERVAL", default_value = "12H", value_parser = compact::parse_grace)]
+    pub grace: std::time::Duration,
     /// Only report what would be freed
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -296,22 +306,33 @@ pub struct CompactArgs {
 }
 
 fn compact_text(c: &compact::CompactStats) -> String {
-    format!(
+    let mut s = format!(
         "Packs: {} before, {} deleted, {} rewritten\nFreed: {}  Rewritten: {}  Garbage left below threshold: {}\n",
         c.packs_before,
         c.packs_deleted,
         c.packs_rewritten,
-        common::size(c.bytes_freed.saturating_sub(c.bytes_rewritten)),
+        common::size(c.bytes_freed),
         common::size(c.bytes_rewritten),
         common::size(c.garbage_kept)
-    )
+    );
+    if let Some(at) = c.next_deletion.and_then(|t| chrono::DateTime::from_timestamp(t as i64, 0)) {
+        s.push_str(&format!(
+            "Condemned, awaiting deletion: {} packs, {} (rewritten; a compact from {} deletes them, or now with --grace 0)\n",
+            c.packs_condemned,
+            common::size(c.bytes_condemned),
+            at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
+        ));
+    }
+    s
 }
 
 fn compact_json(c: compact::CompactStats) -> serde_json::Value {
     serde_json::json!({
         "packs_before": c.packs_before, "packs_deleted": c.packs_deleted, "packs_rewritten": c.packs_rewritten,
-        "bytes_freed": c.bytes_freed.saturating_sub(c.bytes_rewritten), "bytes_rewritten": c.bytes_rewritten,
+        "bytes_freed": c.bytes_freed, "bytes_rewritten": c.bytes_rewritten,
         "garbage_kept": c.garbage_kept,
+        "packs_condemned": c.packs_condemned, "bytes_condemned": c.bytes_condemned,
+        "next_deletion": c.next_deletion.and_then(|t| chrono::DateTime::from_timestamp(t as i64, 0)).map(|t| t.to_rfc3339()),
     })
 }
 
@@ -322,7 +343,13 @@ pub fn compact(g: &GlobalArgs, a: &CompactArgs) -> Result<Outcome> {
         bail!("--threshold {} is out of range: use 0 to 100 (percent)", a.threshold);
     }
     let mut repo = common::open(g, &loc.repo, true)?;
-    let st = compact::run(&mut repo, a.threshold, a.dry_run)?;
+    let opts = compact::CompactOptions { threshold_percent: a.threshold, grace: a.grace, dry_run: a.dry_run };
+    let opened = repo.warnings.len();
+    let st = compact::run(&mut repo, opts)?;
+    let warnings = repo.warnings.split_off(opened);
+    for w in &warnings {
+        common::warn(w);
+    }
     if a.json {
         println!(
             "{}",
@@ -334,5 +361,5 @@ pub fn compact(g: &GlobalArgs, a: &CompactArgs) -> Result<Outcome> {
         }
         common::info(compact_text(&st).trim_end());
     }
-    Ok(Outcome::Ok)
+    Ok(if warnings.is_empty() { Outcome::Ok } else { Outcome::Warning })
 }

@@ -7,6 +7,7 @@
 //! pack files on every open, so a crash between any two steps loses nothing that was durable:
 //! packs written by a killed run are indexed by the next open and their blobs reused.
 
+pub mod condemned;
 pub mod config;
 pub mod keys;
 pub mod lock;
@@ -308,8 +309,14 @@ impl Repository {
     }
 
     /// Bring the index in line with the pack files: index packs it lacks (from their headers),
-    /// drop packs whose files are gone. Returns (added, removed).
+    /// except condemned ones (section 13.1), and drop packs whose files are gone. Returns
+    /// (added, removed).
     pub fn reconcile_index(&mut self) -> Result<(usize, usize)> {
+        let condemned = self.condemned()?.packs;
+        self.reconcile(&condemned)
+    }
+
+    fn reconcile(&mut self, skip: &std::collections::BTreeMap<String, u64>) -> Result<(usize, usize)> {
         let on_disk: Vec<String> = self.backend.list(DATA_DIR, true)?;
         let mut indexed = self.index.pack_names()?;
         let mut added = 0;
@@ -321,7 +328,7 @@ impl Repository {
         let mut rows = 0;
         for key in &on_disk {
             let name = key.rsplit('/').next().unwrap_or_default().to_string();
-            if indexed.remove(&name) {
+            if indexed.remove(&name) || skip.contains_key(&name) {
                 continue;
             }
             match self.read_pack_header(&name) {
@@ -356,10 +363,13 @@ impl Repository {
 
     /// Rebuild the index from the pack files alone (`check --repair`). Returns (packs indexed,
     /// packs whose header could not be read).
+    /// Condemned packs are indexed too: should a blob's other copy be lost, theirs is the one
+    /// left, and `compact` deletes an indexed condemned pack only once it holds nothing that is
+    /// not stored elsewhere.
     pub fn rebuild_index(&mut self) -> Result<(usize, usize)> {
         self.index.clear()?;
         let before = self.warnings.len();
-        let (added, _) = self.reconcile_index()?;
+        let (added, _) = self.reconcile(&Default::default())?;
         Ok((added, self.warnings.len() - before))
     }
 
@@ -621,6 +631,27 @@ impl Repository {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("moving {} to {}", from.display(), dir.display()), e)),
         }
+    }
+
+    /// Names of the pack files in `data/`.
+    pub fn pack_files(&self) -> Result<std::collections::HashSet<String>> {
+        let keys = self.backend.list(DATA_DIR, true)?;
+        Ok(keys.iter().filter_map(|k| k.rsplit('/').next().map(String::from)).collect())
+    }
+
+    /// The condemned packs and their records (section 13.1); malformed records are skipped with
+    /// a warning.
+    pub fn condemned(&mut self) -> Result<condemned::Condemned> {
+        condemned::load(&self.backend, &mut self.warnings)
+    }
+
+    /// Replace the records `old` with one record of `packs` (section 13.1).
+    pub fn set_condemned(
+        &self,
+        packs: &std::collections::BTreeMap<String, u64>,
+        old: &[String],
+    ) -> Result<Vec<String>> {
+        Ok(condemned::replace(&self.backend, packs, old)?.into_iter().collect())
     }
 
     /// Delete a pack file; call only after [`unindex_pack`](Self::unindex_pack).

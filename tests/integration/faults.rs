@@ -115,9 +115,13 @@ fn a_power_cut_at_each_commit_step_keeps_every_committed_archive() {
         ("create", "pack-indexed:1"),
         ("create", "before-manifest"),
         ("create", "manifest-written"),
+        // The default grace keeps rewritten packs (condemned); `--grace 0` deletes them now.
+        ("compact", "compact-condemned"),
         ("compact", "compact-rewritten"),
         ("compact", "compact-unindexed"),
-        ("compact", "compact-deleted"),
+        ("compact-now", "compact-rewritten"),
+        ("compact-now", "compact-unindexed"),
+        ("compact-now", "compact-deleted"),
     ] {
         let env = Env::new();
         let disk = env.path("disk");
@@ -138,7 +142,11 @@ fn a_power_cut_at_each_commit_step_keeps_every_committed_archive() {
             _ => {
                 env.run(&["delete", &format!("{repo}::both")]).ok();
                 expected = vec!["keep"];
-                vec!["compact".to_string(), "--threshold".into(), "0".into(), repo.clone()]
+                let mut args = vec!["compact".to_string(), "--threshold".into(), "0".into(), repo.clone()];
+                if command == "compact-now" {
+                    args.extend(["--grace".into(), "0".into()]);
+                }
+                args
             }
         };
         let r = env.cmd().env("GARRET_CRASH_AT", site).args(&crashing).output().unwrap();
@@ -324,7 +332,7 @@ fn power_cuts_while_compact_runs_keep_every_kept_archive() {
     d.run(&d.disk, &here, &["create", &format!("{repo}::keep"), "mixed", "--exclude", "*-gone"]);
     d.run(&d.disk, &here, &["delete", &format!("{repo}::all")]);
     let before = d.packs();
-    let cuts = d.cut_while(&["compact", "--threshold", "0", &repo]);
+    let cuts = d.cut_while(&["compact", "--threshold", "0", "--grace", "0", &repo]);
     let after = d.packs();
     // What the kept archive holds, for comparison (moved, so times and modes stay the same).
     fs::create_dir_all(env.path("expected/mixed")).unwrap();

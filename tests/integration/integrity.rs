@@ -245,3 +245,145 @@ fn a_copy_taken_during_a_commit_keeps_every_earlier_archive_and_names_the_late_o
     other(&out, &["extract", &format!("{copy_s}::a1")]).ok();
     assert_eq!(fs::read(out.join("src/new")).unwrap(), xorshift(400_000, 2));
 }
+
+/// Files under `repo/data`, relative to `repo`.
+fn data_files(repo: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for d in fs::read_dir(repo.join("data")).unwrap() {
+        for f in fs::read_dir(d.unwrap().path()).unwrap() {
+            out.push(f.unwrap().path().strip_prefix(repo).unwrap().to_path_buf());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `compact --json`'s stats.
+fn compact_stats(env: &Env, extra: &[&str]) -> serde_json::Value {
+    let repo = env.repo_str();
+    let r = env.run(&[&["compact", "--json"], extra, &[&repo]].concat()).ok();
+    serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["stats"].clone()
+}
+
+/// A repository whose archive "keep" shares every pack with the deleted archive "both", so that
+/// compact rewrites them.
+fn half_garbage_repository(env: &Env) {
+    env.init("repokey");
+    fs::create_dir(env.path("src")).unwrap();
+    fs::write(env.path("src/keep"), xorshift(3 << 20, 10)).unwrap();
+    fs::write(env.path("src/gone"), xorshift(3 << 20, 20)).unwrap();
+    env.create_json("both", &["src"], &[]);
+    fs::remove_file(env.path("src/gone")).unwrap();
+    env.create_json("keep", &["src"], &[]);
+    env.run(&["delete", &env.archive("both")]).ok();
+}
+
+/// An offsite copy taken while `compact` rewrites packs, in rsync's worst order: the copy lists
+/// `data/` before compact writes the new packs and copies the files after compact is done. Every
+/// archive committed before the copy began must restore from it, so the rewritten packs stay in
+/// `data/` (condemned, unindexed) until a compact after the grace period deletes them.
+#[test]
+fn a_copy_taken_while_compact_rewrites_packs_keeps_every_archive() {
+    let env = Env::new();
+    half_garbage_repository(&env);
+    let repo = env.repo();
+    let listed = data_files(&repo);
+    let s = compact_stats(&env, &[]);
+    let rewritten = s["packs_rewritten"].as_u64().unwrap();
+    assert!(rewritten >= 1, "{s}");
+    assert_eq!(s["packs_condemned"], rewritten, "{s}");
+    assert!(s["next_deletion"].is_string(), "{s}");
+    // Packs with nothing live (here the deleted archive's own metadata) go at once: no archive
+    // the copy can hold names them.
+    let deleted_at_once = s["packs_deleted"].as_u64().unwrap();
+
+    let copy = env.path("offsite");
+    fs::create_dir(&copy).unwrap();
+    for f in ["config", "key"] {
+        fs::copy(repo.join(f), copy.join(f)).unwrap();
+    }
+    for f in &listed {
+        fs::create_dir_all(copy.join(f).parent().unwrap()).unwrap();
+        let _ = fs::copy(repo.join(f), copy.join(f));
+    }
+    copy_tree(&repo.join("manifests"), &copy.join("manifests"));
+    let copy_s = copy.display().to_string();
+    let other = |dir: &std::path::Path, args: &[&str]| {
+        fs::create_dir_all(dir).unwrap();
+        let c = env.cmd().env("GARRET_SECURITY_DIR", env.path("other")).current_dir(dir).args(args).output();
+        Run::from(c.unwrap())
+    };
+    other(&env.path(""), &["check", "--verify-data", &copy_s]).ok();
+    let out = env.path("out-copy");
+    other(&out, &["extract", &format!("{copy_s}::keep")]).ok();
+    assert_eq!(fs::read(out.join("src/keep")).unwrap(), xorshift(3 << 20, 10));
+
+    // Within the grace period a compact deletes nothing, and check does not take the condemned
+    // packs for unindexed ones.
+    let s = compact_stats(&env, &[]);
+    assert_eq!((&s["packs_deleted"], &s["packs_condemned"]), (&0.into(), &rewritten.into()), "{s}");
+    let r = env.run(&["check", &env.repo_str()]).ok();
+    assert!(!r.stderr.contains("not indexed"), "{}", r.stderr);
+    // After it, the condemned packs go, and with them their record.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let s = compact_stats(&env, &["--grace", "1S"]);
+    assert_eq!((&s["packs_deleted"], &s["packs_condemned"]), (&rewritten.into(), &0.into()), "{s}");
+    let gone = listed.iter().filter(|f| !repo.join(f).exists()).count() as u64;
+    assert_eq!(gone, rewritten + deleted_at_once);
+    assert_eq!(fs::read_dir(repo.join("condemned")).unwrap().count(), 0);
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+    env.extract_to("keep", "out", &[]).ok();
+    assert_eq!(fs::read(env.path("out/src/keep")).unwrap(), xorshift(3 << 20, 10));
+}
+
+/// A condemned pack is deleted only while its blobs are stored elsewhere. When the new pack that
+/// holds them is lost, the condemned one is kept, indexed again, and the archive restores from it.
+#[test]
+fn a_condemned_pack_whose_copies_are_lost_is_kept_and_serves_again() {
+    let env = Env::new();
+    half_garbage_repository(&env);
+    let repo = env.repo();
+    let before = data_files(&repo);
+    let s = compact_stats(&env, &[]);
+    assert!(s["packs_rewritten"].as_u64().unwrap() >= 1, "{s}");
+    // Lose every pack the compact wrote; what is left of `before` is what it condemned.
+    for f in data_files(&repo) {
+        if !before.contains(&f) {
+            fs::remove_file(repo.join(f)).unwrap();
+        }
+    }
+    let condemned = data_files(&repo);
+    let r = env.run(&["compact", "--grace", "0", &env.repo_str()]).code(1);
+    assert!(r.stderr.contains("stored nowhere else; it is kept"), "{}", r.stderr);
+    assert_eq!(data_files(&repo), condemned);
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+    env.extract_to("keep", "out", &[]).ok();
+    assert_eq!(fs::read(env.path("out/src/keep")).unwrap(), xorshift(3 << 20, 10));
+}
+
+/// `check --repair` rebuilds the index from every pack in `data/`, condemned ones included (they
+/// may hold the last copy of something). The next compact sorts them out again: what it deletes
+/// is stored elsewhere, and the kept archive stays whole at every step.
+#[test]
+fn condemned_packs_indexed_again_by_repair_are_sorted_out_by_compact() {
+    let env = Env::new();
+    half_garbage_repository(&env);
+    let s = compact_stats(&env, &[]);
+    assert!(s["packs_condemned"].as_u64().unwrap() >= 1, "{s}");
+    let r = env.run(&["check", "--repair", &env.repo_str()]).ok();
+    assert!(!r.stderr.contains("not indexed"), "{}", r.stderr);
+    for extra in [&[][..], &["--grace", "0"]] {
+        compact_stats(&env, extra);
+        env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+        let out = format!("out{}", extra.len());
+        env.extract_to("keep", &out, &[]).ok();
+        assert_eq!(fs::read(env.path(&out).join("src/keep")).unwrap(), xorshift(3 << 20, 10));
+    }
+    let s = compact_stats(&env, &[]);
+    assert_eq!(
+        (&s["packs_condemned"], &s["packs_deleted"], &s["packs_rewritten"]),
+        (&0.into(), &0.into(), &0.into()),
+        "{s}"
+    );
+    assert_eq!(fs::read_dir(env.repo().join("condemned")).unwrap().count(), 0);
+}

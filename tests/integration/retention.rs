@@ -250,6 +250,11 @@ fn thirty_nights_pruned_to_seven_are_as_small_as_a_fresh_repository() {
     let r = env.run(&["prune", "--keep-daily", "7", "--compact", "--json", &env.repo_str()]).ok();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert!(v["compact"]["packs_deleted"].as_u64().unwrap() > 0);
+    // The packs it rewrote stay, condemned, until a compact after the grace period (0 here).
+    assert!(v["compact"]["packs_condemned"].as_u64().unwrap() > 0, "{}", v["compact"]);
+    let r = env.run(&["compact", "--grace", "0", "--json", &env.repo_str()]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["stats"]["packs_condemned"], 0, "{}", v["stats"]);
     let kept = names(&env);
     assert_eq!(kept, (24..=30).map(|d| format!("night-{d:02}")).collect::<Vec<_>>());
     // a fresh repository holding only the kept nights

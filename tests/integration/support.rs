@@ -85,7 +85,10 @@ impl Env {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn garret");
-        child.stdin.take().unwrap().write_all(input).unwrap();
+        // A garret that refuses its arguments exits without reading: a broken pipe is its answer.
+        if let Err(e) = child.stdin.take().unwrap().write_all(input) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing garret's stdin: {e}");
+        }
         Run::from(child.wait_with_output().unwrap())
     }
     pub fn run_in(&self, dir: &Path, args: &[&str]) -> Run {
