@@ -218,7 +218,10 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
     }
     repo.finish_writes()?;
     faults::crash_point("compact-rewritten");
-    // 3. Unindex the old packs, then delete the files of those not kept condemned.
+    // 3. Unindex the old packs, then delete the files of those not kept condemned. Only while
+    //    the lock is still this compact's: after a `break-lock`, a create may be counting on them.
+    faults::pause_point("compact-rewritten");
+    repo.check_lock()?;
     repo.unindex_packs(&rewrite.iter().chain(&delete).chain(&unindex).collect::<Vec<_>>())?;
     faults::crash_point("compact-unindexed");
     let mut doomed: Vec<String> = delete;
@@ -242,6 +245,7 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
         if !lock::live_readers(repo.path()).is_empty() {
             break;
         }
+        repo.check_lock()?;
         let size = repo.backend().size(&Repository::pack_key(name)).unwrap_or(0);
         repo.delete_pack(name)?;
         if condemned.remove(name).is_some() {

@@ -41,6 +41,8 @@ pub enum Error {
     InvalidArchiveName(String, String),
     #[error("repository is locked by {holder} ({path}); wait for it to finish or, if that process is dead, run `garret break-lock REPO`")]
     Locked { holder: String, path: PathBuf },
+    #[error("this command's repository lock {path} was removed or taken over while it ran (`garret break-lock`?), so it stopped before changing more: nothing further was committed or deleted; run it again")]
+    LockLost { path: PathBuf },
     #[error("manifest rollback detected for repository {repo}: it holds manifest #{found}, but this client has seen #{seen}; if you restored the repository from a copy on purpose, run `garret adopt REPO`")]
     Rollback { repo: String, found: u64, seen: u64 },
     #[error("repository {repo} has diverged from what this client saw: its manifest #{seq} is not the one this client saw as #{seq} (two copies of one repository written separately?), so archives made in the other copy are missing here; if this copy is the one to keep, run `garret adopt REPO`")]

@@ -128,6 +128,20 @@ impl Lock {
     }
 }
 
+impl Lock {
+    /// Fail unless the lock file still names this holder: after a `break-lock` another writer may
+    /// be at work, and what this one would commit or delete could ruin what that one does.
+    pub fn check_held(&self) -> Result<()> {
+        let path = self.root.join(LOCK_FILE);
+        let current: Option<Holder> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        if current.as_ref() == Some(&self.me) {
+            Ok(())
+        } else {
+            Err(Error::LockLost { path })
+        }
+    }
+}
+
 /// Remove the lock file if it still names `holder`, under the `flock` of [`BREAK_FILE`]; returns
 /// whether it did. Whoever breaks a stale lock second finds it gone or retaken and leaves it
 /// alone, and a holder whose lock was broken leaves its successor's in place. On a file system

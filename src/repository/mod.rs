@@ -633,6 +633,12 @@ impl Repository {
         }
     }
 
+    /// Fail if this writer's lock was broken meanwhile (see [`Lock::check_held`]); a reader,
+    /// which holds no lock, always passes.
+    pub fn check_lock(&self) -> Result<()> {
+        self._lock.as_ref().map_or(Ok(()), |l| l.check_held())
+    }
+
     /// Names of the pack files in `data/`.
     pub fn pack_files(&self) -> Result<std::collections::HashSet<String>> {
         let keys = self.backend.list(DATA_DIR, true)?;
@@ -669,6 +675,8 @@ impl Repository {
         self.flush_pack()?;
         self.index_written(true)?;
         faults::crash_point("before-manifest");
+        faults::pause_point("before-manifest");
+        self.check_lock()?;
         let next = Manifest {
             version: manifest::MANIFEST_VERSION,
             seq: self.manifest.seq + 1,

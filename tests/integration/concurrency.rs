@@ -153,3 +153,65 @@ fn a_reader_overtaken_by_a_commit_is_no_rollback_and_forgets_nothing() {
     let r = env.run(&["list", "--short", &repo]).ok();
     assert_eq!(r.stdout, "a0\na1\n");
 }
+
+/// A create whose lock is broken (`break-lock` on a live writer: a stopped process, another host)
+/// while it runs must not commit. Here a compact took the lock meanwhile and deleted the packs the
+/// create had written (nothing referenced them yet): committing would leave an archive without
+/// its data. The create fails instead, and the repository stays whole.
+#[test]
+fn a_create_whose_lock_was_broken_commits_nothing() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/old"), xorshift(1 << 20, 30)).unwrap();
+    env.create_json("a0", &["src"], &[]);
+    fs::write(env.path("src/new"), xorshift(3 << 20, 40)).unwrap();
+    let (child, flag) = env.spawn_paused("before-manifest", &["create", &env.archive("a1"), "src"]);
+    env.run(&["break-lock", &env.repo_str()]).ok();
+    let r = env.run(&["compact", "--grace", "0", "--json", &env.repo_str()]).ok();
+    let s: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(s["stats"]["packs_deleted"].as_u64().unwrap() >= 1, "{}", r.stdout);
+    fs::remove_file(&flag).unwrap();
+    let r = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("lock") && r.stderr.contains("run it again"), "{}", r.stderr);
+    assert_eq!(env.run(&["list", "--short", &env.repo_str()]).ok().stdout, "a0\n");
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+    // Run again, it stores what it needs.
+    env.create_json("a1", &["src"], &[]);
+    env.extract_to("a1", "out", &[]).ok();
+    assert_eq!(fs::read(env.path("out/src/new")).unwrap(), xorshift(3 << 20, 40));
+}
+
+/// The same for a compact: once its lock is broken it unindexes and deletes nothing, because a
+/// create that took the lock may have deduplicated against the packs it was about to delete.
+#[test]
+fn a_compact_whose_lock_was_broken_deletes_nothing() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/keep"), xorshift(2 << 20, 50)).unwrap();
+    fs::write(env.path("src/gone"), xorshift(2 << 20, 60)).unwrap();
+    env.create_json("both", &["src"], &[]);
+    env.run(&["delete", &env.archive("both")]).ok();
+    let packs = || {
+        fs::read_dir(env.repo().join("data"))
+            .unwrap()
+            .map(|d| fs::read_dir(d.unwrap().path()).unwrap().count())
+            .sum::<usize>()
+    };
+    let before = packs();
+    let (child, flag) =
+        env.spawn_paused("compact-rewritten", &["compact", "--grace", "0", "--threshold", "0", &env.repo_str()]);
+    env.run(&["break-lock", &env.repo_str()]).ok();
+    // Meanwhile a create stores the "deleted" data again: it finds it in the packs compact holds.
+    env.create_json("again", &["src"], &[]);
+    fs::remove_file(&flag).unwrap();
+    let r = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("lock"), "{}", r.stderr);
+    assert!(packs() >= before, "compact deleted packs after losing its lock");
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+    env.extract_to("again", "out", &[]).ok();
+    assert_eq!(fs::read(env.path("out/src/gone")).unwrap(), xorshift(2 << 20, 60));
+}
