@@ -90,7 +90,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
             "--prefix, --glob-archives, --sort-by, --first and --last select archives: give REPO, not REPO::NAME"
         );
     }
-    let repo = common::open(g, &loc.repo, false)?;
+    let mut repo = common::open(g, &loc.repo, false)?;
     match &loc.archive {
         None if a.filter.is_set() => {
             let mut shown = vec![];
@@ -125,6 +125,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
         }
         None => {
             let size = dir_size(repo.path());
+            let condemned = condemned_packs(&mut repo)?;
             let c = repo.config();
             if a.json {
                 println!(
@@ -136,15 +137,38 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                         "manifest_seq": repo.manifest().seq,
                         "blobs": repo.index().blob_count()?,
                         "size_on_disk": size,
+                        "condemned": {
+                            "packs": condemned.0, "bytes": condemned.1,
+                            "oldest": condemned.2.map(|t| t.to_rfc3339()),
+                        },
                     }))?
                 );
             } else {
                 println!("Repository ID: {}\nLocation: {}\nEncrypted: {:?}\nFormat version: {}\nArchives: {}\nManifest: #{}\nChunks: {}\nSize on disk: {}",
                     c.id, repo.path().display(), c.encryption, c.version, repo.manifest().archives.len(), repo.manifest().seq, repo.index().blob_count()?, common::size(size));
+                if let Some(oldest) = condemned.2 {
+                    println!(
+                        "Condemned packs: {} ({}), rewritten by compact since {}; a compact after the grace period deletes them",
+                        condemned.0,
+                        common::size(condemned.1),
+                        oldest.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
+                    );
+                }
             }
         }
     }
     Ok(Outcome::Ok)
+}
+
+/// Packs `compact` rewrote and has not deleted yet (repo-format.md 13.1): how many, their bytes,
+/// and when the oldest was condemned.
+fn condemned_packs(repo: &mut Repository) -> Result<(u64, u64, Option<chrono::DateTime<chrono::Utc>>)> {
+    let on_disk = repo.pack_files()?;
+    let packs = repo.condemned()?.packs;
+    let here: Vec<(&String, &u64)> = packs.iter().filter(|(n, _)| on_disk.contains(*n)).collect();
+    let bytes = here.iter().map(|(n, _)| repo.backend().size(&Repository::pack_key(n)).unwrap_or(0)).sum();
+    let oldest = here.iter().map(|(_, &t)| t).min().and_then(|t| chrono::DateTime::from_timestamp(t as i64, 0));
+    Ok((here.len() as u64, bytes, oldest))
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {

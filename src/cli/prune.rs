@@ -317,7 +317,7 @@ fn compact_text(c: &compact::CompactStats) -> String {
     );
     if let Some(at) = c.next_deletion.and_then(|t| chrono::DateTime::from_timestamp(t as i64, 0)) {
         s.push_str(&format!(
-            "Condemned, awaiting deletion: {} packs, {} (rewritten; a compact from {} deletes them, or now with --grace 0)\n",
+            "Condemned, awaiting deletion: {} pack(s), {} (rewritten; a compact from {} deletes them, or now with --grace 0)\n",
             c.packs_condemned,
             common::size(c.bytes_condemned),
             at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")

@@ -318,6 +318,14 @@ fn a_copy_taken_while_compact_rewrites_packs_keeps_every_archive() {
     other(&out, &["extract", &format!("{copy_s}::keep")]).ok();
     assert_eq!(fs::read(out.join("src/keep")).unwrap(), xorshift(3 << 20, 10));
 
+    // `info` says where the space went.
+    let info = |env: &Env| -> serde_json::Value {
+        serde_json::from_str(&env.run(&["info", "--json", &env.repo_str()]).ok().stdout).unwrap()
+    };
+    let i = info(&env);
+    assert_eq!(i["condemned"]["packs"], rewritten, "{i}");
+    assert!(i["condemned"]["bytes"].as_u64().unwrap() > 3 << 20, "{i}");
+    assert!(i["condemned"]["oldest"].is_string(), "{i}");
     // Within the grace period a compact deletes nothing, and check does not take the condemned
     // packs for unindexed ones.
     let s = compact_stats(&env, &[]);
@@ -331,6 +339,7 @@ fn a_copy_taken_while_compact_rewrites_packs_keeps_every_archive() {
     let gone = listed.iter().filter(|f| !repo.join(f).exists()).count() as u64;
     assert_eq!(gone, rewritten + deleted_at_once);
     assert_eq!(fs::read_dir(repo.join("condemned")).unwrap().count(), 0);
+    assert_eq!(info(&env)["condemned"]["packs"], 0);
     env.run(&["check", "--verify-data", &env.repo_str()]).ok();
     env.extract_to("keep", "out", &[]).ok();
     assert_eq!(fs::read(env.path("out/src/keep")).unwrap(), xorshift(3 << 20, 10));
