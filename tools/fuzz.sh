@@ -10,7 +10,7 @@ if [ -z "${RUSTUP_TOOLCHAIN:-}" ] && rustup toolchain list 2>/dev/null | grep -q
   export RUSTUP_TOOLCHAIN=nightly
 fi
 cd "$here/fuzz"
-for t in pack_header blob_envelope item_stream manifest key_file config; do
+for t in pack_header blob_envelope item_stream manifest key_file config condemned_record; do
   echo "== $t ($secs s)"
   work=$(mktemp -d)
   cp -r "corpus/$t/." "$work/"
