@@ -285,7 +285,7 @@ pub struct CompactArgs {
     #[arg(long, value_name = "PERCENT", default_value_t = 10.0)]
     pub threshold: f64,
     /// Delete packs this compact rewrites only after this long, at a later compact (0: now).
-    /// Until then an rsync copy or a mount that began before the rewrite still finds every blob.
+    /// Until then an rsync copy of the repository taken meanwhile still finds every blob.
     /// Units S, M, H, d, w
     #[arg(long, value_name = "INTERVAL", default_value = "12H", value_parser = compact::parse_grace)]
     pub grace: std::time::Duration,
