@@ -114,7 +114,7 @@ fn check_packs(repo: &Repository, rep: &mut CheckReport, bad: &mut HashSet<Id>) 
     }
     let indexed: HashSet<&str> = usage.iter().map(|(n, _)| n.as_str()).collect();
     // Condemned packs (section 13.1) are left out of the index on purpose.
-    let condemned = crate::repository::condemned::load(repo.backend(), &mut rep.warnings)?.packs;
+    let condemned = &repo.condemned().packs;
     let mut unindexed: Vec<&String> =
         on_disk.iter().filter(|n| !indexed.contains(n.as_str()) && !condemned.contains_key(*n)).collect();
     unindexed.sort();

@@ -138,8 +138,7 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
     let now = unix_now();
     let (live, unknown) = live_set(repo)?;
     let on_disk = repo.pack_files()?;
-    let found = repo.condemned()?;
-    let (records, recorded) = (found.records, found.packs);
+    let recorded = repo.condemned().packs.clone();
     let mut condemned: BTreeMap<String, u64> = recorded.clone();
     condemned.retain(|name, _| on_disk.contains(name));
     let packs = repo.index().pack_usage()?;
@@ -203,7 +202,9 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
     // 1. Record the packs about to be rewritten as condemned, before anything moves: a crash
     //    from here on leaves them condemned, and a later compact deletes them only once all
     //    their blobs are indexed elsewhere.
-    let records = if condemned != recorded { repo.set_condemned(&condemned, &records)? } else { records };
+    if condemned != recorded {
+        repo.set_condemned(&condemned)?;
+    }
     let recorded = condemned.clone();
     faults::crash_point("compact-condemned");
     // 2. Copy live blobs of packs to rewrite into new packs; wait until they are durable and
@@ -261,7 +262,7 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
         }
     }
     if condemned != recorded {
-        repo.set_condemned(&condemned, &records)?;
+        repo.set_condemned(&condemned)?;
     }
     waiting(repo, &condemned, opts.grace, &mut st);
     Ok(st)

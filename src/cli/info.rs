@@ -90,7 +90,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
             "--prefix, --glob-archives, --sort-by, --first and --last select archives: give REPO, not REPO::NAME"
         );
     }
-    let mut repo = common::open(g, &loc.repo, false)?;
+    let repo = common::open(g, &loc.repo, false)?;
     match &loc.archive {
         None if a.filter.is_set() => {
             let mut shown = vec![];
@@ -125,7 +125,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
         }
         None => {
             let size = dir_size(repo.path());
-            let condemned = condemned_packs(&mut repo)?;
+            let condemned = condemned_packs(&repo)?;
             let c = repo.config();
             if a.json {
                 println!(
@@ -162,9 +162,9 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
 
 /// Packs `compact` rewrote and has not deleted yet (repo-format.md 13.1): how many, their bytes,
 /// and when the oldest was condemned.
-fn condemned_packs(repo: &mut Repository) -> Result<(u64, u64, Option<chrono::DateTime<chrono::Utc>>)> {
+fn condemned_packs(repo: &Repository) -> Result<(u64, u64, Option<chrono::DateTime<chrono::Utc>>)> {
     let on_disk = repo.pack_files()?;
-    let packs = repo.condemned()?.packs;
+    let packs = &repo.condemned().packs;
     let here: Vec<(&String, &u64)> = packs.iter().filter(|(n, _)| on_disk.contains(*n)).collect();
     let bytes = here.iter().map(|(n, _)| repo.backend().size(&Repository::pack_key(n)).unwrap_or(0)).sum();
     let oldest = here.iter().map(|(_, &t)| t).min().and_then(|t| chrono::DateTime::from_timestamp(t as i64, 0));

@@ -93,6 +93,9 @@ pub struct Repository {
     writer: Option<pack_writer::PackWriter>,
     /// Durable packs not yet in the index (see [`index_written`](Self::index_written)).
     unindexed: Vec<pack_writer::Written>,
+    /// The condemned packs (section 13.1), read on open and kept current by
+    /// [`set_condemned`](Self::set_condemned).
+    condemned: condemned::Condemned,
     written: WriteStats,
     // Declared last: dropped after the writer thread has finished.
     _lock: Option<Lock>,
@@ -261,6 +264,7 @@ impl Repository {
             known: None,
             writer: None,
             unindexed: Vec::new(),
+            condemned: Default::default(),
             written: WriteStats::default(),
             _lock: lock,
         };
@@ -312,8 +316,9 @@ impl Repository {
     /// except condemned ones (section 13.1), and drop packs whose files are gone. Returns
     /// (added, removed).
     pub fn reconcile_index(&mut self) -> Result<(usize, usize)> {
-        let condemned = self.condemned()?.packs;
-        self.reconcile(&condemned)
+        self.condemned = condemned::load(&self.backend, &mut self.warnings)?;
+        let skip = self.condemned.packs.clone();
+        self.reconcile(&skip)
     }
 
     fn reconcile(&mut self, skip: &std::collections::BTreeMap<String, u64>) -> Result<(usize, usize)> {
@@ -645,19 +650,17 @@ impl Repository {
         Ok(keys.iter().filter_map(|k| k.rsplit('/').next().map(String::from)).collect())
     }
 
-    /// The condemned packs and their records (section 13.1); malformed records are skipped with
-    /// a warning.
-    pub fn condemned(&mut self) -> Result<condemned::Condemned> {
-        condemned::load(&self.backend, &mut self.warnings)
+    /// The condemned packs and their records (section 13.1), as read on open (malformed records
+    /// were skipped with a warning then) or last set.
+    pub fn condemned(&self) -> &condemned::Condemned {
+        &self.condemned
     }
 
-    /// Replace the records `old` with one record of `packs` (section 13.1).
-    pub fn set_condemned(
-        &self,
-        packs: &std::collections::BTreeMap<String, u64>,
-        old: &[String],
-    ) -> Result<Vec<String>> {
-        Ok(condemned::replace(&self.backend, packs, old)?.into_iter().collect())
+    /// Make `packs` the condemned set: one new record of them replaces all current records.
+    pub fn set_condemned(&mut self, packs: &std::collections::BTreeMap<String, u64>) -> Result<()> {
+        let records = condemned::replace(&self.backend, packs, &self.condemned.records)?;
+        self.condemned = condemned::Condemned { packs: packs.clone(), records: records.into_iter().collect() };
+        Ok(())
     }
 
     /// Delete a pack file; call only after [`unindex_pack`](Self::unindex_pack).
