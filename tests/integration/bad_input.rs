@@ -449,3 +449,20 @@ fn borg_passphrase_variables_are_a_fallback_only() {
     let r = env.cmd().env("BORG_REPO", env.repo()).args(["list", "--short", "::first"]).output().unwrap();
     assert_eq!(r.status.code(), Some(0), "BORG_REPO names the repository: {}", String::from_utf8_lossy(&r.stderr));
 }
+
+/// A grace period garret cannot read is refused before the repository is opened: exit 2, an error
+/// that names the units to use, nothing changed (clap's own "For more information" line follows,
+/// as for every bad flag value).
+#[test]
+fn compact_refuses_a_grace_period_it_cannot_read() {
+    let env = setup();
+    env.run(&["delete", &env.archive("first")]).ok();
+    let before = immutable_files(&env.repo());
+    for bad in ["12h", "1.5H", "soon"] {
+        let r = env.run(&["compact", "--grace", bad, &env.repo_str()]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        let first = r.stderr.lines().next().unwrap_or_default();
+        assert!(first.contains("invalid grace period") && first.contains("S, M, H, d or w"), "{}", r.stderr);
+    }
+    assert_eq!(immutable_files(&env.repo()), before);
+}
