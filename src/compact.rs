@@ -138,8 +138,7 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
     let now = unix_now();
     let (live, unknown) = live_set(repo)?;
     let on_disk = repo.pack_files()?;
-    let recorded = repo.condemned().packs.clone();
-    let mut condemned: BTreeMap<String, u64> = recorded.clone();
+    let mut condemned: BTreeMap<String, u64> = repo.condemned().packs.clone();
     condemned.retain(|name, _| on_disk.contains(name));
     let packs = repo.index().pack_usage()?;
     let mut st = CompactStats { packs_before: packs.len() as u64, ..Default::default() };
@@ -202,10 +201,9 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
     // 1. Record the packs about to be rewritten as condemned, before anything moves: a crash
     //    from here on leaves them condemned, and a later compact deletes them only once all
     //    their blobs are indexed elsewhere.
-    if condemned != recorded {
+    if condemned != repo.condemned().packs {
         repo.set_condemned(&condemned)?;
     }
-    let recorded = condemned.clone();
     faults::crash_point("compact-condemned");
     // 2. Copy live blobs of packs to rewrite into new packs; wait until they are durable and
     //    indexed (moved blobs now point at the new packs).
@@ -261,7 +259,7 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
             *since = unix_now();
         }
     }
-    if condemned != recorded {
+    if condemned != repo.condemned().packs {
         repo.set_condemned(&condemned)?;
     }
     waiting(repo, &condemned, opts.grace, &mut st);
