@@ -1,7 +1,7 @@
 //! `compact`: give back the space of blobs no archive references.
 //!
 //! Mark and sweep, no reference counters: the live set is computed from the current manifest's
-//! archives (archive objects, their tree chunks, and every chunk their items name). Packs with no
+//! archives and those mounts show (archive objects, their tree chunks, and every chunk their items name). Packs with no
 //! live blob are deleted; packs whose garbage exceeds the threshold are rewritten (their live
 //! envelopes copied as they are into new packs). Order, for crash safety: new packs are durable
 //! and indexed (pointing the moved blobs at them) before any old pack is removed from the index,
@@ -11,6 +11,11 @@
 //! in `data/` until a compact at least the grace period later, so that an rsync copy or a mount
 //! that began before its replacement existed still finds every blob. Before deleting a condemned
 //! pack, compact checks that every blob of it that may still be needed is indexed in another pack.
+//!
+//! A mount's reader mark names the archives it shows; their data is live too, so a compact
+//! beside a mount (say, a nightly `prune --compact` while someone browses a restore) frees
+//! everything else and never what the mount may still read. Blobs it moves, the mount finds again
+//! through the shared index.
 
 use crate::archive::Archive;
 use crate::error::{Error, Result};
@@ -81,11 +86,14 @@ pub struct CompactStats {
     pub bytes_condemned: u64,
     /// Unix time from which the first of them may be deleted.
     pub next_deletion: Option<u64>,
+    /// Archives no longer in the manifest whose data stays because a mount shows them.
+    pub archives_kept_for_mounts: u64,
 }
 
-/// Every blob of the repository that the current archives reference, marked, and the
-/// referenced ids the index does not know (none in a healthy repository).
-pub fn live_set(repo: &Repository) -> Result<(Marks, HashSet<Id>)> {
+/// Every blob of the repository that the current archives, and the archives `shown` by
+/// mounts, reference, marked; and the referenced ids the index does not know (none in a
+/// healthy repository).
+pub fn live_set(repo: &Repository, shown: &[Id]) -> Result<(Marks, HashSet<Id>)> {
     let live = Marks::new(repo.index().known_blobs()?);
     let mut unknown = HashSet::new();
     let mut mark = |id: &Id| {
@@ -93,9 +101,7 @@ pub fn live_set(repo: &Repository) -> Result<(Marks, HashSet<Id>)> {
             unknown.insert(*id);
         }
     };
-    for entry in &repo.manifest().archives {
-        mark(&entry.id);
-        let archive = Archive::load(repo, entry)?;
+    let mark_archive = |archive: Archive, mark: &mut dyn FnMut(&Id)| -> Result<()> {
         for id in &archive.items {
             mark(id);
         }
@@ -104,8 +110,50 @@ pub fn live_set(repo: &Repository) -> Result<(Marks, HashSet<Id>)> {
                 mark(&c.0);
             }
         }
+        Ok(())
+    };
+    for entry in &repo.manifest().archives {
+        mark(&entry.id);
+        mark_archive(Archive::load(repo, entry)?, &mut mark)?;
+    }
+    let current: HashSet<Id> = repo.manifest().archives.iter().map(|e| e.id).collect();
+    for id in shown.iter().filter(|id| !current.contains(id)) {
+        // Loaded only if indexed: an archive object the index lacks is `unknown`.
+        mark(id);
+        if live.is_marked(id) {
+            let what = format!("archive {} shown by a mount", id.short());
+            mark_archive(Archive::load_object(repo, id, &what)?, &mut mark)?;
+        }
     }
     Ok((live, unknown))
+}
+
+/// The archives the live readers (mounts) of the repository show, or an error naming a reader
+/// that does not say which (a mount of an older garret).
+fn shown_by_readers(readers: &[lock::Reader]) -> Result<Vec<Id>> {
+    let mut shown = Vec::new();
+    for r in readers {
+        match &r.archives {
+            Some(ids) => shown.extend(ids.iter().copied()),
+            None => {
+                return Err(Error::Usage(format!(
+                    "the repository is mounted by {}, which does not say which archives it shows (an older garret): \
+                     unmount it (`garret umount MOUNTPOINT`) before compacting; nothing was changed",
+                    r.who
+                )))
+            }
+        }
+    }
+    shown.sort();
+    shown.dedup();
+    Ok(shown)
+}
+
+/// Whether every live reader shows only archives in `covered` (whose data this compact keeps).
+fn readers_covered(repo: &Repository, covered: &HashSet<Id>) -> bool {
+    lock::readers(repo.path())
+        .iter()
+        .all(|r| r.archives.as_ref().is_some_and(|a| a.iter().all(|id| covered.contains(id))))
 }
 
 /// Whether pack `name` holds nothing that is not stored elsewhere: every blob of its header that
@@ -128,20 +176,26 @@ fn unix_now() -> u64 {
 /// Compact: rewrite packs with more than `opts.threshold_percent` garbage, delete packs with
 /// none live, and delete packs condemned at least `opts.grace` ago.
 pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> {
-    let readers = lock::live_readers(repo.path());
-    if !readers.is_empty() && !opts.dry_run {
-        return Err(Error::Usage(format!(
-            "the repository is mounted by {}: unmount it (`garret umount MOUNTPOINT`) before compacting; nothing was changed",
-            readers.join(", ")
-        )));
-    }
+    // Mounts: the archives they show stay live, even those no longer in the manifest.
+    let shown = match shown_by_readers(&lock::readers(repo.path())) {
+        Ok(shown) => shown,
+        Err(e) if !opts.dry_run => return Err(e),
+        Err(_) => vec![], // a dry run changes nothing: its figures leave such a mount out
+    };
     let now = unix_now();
-    let (live, unknown) = live_set(repo)?;
+    let (live, unknown) = live_set(repo, &shown)?;
+    let mut covered: HashSet<Id> = repo.manifest().archives.iter().map(|e| e.id).collect();
+    let st_kept_for_mounts = shown.iter().filter(|id| !covered.contains(id)).count() as u64;
+    covered.extend(shown);
     let on_disk = repo.pack_files()?;
     let mut condemned: BTreeMap<String, u64> = repo.condemned().packs.clone();
     condemned.retain(|name, _| on_disk.contains(name));
     let packs = repo.index().pack_usage()?;
-    let mut st = CompactStats { packs_before: packs.len() as u64, ..Default::default() };
+    let mut st = CompactStats {
+        packs_before: packs.len() as u64,
+        archives_kept_for_mounts: st_kept_for_mounts,
+        ..Default::default()
+    };
     let mut delete: Vec<String> = vec![];
     let mut rewrite: Vec<String> = vec![];
     // Condemned packs found in the index (a crash before they were unindexed, an index rebuilt
@@ -239,9 +293,9 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
         }
     }
     for name in &doomed {
-        // A mount that started meanwhile may still read these packs: leave them (unindexed
-        // garbage, which the next compact deletes).
-        if !lock::live_readers(repo.path()).is_empty() {
+        // A mount that started meanwhile may show an archive whose data this compact does not
+        // keep: leave the rest (unindexed garbage, which the next compact deletes).
+        if !readers_covered(repo, &covered) {
             break;
         }
         repo.check_lock()?;

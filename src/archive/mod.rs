@@ -86,17 +86,20 @@ impl Archive {
 
     /// Load the archive the manifest entry names; its stored name must match the entry.
     pub fn load(repo: &Repository, entry: &ArchiveEntry) -> Result<Archive> {
-        let buf = repo.load_blob(ObjectType::Archive, &entry.id)?;
-        let a: Archive = ciborium::from_reader(&buf[..])
-            .map_err(|e| Error::malformed(format!("archive {:?}", entry.name), e.to_string()))?;
-        if a.version > ARCHIVE_VERSION_UNMARKED {
-            return Err(Error::malformed(
-                format!("archive {:?}", entry.name),
-                format!("archive version {} is newer than this garret", a.version),
-            ));
-        }
+        let a = Self::load_object(repo, &entry.id, &format!("archive {:?}", entry.name))?;
         if a.name != entry.name {
             return Err(Error::integrity(format!("archive {:?}", entry.name), format!("object is named {:?}", a.name)));
+        }
+        Ok(a)
+    }
+
+    /// Load the archive object `id` whatever the manifest says (`what` names it in errors):
+    /// archives a mount still shows after they left the manifest.
+    pub fn load_object(repo: &Repository, id: &Id, what: &str) -> Result<Archive> {
+        let buf = repo.load_blob(ObjectType::Archive, id)?;
+        let a: Archive = ciborium::from_reader(&buf[..]).map_err(|e| Error::malformed(what, e.to_string()))?;
+        if a.version > ARCHIVE_VERSION_UNMARKED {
+            return Err(Error::malformed(what, format!("archive version {} is newer than this garret", a.version)));
         }
         Ok(a)
     }

@@ -81,17 +81,28 @@ pub fn run(g: &GlobalArgs, a: &MountArgs) -> Result<Outcome> {
         return spawn_background(a.json);
     }
     let loc = location::parse(&a.location)?;
-    let repo = common::open(g, &loc.repo, false)?;
-    // While mounted, compact leaves pack files alone (the view may still read them).
-    let _mark = garret::repository::lock::ReaderMark::create(repo.path())?;
+    let mut repo = common::open(g, &loc.repo, false)?;
+    // While mounted, compact keeps the data of the archives shown (section 14 of
+    // repo-format.md). The mark names every archive of the manifest read on open; the manifest
+    // is then read again, since a prune and a compact that ran between the open and the mark
+    // may have freed archives of the first one. The view shows the second.
+    let ids = |entries: &[garret::repository::manifest::ArchiveEntry]| entries.iter().map(|e| e.id).collect::<Vec<_>>();
+    let mark = garret::repository::lock::ReaderMark::create(repo.path(), &ids(&repo.manifest().archives))?;
+    repo.reload_manifest()?;
     let single = match &loc.archive {
         Some(name) => Some(archive::lookup(&repo, name)?.clone()),
         None => None,
     };
-    let only = match a.filter.is_set() {
+    let only: Option<Vec<String>> = match a.filter.is_set() {
         true => Some(a.filter.select(&repo.manifest().archives)?.iter().map(|e| e.name.clone()).collect()),
         false => None,
     };
+    let shown: Vec<_> = match (&single, &only) {
+        (Some(entry), _) => vec![entry.clone()],
+        (None, Some(names)) => repo.manifest().archives.iter().filter(|e| names.contains(&e.name)).cloned().collect(),
+        (None, None) => repo.manifest().archives.clone(),
+    };
+    mark.set_archives(&ids(&shown))?;
     let opts = MountOptions {
         numeric_ids: a.numeric_ids,
         cache_bytes: 64 << 20,

@@ -11,6 +11,7 @@
 //! the first had just taken, and two writers would run at once.
 
 use crate::error::{Error, IoContext, Result};
+use crate::id::Id;
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
@@ -21,7 +22,7 @@ pub const LOCK_FILE: &str = "lock";
 /// Empty file, never removed, held with `flock` by a process breaking a stale lock.
 pub const BREAK_FILE: &str = "lock.break";
 
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Holder {
     hostname: String,
     pid: i32,
@@ -175,23 +176,45 @@ impl Drop for Lock {
 }
 
 /// Directory of reader marks: one file per process that reads the repository for long
-/// (`mount`). `compact` does not delete pack files while a live mark exists.
+/// (`mount`), naming the archives it shows. `compact` keeps those archives' data.
 pub const READERS_DIR: &str = "readers";
+
+/// A reader mark's file: its holder, and the ids of the archives the reader shows. A mark of an
+/// older garret has no archive list; compact then cannot know what the reader needs.
+#[derive(Serialize, Deserialize)]
+struct MarkFile {
+    #[serde(flatten)]
+    holder: Holder,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    archives: Option<Vec<String>>,
+}
 
 /// A reader mark, removed on drop (a mark of a dead process on this host is stale and ignored).
 pub struct ReaderMark {
     path: PathBuf,
+    holder: Holder,
 }
 
 impl ReaderMark {
-    pub fn create(root: &Path) -> Result<ReaderMark> {
+    /// Mark the repository at `root` as read by this process, which shows `archives`.
+    pub fn create(root: &Path, archives: &[Id]) -> Result<ReaderMark> {
         let dir = root.join(READERS_DIR);
         std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-        let me = Holder::me();
-        let path = dir.join(format!("{}.{}", me.hostname, me.pid));
-        std::fs::write(&path, serde_json::to_vec(&me).expect("serializing to memory"))
-            .ctx(|| format!("writing reader mark {}", path.display()))?;
-        Ok(ReaderMark { path })
+        let holder = Holder::me();
+        let path = dir.join(format!("{}.{}", holder.hostname, holder.pid));
+        let mark = ReaderMark { path, holder };
+        mark.set_archives(archives)?;
+        Ok(mark)
+    }
+
+    /// Name the archives this reader shows now (written to a temporary file and renamed, so a
+    /// compact reads either list whole).
+    pub fn set_archives(&self, archives: &[Id]) -> Result<()> {
+        let file = MarkFile { holder: self.holder.clone(), archives: Some(archives.iter().map(Id::hex).collect()) };
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&file).expect("serializing to memory"))
+            .and_then(|_| std::fs::rename(&tmp, &self.path))
+            .ctx(|| format!("writing reader mark {}", self.path.display()))
     }
 }
 
@@ -201,22 +224,43 @@ impl Drop for ReaderMark {
     }
 }
 
-/// Live readers of the repository at `root`, described for a message; stale marks of dead
-/// processes on this host are removed.
-pub fn live_readers(root: &Path) -> Vec<String> {
+/// A live reader of the repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reader {
+    /// Who it is, for messages.
+    pub who: String,
+    /// The archives it shows; `None` when its mark does not say (an older garret, or a mark
+    /// that cannot be read).
+    pub archives: Option<Vec<Id>>,
+}
+
+/// Live readers of the repository at `root`; stale marks of dead processes on this host are
+/// removed. Half-written marks (`.tmp`) are not marks.
+pub fn readers(root: &Path) -> Vec<Reader> {
     let Ok(entries) = std::fs::read_dir(root.join(READERS_DIR)) else { return vec![] };
     let mut out = Vec::new();
     for e in entries.flatten() {
-        let holder: Option<Holder> = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        match holder {
-            Some(h) if h.gone().is_some() => {
+        if e.path().extension().is_some_and(|x| x == "tmp") {
+            continue;
+        }
+        let mark: Option<MarkFile> = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        match mark {
+            Some(m) if m.holder.gone().is_some() => {
                 let _ = std::fs::remove_file(e.path());
             }
-            Some(h) => out.push(format!("process {} on host {} since {}", h.pid, h.hostname, h.since)),
-            None => out.push(format!("an unknown process ({})", e.path().display())),
+            Some(m) => out.push(Reader {
+                who: format!("process {} on host {} since {}", m.holder.pid, m.holder.hostname, m.holder.since),
+                archives: m.archives.and_then(|a| a.iter().map(|h| Id::from_hex(h)).collect()),
+            }),
+            None => out.push(Reader { who: format!("an unknown process ({})", e.path().display()), archives: None }),
         }
     }
     out
+}
+
+/// Live readers of the repository at `root`, described for a message.
+pub fn live_readers(root: &Path) -> Vec<String> {
+    readers(root).into_iter().map(|r| r.who).collect()
 }
 
 fn describe(file: &Path) -> String {
@@ -322,5 +366,28 @@ mod tests {
         std::fs::write(root.join(READERS_DIR).join("x.2"), serde_json::to_vec(&live_mark).unwrap()).unwrap();
         assert_eq!(live_readers(root).len(), 1);
         assert!(!root.join(READERS_DIR).join("x.1").exists());
+    }
+
+    #[test]
+    fn a_reader_mark_names_the_archives_shown_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (a, b) = (Id([1; 32]), Id([2; 32]));
+        let mark = ReaderMark::create(root, &[a, b]).unwrap();
+        let rs = readers(root);
+        assert_eq!(rs.len(), 1);
+        assert_eq!(rs[0].archives, Some(vec![a, b]));
+        assert!(rs[0].who.contains(&format!("process {} ", std::process::id())), "{}", rs[0].who);
+        mark.set_archives(&[b]).unwrap();
+        // A half-written replacement is not a mark of its own.
+        std::fs::write(mark.path.with_extension("tmp"), b"{").unwrap();
+        assert_eq!(readers(root).iter().map(|r| r.archives.clone()).collect::<Vec<_>>(), [Some(vec![b])]);
+        // An older garret's mark (no archive list) and a mark that does not parse say nothing.
+        let old = Holder { pid: 1, ..Holder::me() };
+        std::fs::write(root.join(READERS_DIR).join("old.1"), serde_json::to_vec(&old).unwrap()).unwrap();
+        std::fs::write(root.join(READERS_DIR).join("junk.2"), b"not json").unwrap();
+        assert_eq!(readers(root).iter().filter(|r| r.archives.is_none()).count(), 2);
+        drop(mark);
+        assert_eq!(readers(root).len(), 2, "the dropped mark is gone");
     }
 }

@@ -303,6 +303,31 @@ impl Repository {
         &self.backend
     }
 
+    /// Read the current manifest again (a reader that opened a while ago); returns whether it
+    /// changed. A newer one must descend from the one held, as on open (section 15).
+    pub fn reload_manifest(&mut self) -> Result<bool> {
+        let (manifest, manifest_hash) = load_manifest(&self.backend, &self.keys)?;
+        if manifest_hash == self.manifest_hash {
+            return Ok(false);
+        }
+        let held = ClientState {
+            seq: self.manifest.seq,
+            manifest_hash: self.manifest_hash,
+            key_fingerprint: self.key_fingerprint,
+        };
+        let repo = self.path.display().to_string();
+        if manifest.seq < held.seq {
+            return Err(Error::Rollback { repo, found: manifest.seq, seen: held.seq });
+        }
+        if !descends_from(&self.backend, &self.keys, &manifest, manifest_hash, &held)? {
+            return Err(Error::Diverged { repo, seq: held.seq });
+        }
+        self.manifest = manifest;
+        self.manifest_hash = manifest_hash;
+        self.remember_manifest(false)?;
+        Ok(true)
+    }
+
     fn remember_manifest(&self, adopt: bool) -> Result<()> {
         let st = ClientState {
             seq: self.manifest.seq,

@@ -194,12 +194,7 @@ fn a_compact_whose_lock_was_broken_deletes_nothing() {
     fs::write(env.path("src/gone"), xorshift(2 << 20, 60)).unwrap();
     env.create_json("both", &["src"], &[]);
     env.run(&["delete", &env.archive("both")]).ok();
-    let packs = || {
-        fs::read_dir(env.repo().join("data"))
-            .unwrap()
-            .map(|d| fs::read_dir(d.unwrap().path()).unwrap().count())
-            .sum::<usize>()
-    };
+    let packs = || pack_count(&env.repo());
     let before = packs();
     let (child, flag) =
         env.spawn_paused("compact-rewritten", &["compact", "--grace", "0", "--threshold", "0", &env.repo_str()]);

@@ -283,7 +283,7 @@ fn mount_and_umount_errors_are_one_clear_line() {
 }
 
 #[test]
-fn compact_leaves_a_mounted_repository_alone_and_a_killed_mount_does_not_block_it() {
+fn compact_beside_a_mount_keeps_what_it_shows_and_a_killed_mount_does_not_block_it() {
     if !fuse_usable() {
         return;
     }
@@ -292,23 +292,36 @@ fn compact_leaves_a_mounted_repository_alone_and_a_killed_mount_does_not_block_i
     let s = env.path("src");
     fs::create_dir_all(&s).unwrap();
     fs::write(s.join("old"), xorshift(3 << 20, 41)).unwrap();
+    fs::write(s.join("keep"), xorshift(200_000, 43)).unwrap();
     env.create_json("first", &["src"], &[]);
     let first = snapshot(&s);
     fs::remove_file(s.join("old")).unwrap();
-    fs::write(s.join("new"), xorshift(1 << 20, 42)).unwrap();
+    fs::write(s.join("new"), xorshift(1 << 20, 45)).unwrap();
     env.create_json("second", &["src"], &[]);
+    let second = snapshot(&s);
+    let compact = || {
+        let r = env.run(&["compact", "--grace", "0", "--json", &env.repo_str()]).ok();
+        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["stats"].clone()
+    };
 
+    // A mount of every archive: an archive deleted under it keeps its data, and compact
+    // (the nightly `prune --compact`) succeeds.
     let m = mount(&env, &env.repo_str(), "mnt");
     fs::read_dir(m.at.join("first/src")).unwrap().count(); // load the archive into the view
     env.run(&["delete", &env.archive("first")]).ok();
-    let r = env.run(&["compact", &env.repo_str()]).code(2);
-    assert!(r.stderr.contains("mounted") && r.stderr.contains("umount"), "{}", r.stderr);
-    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
-    // The view still reads the deleted archive's data: nothing was removed under it.
+    let st = compact();
+    assert_eq!((st["archives_kept_for_mounts"].as_u64(), st["packs_deleted"].as_u64()), (Some(1), Some(0)), "{st}");
     assert_eq!(snapshot(&m.at.join("first/src")), first);
     env.run(&["umount", &m.at.display().to_string()]).ok();
-    let r = env.run(&["compact", "--stats", &env.repo_str()]).ok();
-    assert!(!r.stdout.is_empty() || !r.stderr.is_empty());
+
+    // A mount of `second` alone: compact rewrites the pack that `keep` shares with the deleted
+    // archive's `old`, deletes it at once (--grace 0), and the view finds `keep` in its new pack.
+    let m = mount(&env, &env.archive("second"), "mnt");
+    let st = compact();
+    assert_eq!(st["archives_kept_for_mounts"], 0, "{st}");
+    assert!(st["packs_rewritten"].as_u64() >= Some(1) && st["bytes_freed"].as_u64() >= Some(3 << 20), "{st}");
+    assert_eq!(snapshot(&m.at.join("src")), second);
+    env.run(&["umount", &m.at.display().to_string()]).ok();
     env.run(&["check", "--verify-data", &env.repo_str()]).ok();
 
     // A mount killed with -9 leaves a stale mark (and a dead mount point): compact goes ahead.
@@ -325,6 +338,178 @@ fn compact_leaves_a_mounted_repository_alone_and_a_killed_mount_does_not_block_i
     let second = env.path("restore");
     env.extract_to("second", "restore", &[]).ok();
     assert_same_tree(&s, &second.join("src"));
+}
+
+/// A delete and a compact that run while a mount opens (after it read the manifest, before its
+/// reader mark existed): the mount reads the manifest again once marked, so it never shows an
+/// archive whose data that compact freed.
+#[test]
+fn a_mount_opening_during_a_delete_and_compact_shows_no_freed_archive() {
+    if !fuse_usable() {
+        return;
+    }
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/a"), xorshift(1 << 20, 51)).unwrap();
+    env.create_json("x", &["src"], &[]);
+    fs::write(env.path("src/a"), xorshift(1 << 20, 53)).unwrap();
+    env.create_json("y", &["src"], &[]);
+    let at = env.path("mnt");
+    fs::create_dir_all(&at).unwrap();
+    let (child, flag) =
+        env.spawn_paused("manifest-loaded", &["mount", "-f", &env.repo_str(), &at.display().to_string()]);
+    let child = Foreground(child);
+    env.run(&["delete", &env.archive("x")]).ok();
+    let r = env.run(&["compact", "--grace", "0", "--json", &env.repo_str()]).ok();
+    assert!(r.stdout.contains("\"packs_deleted\": 2"), "x's data and metadata packs: {}", r.stdout);
+    fs::remove_file(&flag).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mounted(&at) {
+        assert!(Instant::now() < deadline, "the mount did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let shown: Vec<_> = fs::read_dir(&at).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(shown, ["y"], "the mount shows the manifest read after its mark");
+    assert_eq!(fs::read(at.join("y/src/a")).unwrap(), xorshift(1 << 20, 53));
+    drop(child);
+    assert!(!mounted(&at));
+}
+
+/// This host's name, as reader marks record it.
+fn host() -> String {
+    String::from_utf8_lossy(&Command::new("uname").arg("-n").output().unwrap().stdout).trim().to_string()
+}
+
+/// A reader mark held by this test process (alive, so not stale), naming `archives` (hex ids),
+/// or no archive list at all (a mount of an older garret) for `None`.
+fn write_mark(env: &Env, archives: Option<&[&str]>) -> PathBuf {
+    let dir = env.repo().join("readers");
+    fs::create_dir_all(&dir).unwrap();
+    let mark = dir.join(format!("{}.{}", host(), std::process::id()));
+    let mut json =
+        serde_json::json!({"hostname": host(), "pid": std::process::id(), "since": "2026-11-27T03:00:00+00:00"});
+    if let Some(ids) = archives {
+        json["archives"] = serde_json::json!(ids);
+    }
+    fs::write(&mark, json.to_string()).unwrap();
+    mark
+}
+
+/// Archive ids by name, from `list --json`.
+fn archive_ids(env: &Env) -> std::collections::HashMap<String, String> {
+    let r = env.run(&["list", "--json", &env.repo_str()]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    v["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap().to_string(), a["id"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// The content of the one file of the archive object `id`, read whether or not the manifest
+/// still names the archive.
+fn file_of_archive(env: &Env, id: &str) -> garret::error::Result<Vec<u8>> {
+    let repo = open_repo(env);
+    let id = garret::id::Id::from_hex(id).unwrap();
+    let ar = garret::archive::Archive::load_object(&repo, &id, "archive")?;
+    let mut out = Vec::new();
+    for item in ar.items(&repo) {
+        let item = item?;
+        let ids: Vec<_> = item.chunks.iter().map(|c| c.0).collect();
+        for data in repo.load_many(garret::id::ObjectType::Data, &ids) {
+            out.extend(data?);
+        }
+    }
+    Ok(out)
+}
+
+fn compact_json(env: &Env) -> serde_json::Value {
+    let r = env.run(&["compact", "--grace", "0", "--json", &env.repo_str()]).ok();
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["stats"].clone()
+}
+
+/// A mount's reader mark names the archives the mount shows. A compact beside it (the nightly
+/// `prune --compact` while someone browses a restore) keeps their data even after they left the
+/// manifest, frees everything else, and frees theirs once the mount is gone. A mark that names
+/// no archives (a mount of an older garret) makes compact refuse and change nothing.
+#[test]
+fn compact_beside_a_mount_keeps_what_the_mount_shows_and_frees_the_rest() {
+    let env = Env::new();
+    env.init("none");
+    for (name, seed) in [("gone", 71), ("shown", 73), ("kept", 75)] {
+        fs::create_dir_all(env.path(name)).unwrap();
+        fs::write(env.path(name).join("f"), xorshift(3 << 20, seed)).unwrap();
+        env.create_json(name, &[name], &[]);
+    }
+    let ids = archive_ids(&env);
+    let mark = write_mark(&env, Some(&[ids["shown"].as_str(), ids["kept"].as_str()]));
+    env.run(&["delete", &env.archive("gone")]).ok();
+    env.run(&["delete", &env.archive("shown")]).ok();
+
+    let size = du(&env.repo());
+    let st = compact_json(&env);
+    assert_eq!(st["archives_kept_for_mounts"], 1, "{st}");
+    assert!(st["packs_deleted"].as_u64().unwrap() >= 2, "the deleted archive's data and metadata packs: {st}");
+    let freed = size - du(&env.repo());
+    assert!((3 << 20..6 << 20).contains(&freed), "freed {freed} bytes: one archive's data, not two");
+    assert_eq!(file_of_archive(&env, &ids["shown"]).unwrap(), xorshift(3 << 20, 73), "what the mount shows");
+    assert!(file_of_archive(&env, &ids["gone"]).is_err(), "the archive no mount shows was freed");
+
+    // A mount of an older garret: compact cannot know what it shows.
+    write_mark(&env, None);
+    let before = immutable_files(&env.repo());
+    let r = env.run(&["compact", "--grace", "0", &env.repo_str()]).code(2);
+    assert!(r.stderr.contains("older garret") && r.stderr.contains("garret umount"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert_eq!(immutable_files(&env.repo()), before, "a refused compact changed the repository");
+
+    // Unmounted: the next compact frees what only the mount needed.
+    fs::remove_file(&mark).unwrap();
+    let size = du(&env.repo());
+    let st = compact_json(&env);
+    assert_eq!(st["archives_kept_for_mounts"], 0, "{st}");
+    assert!(size - du(&env.repo()) >= 3 << 20, "{st}");
+    assert!(file_of_archive(&env, &ids["shown"]).is_err());
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+    env.extract_to("kept", "out", &[]).ok();
+    assert_eq!(fs::read(env.path("out/kept/f")).unwrap(), xorshift(3 << 20, 75));
+}
+
+/// A mount that starts while compact runs: compact goes on deleting if the mount shows only
+/// archives whose data it keeps, and stops deleting if it cannot tell (the packs it leaves are
+/// unindexed garbage, which the next compact deletes).
+#[test]
+fn a_mount_that_starts_during_compact_stops_its_deletions_only_if_it_may_need_them() {
+    let env = Env::new();
+    env.init("none");
+    let packs = || pack_count(&env.repo());
+    for covered in [false, true] {
+        fs::create_dir_all(env.path("src")).unwrap();
+        fs::write(env.path("src/f"), xorshift(2 << 20, 81 + 2 * covered as u64)).unwrap();
+        env.create_json("doomed", &["src"], &[]);
+        fs::write(env.path("src/f"), xorshift(1 << 20, 91 + 2 * covered as u64)).unwrap();
+        env.create_json("kept", &["src"], &[]);
+        env.run(&["delete", &env.archive("doomed")]).ok();
+        let before = packs();
+        let (child, flag) = env.spawn_paused("compact-rewritten", &["compact", "--grace", "0", &env.repo_str()]);
+        let ids = archive_ids(&env);
+        let mark = write_mark(&env, covered.then_some(&[ids["kept"].as_str()][..]));
+        fs::remove_file(&flag).unwrap();
+        let r = Run::from(child.wait_with_output().unwrap());
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        if covered {
+            assert!(packs() < before, "a mount showing only current archives stopped the deletions");
+        } else {
+            assert_eq!(packs(), before, "compact deleted packs a new mount may read");
+        }
+        fs::remove_file(&mark).unwrap();
+        env.run(&["compact", "--grace", "0", &env.repo_str()]).ok();
+        env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+        env.run(&["delete", &env.archive("kept")]).ok();
+    }
 }
 
 /// A long-running reader (what mount is) whose blobs a compact in another process moved finds

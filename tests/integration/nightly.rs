@@ -84,14 +84,7 @@ fn a_chunk_slow_to_seal_does_not_hold_up_the_others() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let packs = || {
-        walkdir::WalkDir::new(env.repo().join("data"))
-            .min_depth(2)
-            .into_iter()
-            .flatten()
-            .filter(|e| e.file_type().is_file())
-            .count()
-    };
+    let packs = || pack_count(&env.repo());
     let t = std::time::Instant::now();
     while !(flag.exists() && packs() >= 2) {
         if t.elapsed() > std::time::Duration::from_secs(30) {

@@ -155,6 +155,16 @@ pub fn du(p: &Path) -> u64 {
         .sum()
 }
 
+/// Pack files in `data/` of the repository at `repo`.
+pub fn pack_count(repo: &Path) -> usize {
+    walkdir::WalkDir::new(repo.join("data"))
+        .min_depth(2)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .count()
+}
+
 /// Names of the immutable files of a repository (packs, manifests, config, key).
 pub fn immutable_files(repo: &Path) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = walkdir::WalkDir::new(repo)
