@@ -86,8 +86,9 @@ pub struct CompactStats {
     pub bytes_condemned: u64,
     /// Unix time from which the first of them may be deleted.
     pub next_deletion: Option<u64>,
-    /// Archives no longer in the manifest whose data stays because a mount shows them.
-    pub archives_kept_for_mounts: u64,
+    /// Archives no longer in the manifest whose data stays because a reader (a mount, an
+    /// extract) still reads them.
+    pub archives_kept_for_readers: u64,
 }
 
 /// Every blob of the repository that the current archives, and the archives `shown` by
@@ -193,7 +194,7 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
     let packs = repo.index().pack_usage()?;
     let mut st = CompactStats {
         packs_before: packs.len() as u64,
-        archives_kept_for_mounts: st_kept_for_mounts,
+        archives_kept_for_readers: st_kept_for_mounts,
         ..Default::default()
     };
     let mut delete: Vec<String> = vec![];

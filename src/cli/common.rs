@@ -297,6 +297,15 @@ pub fn prompt_new_passphrase() -> Result<Vec<u8>> {
 }
 
 /// Open a repository; `write` takes the exclusive lock.
+/// Hold the repository for reading archive `name` alone ([`Repository::hold`], narrowed to it).
+pub fn hold_one(repo: &mut Repository, name: &str) -> Result<Option<garret::repository::lock::ReaderMark>> {
+    let mark = repo.hold()?;
+    if let (Some(mark), Some(entry)) = (&mark, repo.manifest().find(name)) {
+        mark.set_archives(&[entry.id])?;
+    }
+    Ok(mark)
+}
+
 pub fn open(g: &GlobalArgs, repo: &std::path::Path, write: bool) -> Result<Repository> {
     open_with(g, repo, write, false)
 }

@@ -59,7 +59,9 @@ pub struct ExtractArgs {
 pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
     let loc = location::parse(&a.archive)?;
     let name = loc.require_archive()?.to_string();
-    let repo = common::open(g, &loc.repo, false)?;
+    let mut repo = common::open(g, &loc.repo, false)?;
+    // A prune and compact running meanwhile keep this archive's data until it is read.
+    let _mark = common::hold_one(&mut repo, &name)?;
     let entry = archive::lookup(&repo, &name)?.clone();
     let ar = Archive::load(&repo, &entry)?;
     let reporter = StderrReporter::new(a.list, None);

@@ -82,13 +82,8 @@ pub fn run(g: &GlobalArgs, a: &MountArgs) -> Result<Outcome> {
     }
     let loc = location::parse(&a.location)?;
     let mut repo = common::open(g, &loc.repo, false)?;
-    // While mounted, compact keeps the data of the archives shown (section 14 of
-    // repo-format.md). The mark names every archive of the manifest read on open; the manifest
-    // is then read again, since a prune and a compact that ran between the open and the mark
-    // may have freed archives of the first one. The view shows the second.
-    let ids = |entries: &[garret::repository::manifest::ArchiveEntry]| entries.iter().map(|e| e.id).collect::<Vec<_>>();
-    let mark = garret::repository::lock::ReaderMark::create(repo.path(), &ids(&repo.manifest().archives))?;
-    repo.reload_manifest()?;
+    // While mounted, compact keeps the data of the archives shown (section 14 of repo-format.md).
+    let mark = repo.hold()?;
     let single = match &loc.archive {
         Some(name) => Some(archive::lookup(&repo, name)?.clone()),
         None => None,
@@ -102,7 +97,9 @@ pub fn run(g: &GlobalArgs, a: &MountArgs) -> Result<Outcome> {
         (None, Some(names)) => repo.manifest().archives.iter().filter(|e| names.contains(&e.name)).cloned().collect(),
         (None, None) => repo.manifest().archives.clone(),
     };
-    mark.set_archives(&ids(&shown))?;
+    if let Some(mark) = &mark {
+        mark.set_archives(&shown.iter().map(|e| e.id).collect::<Vec<_>>())?;
+    }
     let opts = MountOptions {
         numeric_ids: a.numeric_ids,
         cache_bytes: 64 << 20,

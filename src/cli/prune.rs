@@ -323,10 +323,10 @@ fn compact_text(c: &compact::CompactStats) -> String {
             at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
         ));
     }
-    if c.archives_kept_for_mounts > 0 {
+    if c.archives_kept_for_readers > 0 {
         s.push_str(&format!(
-            "Kept for mounts: the data of {} archive(s) no longer in the repository that a mount still shows (freed by a compact after it is unmounted)\n",
-            c.archives_kept_for_mounts
+            "Kept for readers: the data of {} archive(s) no longer in the repository that a mount or extract still reads (freed by a compact after it ends)\n",
+            c.archives_kept_for_readers
         ));
     }
     s
@@ -338,7 +338,7 @@ fn compact_json(c: compact::CompactStats) -> serde_json::Value {
         "bytes_freed": c.bytes_freed, "bytes_rewritten": c.bytes_rewritten,
         "garbage_kept": c.garbage_kept,
         "packs_condemned": c.packs_condemned, "bytes_condemned": c.bytes_condemned,
-        "archives_kept_for_mounts": c.archives_kept_for_mounts,
+        "archives_kept_for_readers": c.archives_kept_for_readers,
         "next_deletion": c.next_deletion.and_then(|t| chrono::DateTime::from_timestamp(t as i64, 0)).map(|t| t.to_rfc3339()),
     })
 }

@@ -125,7 +125,9 @@ fn check_filter(cmd: &str, mut child: Child) -> Result<()> {
 pub fn export_tar(g: &GlobalArgs, a: &ExportTarArgs) -> Result<Outcome> {
     let loc = location::parse(&a.archive)?;
     let name = loc.require_archive()?.to_string();
-    let repo = common::open(g, &loc.repo, false)?;
+    let mut repo = common::open(g, &loc.repo, false)?;
+    // A prune and compact running meanwhile keep this archive's data until it is read.
+    let _mark = common::hold_one(&mut repo, &name)?;
     let entry = archive::lookup(&repo, &name)?.clone();
     let ar = Archive::load(&repo, &entry)?;
     let excludes = a.select.patterns()?;

@@ -303,6 +303,32 @@ impl Repository {
         &self.backend
     }
 
+    /// Mark this process as a reader of the repository (section 14), naming every archive of
+    /// the manifest it opened, then read the manifest again: a compact keeps the data of the
+    /// archives a mark names, and one that ran before the mark existed can only have freed
+    /// archives the new manifest no longer lists. Narrow the mark to the archives read with
+    /// [`ReaderMark::set_archives`]. `None` when the repository cannot be written here (a
+    /// read-only medium, or another user's repository): no mark can be left, and reading goes on
+    /// as before marks existed.
+    pub fn hold(&mut self) -> Result<Option<lock::ReaderMark>> {
+        let ids: Vec<Id> = self.manifest.archives.iter().map(|e| e.id).collect();
+        let mark = match lock::ReaderMark::create(&self.path, &ids) {
+            Ok(mark) => mark,
+            Err(Error::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        self.reload_manifest()?;
+        faults::pause_point("reader-held");
+        Ok(Some(mark))
+    }
+
     /// Read the current manifest again (a reader that opened a while ago); returns whether it
     /// changed. A newer one must descend from the one held, as on open (section 15).
     pub fn reload_manifest(&mut self) -> Result<bool> {

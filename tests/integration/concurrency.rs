@@ -3,7 +3,7 @@
 
 use crate::support::*;
 use std::fs;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 
 fn spawn(env: &Env, args: &[&str]) -> Child {
     env.cmd().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn garret")
@@ -209,4 +209,73 @@ fn a_compact_whose_lock_was_broken_deletes_nothing() {
     env.run(&["check", "--verify-data", &env.repo_str()]).ok();
     env.extract_to("again", "out", &[]).ok();
     assert_eq!(fs::read(env.path("out/src/gone")).unwrap(), xorshift(2 << 20, 60));
+}
+
+/// A restore of an archive that the nightly prune and compact remove while the restore runs:
+/// the extract's reader mark keeps the archive's data until it is done (borg would fail the
+/// prune on its lock instead), and the next compact frees it.
+#[test]
+fn an_extract_finishes_while_prune_and_compact_remove_its_archive() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/old"), xorshift(3 << 20, 111)).unwrap();
+    env.create_json("old", &["src"], &[]);
+    fs::write(env.path("src/old"), xorshift(1 << 20, 113)).unwrap();
+    env.create_json("new", &["src"], &[]);
+    for cmd in [&["extract", "--json"][..], &["export-tar"][..]] {
+        let name = if cmd[0] == "extract" { "old" } else { "old2" };
+        if name == "old2" {
+            fs::write(env.path("src/old"), xorshift(3 << 20, 115)).unwrap();
+            env.create_json("old2", &["src"], &[]);
+        }
+        let out = env.path(&format!("out-{name}"));
+        fs::create_dir_all(&out).unwrap();
+        let archive = env.archive(name);
+        let tar = out.join("old.tar").display().to_string();
+        let mut args = cmd.to_vec();
+        args.push(&archive);
+        if cmd[0] == "export-tar" {
+            args.push(&tar);
+        }
+        let (child, flag) = {
+            let mut c = env.cmd();
+            c.current_dir(&out);
+            let flag = env.path("paused");
+            let child = c
+                .env("GARRET_PAUSE_AT", "reader-held")
+                .env("GARRET_PAUSE_FILE", &flag)
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let t = std::time::Instant::now();
+            while !flag.exists() {
+                assert!(t.elapsed() < std::time::Duration::from_secs(30), "{cmd:?} never paused");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            (child, flag)
+        };
+        env.run(&["delete", &archive]).ok();
+        let r = env.run(&["compact", "--grace", "0", "--json", &env.repo_str()]).ok();
+        assert!(r.stdout.contains("\"archives_kept_for_readers\": 1"), "{}", r.stdout);
+        fs::remove_file(&flag).unwrap();
+        let r = Run::from(child.wait_with_output().unwrap());
+        assert_eq!(r.code, 0, "{cmd:?} of a pruned archive: {}", r.stderr);
+        let got = if cmd[0] == "extract" {
+            fs::read(out.join("src/old")).unwrap()
+        } else {
+            let t = Command::new("tar").args(["-xOf", &tar, "src/old"]).output().unwrap();
+            assert!(t.status.success());
+            t.stdout
+        };
+        assert_eq!(got, xorshift(3 << 20, if name == "old" { 111 } else { 115 }));
+        // Once the reader is gone, the archive's data goes too.
+        let size = du(&env.repo());
+        let r = env.run(&["compact", "--grace", "0", "--json", &env.repo_str()]).ok();
+        assert!(r.stdout.contains("\"archives_kept_for_readers\": 0"), "{}", r.stdout);
+        assert!(size - du(&env.repo()) >= 3 << 20);
+    }
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
 }

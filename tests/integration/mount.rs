@@ -310,7 +310,7 @@ fn compact_beside_a_mount_keeps_what_it_shows_and_a_killed_mount_does_not_block_
     fs::read_dir(m.at.join("first/src")).unwrap().count(); // load the archive into the view
     env.run(&["delete", &env.archive("first")]).ok();
     let st = compact();
-    assert_eq!((st["archives_kept_for_mounts"].as_u64(), st["packs_deleted"].as_u64()), (Some(1), Some(0)), "{st}");
+    assert_eq!((st["archives_kept_for_readers"].as_u64(), st["packs_deleted"].as_u64()), (Some(1), Some(0)), "{st}");
     assert_eq!(snapshot(&m.at.join("first/src")), first);
     env.run(&["umount", &m.at.display().to_string()]).ok();
 
@@ -318,7 +318,7 @@ fn compact_beside_a_mount_keeps_what_it_shows_and_a_killed_mount_does_not_block_
     // archive's `old`, deletes it at once (--grace 0), and the view finds `keep` in its new pack.
     let m = mount(&env, &env.archive("second"), "mnt");
     let st = compact();
-    assert_eq!(st["archives_kept_for_mounts"], 0, "{st}");
+    assert_eq!(st["archives_kept_for_readers"], 0, "{st}");
     assert!(st["packs_rewritten"].as_u64() >= Some(1) && st["bytes_freed"].as_u64() >= Some(3 << 20), "{st}");
     assert_eq!(snapshot(&m.at.join("src")), second);
     env.run(&["umount", &m.at.display().to_string()]).ok();
@@ -374,6 +374,44 @@ fn a_mount_opening_during_a_delete_and_compact_shows_no_freed_archive() {
     assert_eq!(fs::read(at.join("y/src/a")).unwrap(), xorshift(1 << 20, 53));
     drop(child);
     assert!(!mounted(&at));
+}
+
+/// Unmounts a bind mount on drop.
+struct BindMount(PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A repository on a read-only medium (an offsite disk mounted read-only) mounts and extracts:
+/// no reader mark can be written there, and none is needed, since nothing can compact it.
+#[test]
+fn a_read_only_repository_mounts_and_extracts() {
+    if !fuse_usable() {
+        return;
+    }
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), xorshift(300_000, 121)).unwrap();
+    env.create_json("a", &["src"], &[]);
+    let ro = env.path("ro");
+    fs::create_dir_all(&ro).unwrap();
+    let bind = |args: &[&str]| Command::new("mount").args(args).status().is_ok_and(|s| s.success());
+    if !bind(&["--bind", &env.repo_str(), &ro.display().to_string()]) {
+        eprintln!("SKIP: a read-only bind mount needs root (mount --bind)");
+        return;
+    }
+    let _bound = BindMount(ro.clone());
+    assert!(bind(&["-o", "remount,bind,ro", &ro.display().to_string()]), "remount read-only");
+    assert!(fs::write(ro.join("probe"), b"").is_err(), "the repository is read-only");
+    let ro_str = ro.display().to_string();
+    env.run(&["extract", "--dry-run", &format!("{ro_str}::a")]).ok();
+    let m = mount(&env, &ro_str, "mnt");
+    assert_eq!(fs::read(m.at.join("a/src/f")).unwrap(), xorshift(300_000, 121));
+    env.run(&["umount", &m.at.display().to_string()]).ok();
 }
 
 /// This host's name, as reader marks record it.
@@ -451,7 +489,7 @@ fn compact_beside_a_mount_keeps_what_the_mount_shows_and_frees_the_rest() {
 
     let size = du(&env.repo());
     let st = compact_json(&env);
-    assert_eq!(st["archives_kept_for_mounts"], 1, "{st}");
+    assert_eq!(st["archives_kept_for_readers"], 1, "{st}");
     assert!(st["packs_deleted"].as_u64().unwrap() >= 2, "the deleted archive's data and metadata packs: {st}");
     let freed = size - du(&env.repo());
     assert!((3 << 20..6 << 20).contains(&freed), "freed {freed} bytes: one archive's data, not two");
@@ -470,7 +508,7 @@ fn compact_beside_a_mount_keeps_what_the_mount_shows_and_frees_the_rest() {
     fs::remove_file(&mark).unwrap();
     let size = du(&env.repo());
     let st = compact_json(&env);
-    assert_eq!(st["archives_kept_for_mounts"], 0, "{st}");
+    assert_eq!(st["archives_kept_for_readers"], 0, "{st}");
     assert!(size - du(&env.repo()) >= 3 << 20, "{st}");
     assert!(file_of_archive(&env, &ids["shown"]).is_err());
     env.run(&["check", "--verify-data", &env.repo_str()]).ok();
