@@ -14,6 +14,7 @@ use crate::backend::LocalBackend;
 use crate::blob;
 use crate::crypto::Keys;
 use crate::error::Result;
+use crate::faults;
 use crate::id::{Id, ObjectType};
 use crate::known::Marks;
 use crate::pack;
@@ -103,6 +104,7 @@ pub fn run(repo: &Repository, opts: &CheckOptions) -> Result<CheckReport> {
 /// Every pack header decrypts and agrees with the index.
 fn check_packs(repo: &Repository, rep: &mut CheckReport, bad: &mut HashSet<Id>) -> Result<()> {
     let usage = repo.index().pack_usage()?;
+    faults::pause_point("check-indexed");
     let on_disk = repo.pack_files()?;
     // Headers are read and decrypted on all cores, a window of packs at a time (memory holds
     // that window's headers, not every one); findings are reported in index order.
@@ -110,19 +112,38 @@ fn check_packs(repo: &Repository, rep: &mut CheckReport, bad: &mut HashSet<Id>) 
     for packs in usage.chunks(window) {
         let headers: Vec<Option<Header>> =
             packs.par_iter().map(|(name, _)| on_disk.contains(name).then(|| repo.read_pack_header(name))).collect();
-        check_headers(packs, headers, rep, bad);
+        // A pack that is gone and no longer indexed was removed by a compact running meanwhile
+        // (it unindexes before it deletes): no finding.
+        let (packs, headers): (Vec<_>, Vec<_>) = packs
+            .iter()
+            .cloned()
+            .zip(headers)
+            .filter(|((name, _), h)| !matches!(h, None | Some(Err(_))) || !compacted_away(repo, name))
+            .unzip();
+        check_headers(&packs, headers, rep, bad);
     }
     let indexed: HashSet<&str> = usage.iter().map(|(n, _)| n.as_str()).collect();
-    // Condemned packs (section 13.1) are left out of the index on purpose.
-    let condemned = &repo.condemned().packs;
-    let mut unindexed: Vec<&String> =
-        on_disk.iter().filter(|n| !indexed.contains(n.as_str()) && !condemned.contains_key(*n)).collect();
+    // Condemned packs (section 13.1) are left out of the index on purpose. A pack that is not
+    // in the index read above may have been written and indexed by a create or compact running
+    // meanwhile, or condemned by that compact: the index and the records are read again.
+    let mut unindexed: Vec<&String> = on_disk.iter().filter(|n| !indexed.contains(n.as_str())).collect();
+    if !unindexed.is_empty() {
+        let indexed_now = repo.index().pack_names()?;
+        let condemned_now = repo.condemned_now()?;
+        unindexed.retain(|n| !indexed_now.contains(*n) && !condemned_now.contains_key(*n));
+    }
     unindexed.sort();
     for name in unindexed {
         rep.warnings
             .push(format!("pack {name} is not indexed (unreadable header?); `check --repair` rebuilds the index"));
     }
     Ok(())
+}
+
+/// Whether pack `name`, which the index listed, has since left both `data/` and the index: a
+/// compact running beside this check removed it.
+fn compacted_away(repo: &Repository, name: &str) -> bool {
+    !repo.backend().exists(&Repository::pack_key(name)) && repo.index().pack_names().is_ok_and(|n| !n.contains(name))
 }
 
 /// A pack's header entries and file size, as read from the pack.
@@ -189,6 +210,7 @@ fn verify_data(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, ba
     // pack turns out damaged (rare), not kept for every blob of the repository.
     let mut names: Vec<String> = repo.index().pack_names()?.into_iter().collect();
     names.sort();
+    faults::pause_point("check-verify-listed");
     let indexed_here =
         |id: &Id, name: &str| -> Result<bool> { Ok(repo.index().lookup(id)?.is_some_and(|loc| loc.pack == name)) };
     let pos_file = progress_file(opts, repo);
@@ -239,6 +261,7 @@ fn verify_data(repo: &Repository, opts: &CheckOptions, rep: &mut CheckReport, ba
                         ));
                     }
                 }
+                Err(_) if compacted_away(repo, &name) => {}
                 Err(e) => {
                     rep.errors.push(format!("pack {name}: {e}"));
                     unreadable.insert(name.clone());

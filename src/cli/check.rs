@@ -104,12 +104,19 @@ pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<Outcome> {
         loc.forbid_archive()?;
         return repair(g, a, &loc.repo);
     }
-    let repo = common::open(g, &loc.repo, false)?;
-    let only = match (&loc.archive, a.filter.is_set()) {
+    let mut repo = common::open(g, &loc.repo, false)?;
+    // A prune and compact running meanwhile keep the data of the archives checked, so that
+    // check reports no damage that is only their work.
+    let mark = repo.hold()?;
+    let only: Option<Vec<String>> = match (&loc.archive, a.filter.is_set()) {
         (Some(name), _) => Some(vec![name.clone()]),
         (None, true) => Some(a.filter.select(&repo.manifest().archives)?.iter().map(|e| e.name.clone()).collect()),
         (None, false) => None,
     };
+    if let (Some(mark), Some(names)) = (&mark, &only) {
+        let ids: Vec<_> = repo.manifest().archives.iter().filter(|e| names.contains(&e.name)).map(|e| e.id).collect();
+        mark.set_archives(&ids)?;
+    }
     let opts = CheckOptions {
         repository: !a.archives_only && loc.archive.is_none(),
         archives: !a.repository_only,

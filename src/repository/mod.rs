@@ -701,6 +701,12 @@ impl Repository {
         Ok(keys.iter().filter_map(|k| k.rsplit('/').next().map(String::from)).collect())
     }
 
+    /// The condemned packs as the records say now (a compact may have condemned packs since
+    /// this process opened the repository); unreadable records are skipped, as on open.
+    pub fn condemned_now(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        Ok(condemned::load(&self.backend, &mut Vec::new())?.packs)
+    }
+
     /// The condemned packs and their records (section 13.1), as read on open (malformed records
     /// were skipped with a warning then) or last set.
     pub fn condemned(&self) -> &condemned::Condemned {

@@ -279,3 +279,52 @@ fn an_extract_finishes_while_prune_and_compact_remove_its_archive() {
     }
     env.run(&["check", "--verify-data", &env.repo_str()]).ok();
 }
+
+/// A check that runs beside the nightly jobs reports no damage that is only their work: packs a
+/// compact rewrites or deletes under it, packs a create adds, an archive a prune removes while
+/// the check reads it. Paused once after check read the index (before it lists `data/`), once
+/// after `--verify-data` listed the packs to read.
+#[test]
+fn a_check_beside_create_delete_and_compact_reports_no_false_damage() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/shared"), xorshift(200_000, 131)).unwrap();
+    for (round, (site, check)) in [
+        ("check-indexed", &["check", "--json"][..]),
+        ("check-verify-listed", &["check", "--verify-data", "--json"][..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // Garbage in a pack with live data (rewritten by compact), and a pack of garbage alone.
+        let seed = 2 * round as u64;
+        fs::write(env.path("src/victim"), xorshift(3 << 20, 141 + seed)).unwrap();
+        env.create_json("victim", &["src"], &[]);
+        fs::remove_file(env.path("src/victim")).unwrap();
+        fs::write(env.path("src/kept"), xorshift(1 << 20, 151 + seed)).unwrap();
+        env.create_json("kept", &["src"], &[]);
+        env.run(&["delete", &env.archive("victim")]).ok();
+        let mut args = check.to_vec();
+        let repo = env.repo_str();
+        args.push(&repo);
+        let (child, flag) = env.spawn_paused(site, &args);
+        // Meanwhile: the archive being checked is deleted, compact frees the victim's packs, and
+        // a create adds packs.
+        env.run(&["delete", &env.archive("kept")]).ok();
+        let r = env.run(&["compact", "--grace", "0", "--json", &repo]).ok();
+        let st: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert!(st["stats"]["packs_deleted"].as_u64() >= Some(2), "{st}");
+        assert_eq!(st["stats"]["archives_kept_for_readers"], 1, "{st}");
+        fs::write(env.path("src/new"), xorshift(1 << 20, 161 + seed)).unwrap();
+        env.create_json(&format!("new{round}"), &["src"], &[]);
+        fs::remove_file(&flag).unwrap();
+        let r = Run::from(child.wait_with_output().unwrap());
+        assert_eq!(r.code, 0, "{site}: {}\n{}", r.stderr, r.stdout);
+        assert!(r.stderr.is_empty(), "{site}: {}", r.stderr);
+        let rep: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(rep["errors"].as_array().map(Vec::len), Some(0), "{rep}");
+        assert_eq!(rep["warnings"].as_array().map(Vec::len), Some(0), "{rep}");
+    }
+    env.run(&["check", "--verify-data", &env.repo_str()]).ok();
+}
