@@ -126,6 +126,8 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
         None => {
             let size = dir_size(repo.path());
             let condemned = condemned_packs(&repo)?;
+            // Mounts, restores and checks running now: compact keeps what they read.
+            let readers = garret::repository::lock::readers(repo.path());
             let c = repo.config();
             if a.json {
                 println!(
@@ -141,6 +143,9 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                             "packs": condemned.0, "bytes": condemned.1,
                             "oldest": condemned.2.map(|t| t.to_rfc3339()),
                         },
+                        "readers": readers.iter().map(|r| serde_json::json!({
+                            "who": r.who, "archives": r.archives.as_ref().map(Vec::len),
+                        })).collect::<Vec<_>>(),
                     }))?
                 );
             } else {
@@ -153,6 +158,13 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                         common::size(condemned.1),
                         oldest.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
                     );
+                }
+                for r in &readers {
+                    let what = match &r.archives {
+                        Some(a) => format!("{} archive(s), whose data compact keeps meanwhile", a.len()),
+                        None => "archives it does not name (an older garret): compact refuses meanwhile".into(),
+                    };
+                    println!("Reader: {}, reading {what}", r.who);
                 }
             }
         }

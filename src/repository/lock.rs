@@ -211,16 +211,27 @@ impl ReaderMark {
     /// compact reads either list whole).
     pub fn set_archives(&self, archives: &[Id]) -> Result<()> {
         let file = MarkFile { holder: self.holder.clone(), archives: Some(archives.iter().map(Id::hex).collect()) };
-        let tmp = self.path.with_extension("tmp");
+        let tmp = self.tmp_path();
         std::fs::write(&tmp, serde_json::to_vec(&file).expect("serializing to memory"))
             .and_then(|_| std::fs::rename(&tmp, &self.path))
             .ctx(|| format!("writing reader mark {}", self.path.display()))
     }
 }
 
+impl ReaderMark {
+    /// Where a replacement of the mark is written before it is renamed over the mark: the
+    /// mark's name plus `.tmp`, so that each reader has its own.
+    fn tmp_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".tmp");
+        self.path.with_file_name(name)
+    }
+}
+
 impl Drop for ReaderMark {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(self.tmp_path());
     }
 }
 
@@ -240,14 +251,14 @@ pub fn readers(root: &Path) -> Vec<Reader> {
     let Ok(entries) = std::fs::read_dir(root.join(READERS_DIR)) else { return vec![] };
     let mut out = Vec::new();
     for e in entries.flatten() {
-        if e.path().extension().is_some_and(|x| x == "tmp") {
-            continue;
-        }
+        let tmp = e.path().extension().is_some_and(|x| x == "tmp");
         let mark: Option<MarkFile> = std::fs::read(e.path()).ok().and_then(|b| serde_json::from_slice(&b).ok());
         match mark {
+            // A replacement its dead writer never renamed is removed like a stale mark.
             Some(m) if m.holder.gone().is_some() => {
                 let _ = std::fs::remove_file(e.path());
             }
+            _ if tmp => {}
             Some(m) => out.push(Reader {
                 who: format!("process {} on host {} since {}", m.holder.pid, m.holder.hostname, m.holder.since),
                 archives: m.archives.and_then(|a| a.iter().map(|h| Id::from_hex(h)).collect()),
@@ -380,14 +391,22 @@ mod tests {
         assert!(rs[0].who.contains(&format!("process {} ", std::process::id())), "{}", rs[0].who);
         mark.set_archives(&[b]).unwrap();
         // A half-written replacement is not a mark of its own.
-        std::fs::write(mark.path.with_extension("tmp"), b"{").unwrap();
+        std::fs::write(mark.tmp_path(), b"{").unwrap();
+        let dead = MarkFile { holder: Holder { pid: 999_999_999, ..Holder::me() }, archives: None };
+        let dead_tmp = root.join(READERS_DIR).join("dead.999999999.tmp");
+        std::fs::write(&dead_tmp, serde_json::to_vec(&dead).unwrap()).unwrap();
         assert_eq!(readers(root).iter().map(|r| r.archives.clone()).collect::<Vec<_>>(), [Some(vec![b])]);
+        assert!(!dead_tmp.exists(), "a dead writer's unrenamed replacement is removed");
+        assert!(mark.tmp_path().exists(), "a live writer's is left alone");
         // An older garret's mark (no archive list) and a mark that does not parse say nothing.
         let old = Holder { pid: 1, ..Holder::me() };
         std::fs::write(root.join(READERS_DIR).join("old.1"), serde_json::to_vec(&old).unwrap()).unwrap();
         std::fs::write(root.join(READERS_DIR).join("junk.2"), b"not json").unwrap();
         assert_eq!(readers(root).iter().filter(|r| r.archives.is_none()).count(), 2);
+        let own_tmp = mark.tmp_path();
+        assert_eq!(own_tmp.file_name().unwrap().to_str(), Some(&*format!("{}.{}.tmp", hostname(), std::process::id())));
         drop(mark);
         assert_eq!(readers(root).len(), 2, "the dropped mark is gone");
+        assert!(!own_tmp.exists());
     }
 }

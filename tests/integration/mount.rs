@@ -484,6 +484,13 @@ fn compact_beside_a_mount_keeps_what_the_mount_shows_and_frees_the_rest() {
     }
     let ids = archive_ids(&env);
     let mark = write_mark(&env, Some(&[ids["shown"].as_str(), ids["kept"].as_str()]));
+    // `info` names the reader and how many archives it holds.
+    let r = env.run(&["info", "--json", &env.repo_str()]).ok();
+    let info: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(info["readers"].as_array().map(Vec::len), Some(1), "{info}");
+    assert_eq!(info["readers"][0]["archives"], 2, "{info}");
+    let r = env.run(&["info", &env.repo_str()]).ok();
+    assert!(r.stdout.contains(&format!("Reader: process {} on host", std::process::id())), "{}", r.stdout);
     env.run(&["delete", &env.archive("gone")]).ok();
     env.run(&["delete", &env.archive("shown")]).ok();
 
