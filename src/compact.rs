@@ -1,9 +1,9 @@
 //! `compact`: give back the space of blobs no archive references.
 //!
 //! Mark and sweep, no reference counters: the live set is computed from the current manifest's
-//! archives and those mounts show (archive objects, their tree chunks, and every chunk their items name). Packs with no
-//! live blob are deleted; packs whose garbage exceeds the threshold are rewritten (their live
-//! envelopes copied as they are into new packs). Order, for crash safety: new packs are durable
+//! archives and those readers read (archive objects, their tree chunks, and every chunk their
+//! items name). Packs with no live blob are deleted; packs whose garbage exceeds the threshold are
+//! rewritten (their live envelopes copied as they are into new packs). Order, for crash safety: new packs are durable
 //! and indexed (pointing the moved blobs at them) before any old pack is removed from the index,
 //! and old pack files are deleted last. A crash at any point leaves every live blob readable.
 //!
@@ -12,10 +12,10 @@
 //! that began before its replacement existed still finds every blob. Before deleting a condemned
 //! pack, compact checks that every blob of it that may still be needed is indexed in another pack.
 //!
-//! A mount's reader mark names the archives it shows; their data is live too, so a compact
-//! beside a mount (say, a nightly `prune --compact` while someone browses a restore) frees
-//! everything else and never what the mount may still read. Blobs it moves, the mount finds again
-//! through the shared index.
+//! A reader mark (a mount, a restore, a check) names the archives its reader reads; their data
+//! is live too, so a compact beside a reader (say, a nightly `prune --compact` while someone
+//! browses a mount) frees everything else and never what the reader may still read. Blobs it
+//! moves, the reader finds again through the shared index.
 
 use crate::archive::Archive;
 use crate::error::{Error, Result};
@@ -86,14 +86,14 @@ pub struct CompactStats {
     pub bytes_condemned: u64,
     /// Unix time from which the first of them may be deleted.
     pub next_deletion: Option<u64>,
-    /// Archives no longer in the manifest whose data stays because a reader (a mount, an
-    /// extract) still reads them.
+    /// Archives no longer in the manifest whose data stays because a reader (a mount, a
+    /// restore, a check) still reads them.
     pub archives_kept_for_readers: u64,
 }
 
-/// Every blob of the repository that the current archives, and the archives `shown` by
-/// mounts, reference, marked; and the referenced ids the index does not know (none in a
-/// healthy repository).
+/// Every blob of the repository that the current archives, and the archives `shown` by readers
+/// (mounts, restores, checks), reference, marked; and the referenced ids the index does not know
+/// (none in a healthy repository).
 pub fn live_set(repo: &Repository, shown: &[Id]) -> Result<(Marks, HashSet<Id>)> {
     let live = Marks::new(repo.index().known_blobs()?);
     let mut unknown = HashSet::new();
@@ -122,14 +122,14 @@ pub fn live_set(repo: &Repository, shown: &[Id]) -> Result<(Marks, HashSet<Id>)>
         // Loaded only if indexed: an archive object the index lacks is `unknown`.
         mark(id);
         if live.is_marked(id) {
-            let what = format!("archive {} shown by a mount", id.short());
+            let what = format!("archive {} read by a mount, restore or check", id.short());
             mark_archive(Archive::load_object(repo, id, &what)?, &mut mark)?;
         }
     }
     Ok((live, unknown))
 }
 
-/// The archives the live readers (mounts) of the repository show, or an error naming a reader
+/// The archives the live readers (mounts, restores, checks) of the repository read, or an error naming a reader
 /// that does not say which (a mount of an older garret).
 fn shown_by_readers(readers: &[lock::Reader]) -> Result<Vec<Id>> {
     let mut shown = Vec::new();
@@ -186,7 +186,7 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
     let now = unix_now();
     let (live, unknown) = live_set(repo, &shown)?;
     let mut covered: HashSet<Id> = repo.manifest().archives.iter().map(|e| e.id).collect();
-    let st_kept_for_mounts = shown.iter().filter(|id| !covered.contains(id)).count() as u64;
+    let kept_for_readers = shown.iter().filter(|id| !covered.contains(id)).count() as u64;
     covered.extend(shown);
     let on_disk = repo.pack_files()?;
     let mut condemned: BTreeMap<String, u64> = repo.condemned().packs.clone();
@@ -194,7 +194,7 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
     let packs = repo.index().pack_usage()?;
     let mut st = CompactStats {
         packs_before: packs.len() as u64,
-        archives_kept_for_readers: st_kept_for_mounts,
+        archives_kept_for_readers: kept_for_readers,
         ..Default::default()
     };
     let mut delete: Vec<String> = vec![];
@@ -294,7 +294,7 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
         }
     }
     for name in &doomed {
-        // A mount that started meanwhile may show an archive whose data this compact does not
+        // A reader that started meanwhile may read an archive whose data this compact does not
         // keep: leave the rest (unindexed garbage, which the next compact deletes).
         if !readers_covered(repo, &covered) {
             break;

@@ -325,7 +325,7 @@ fn compact_text(c: &compact::CompactStats) -> String {
     }
     if c.archives_kept_for_readers > 0 {
         s.push_str(&format!(
-            "Kept for readers: the data of {} archive(s) no longer in the repository that a mount or extract still reads (freed by a compact after it ends)\n",
+            "Kept for readers: the data of {} archive(s) no longer in the repository that a mount, restore or check still reads (freed by a compact after it ends)\n",
             c.archives_kept_for_readers
         ));
     }
