@@ -3,9 +3,9 @@
 //! Mark and sweep, no reference counters: the live set is computed from the current manifest's
 //! archives and those readers read (archive objects, their tree chunks, and every chunk their
 //! items name). Packs with no live blob are deleted; packs whose garbage exceeds the threshold are
-//! rewritten (their live envelopes copied as they are into new packs). Order, for crash safety: new packs are durable
-//! and indexed (pointing the moved blobs at them) before any old pack is removed from the index,
-//! and old pack files are deleted last. A crash at any point leaves every live blob readable.
+//! rewritten (their live envelopes copied as they are into new packs). Order, for crash safety:
+//! new packs are durable and indexed (pointing the moved blobs at them) before any old pack is
+//! removed from the index, and old pack files are deleted last. A crash at any point leaves every live blob readable.
 //!
 //! A rewritten pack is not deleted at once but condemned (repo-format.md section 13.1): it stays
 //! in `data/` until a compact at least the grace period later, so that an rsync copy or a mount
@@ -129,8 +129,8 @@ pub fn live_set(repo: &Repository, shown: &[Id]) -> Result<(Marks, HashSet<Id>)>
     Ok((live, unknown))
 }
 
-/// The archives the live readers (mounts, restores, checks) of the repository read, or an error naming a reader
-/// that does not say which (a mount of an older garret).
+/// The archives the live readers (mounts, restores, checks) of the repository read, or an
+/// error naming a reader that does not say which (a mount of an older garret).
 fn shown_by_readers(readers: &[lock::Reader]) -> Result<Vec<Id>> {
     let mut shown = Vec::new();
     for r in readers {
@@ -150,7 +150,7 @@ fn shown_by_readers(readers: &[lock::Reader]) -> Result<Vec<Id>> {
     Ok(shown)
 }
 
-/// Whether every live reader shows only archives in `covered` (whose data this compact keeps).
+/// Whether every live reader reads only archives in `covered` (whose data this compact keeps).
 fn readers_covered(repo: &Repository, covered: &HashSet<Id>) -> bool {
     lock::readers(repo.path())
         .iter()
@@ -177,7 +177,7 @@ fn unix_now() -> u64 {
 /// Compact: rewrite packs with more than `opts.threshold_percent` garbage, delete packs with
 /// none live, and delete packs condemned at least `opts.grace` ago.
 pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> {
-    // Mounts: the archives they show stay live, even those no longer in the manifest.
+    // Readers: the archives they read stay live, even those no longer in the manifest.
     let shown = match shown_by_readers(&lock::readers(repo.path())) {
         Ok(shown) => shown,
         Err(e) if !opts.dry_run => return Err(e),
