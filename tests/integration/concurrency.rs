@@ -238,25 +238,7 @@ fn an_extract_finishes_while_prune_and_compact_remove_its_archive() {
         if cmd[0] == "export-tar" {
             args.push(&tar);
         }
-        let (child, flag) = {
-            let mut c = env.cmd();
-            c.current_dir(&out);
-            let flag = env.path("paused");
-            let child = c
-                .env("GARRET_PAUSE_AT", "reader-held")
-                .env("GARRET_PAUSE_FILE", &flag)
-                .args(&args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let t = std::time::Instant::now();
-            while !flag.exists() {
-                assert!(t.elapsed() < std::time::Duration::from_secs(30), "{cmd:?} never paused");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            (child, flag)
-        };
+        let (child, flag) = env.spawn_paused_in(&out, "reader-held", "paused", &args);
         env.run(&["delete", &archive]).ok();
         let r = env.run(&["compact", "--grace", "0", "--json", &env.repo_str()]).ok();
         assert!(r.stdout.contains("\"archives_kept_for_readers\": 1"), "{}", r.stdout);

@@ -119,9 +119,14 @@ impl Env {
     /// [`spawn_paused`](Self::spawn_paused) with its own flag file `flag` (several processes
     /// paused at once).
     pub fn spawn_paused_with_flag(&self, site: &str, flag: &str, args: &[&str]) -> (std::process::Child, PathBuf) {
+        self.spawn_paused_in(self.dir.path(), site, flag, args)
+    }
+    /// [`spawn_paused_with_flag`](Self::spawn_paused_with_flag) run in directory `dir`.
+    pub fn spawn_paused_in(&self, dir: &Path, site: &str, flag: &str, args: &[&str]) -> (std::process::Child, PathBuf) {
         let flag = self.path(flag);
         let child = self
             .cmd()
+            .current_dir(dir)
             .env("GARRET_PAUSE_AT", site)
             .env("GARRET_PAUSE_FILE", &flag)
             .args(args)
