@@ -8,16 +8,17 @@
 //! are healed by a later repair once every original chunk is back (a later create that read the
 //! same data stored it again). Archives whose own metadata is unreadable are removed from the
 //! manifest, since nothing of them can be listed or restored. Runs unattended: every change is a
-//! new immutable object plus a manifest commit.
+//! new immutable object plus a manifest commit. It refuses to start while a reader (a mount, a
+//! restore, a check) holds a mark, since their lookups would fail while the index is rebuilt.
 
 use crate::archive::item::{ChunkRef, Item};
 use crate::archive::stream::ItemStreamWriter;
 use crate::archive::Archive;
 use crate::check::{self, CheckOptions, CheckReport};
 use crate::compress::Compression;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{Id, ObjectType};
-use crate::repository::{ArchiveEntry, Repository};
+use crate::repository::{lock, ArchiveEntry, Repository};
 use std::collections::{HashMap, HashSet};
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -42,6 +43,17 @@ pub struct RepairReport {
 }
 
 pub fn run(repo: &mut Repository, verify_data: bool, state_dir: Option<std::path::PathBuf>) -> Result<RepairReport> {
+    // The index is rebuilt from nothing: a mount, restore or check looking blobs up meanwhile
+    // would find them missing until the rebuild reached their packs.
+    let readers = lock::live_readers(repo.path());
+    if !readers.is_empty() {
+        return Err(Error::Usage(format!(
+            "the repository is being read by {} (a mount, restore or check), whose reads would fail while \
+             the index is rebuilt: unmount or wait for it (`garret break-lock` removes the marks of readers \
+             that died on another host); nothing was changed",
+            readers.join(", ")
+        )));
+    }
     let mut rep = RepairReport::default();
     let (indexed, unreadable) = repo.rebuild_index()?;
     rep.packs_indexed = indexed;

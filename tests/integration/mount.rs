@@ -523,6 +523,28 @@ fn compact_beside_a_mount_keeps_what_the_mount_shows_and_frees_the_rest() {
     assert_eq!(fs::read(env.path("out/kept/f")).unwrap(), xorshift(3 << 20, 75));
 }
 
+/// `check --repair` rebuilds the index from nothing, so it refuses while a reader holds a mark
+/// (its lookups would fail meanwhile), changes nothing, and runs once the reader is gone.
+#[test]
+fn check_repair_refuses_while_a_reader_holds_a_mark() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), xorshift(100_000, 171)).unwrap();
+    env.create_json("a", &["src"], &[]);
+    let ids = archive_ids(&env);
+    let mark = write_mark(&env, Some(&[ids["a"].as_str()]));
+    let before = immutable_files(&env.repo());
+    let index = fs::read(env.repo().join("index.sqlite")).unwrap();
+    let r = env.run(&["check", "--repair", &env.repo_str()]).code(2);
+    assert!(r.stderr.contains("being read by") && r.stderr.contains("break-lock"), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert_eq!(immutable_files(&env.repo()), before);
+    assert_eq!(fs::read(env.repo().join("index.sqlite")).unwrap(), index, "the index was rebuilt");
+    fs::remove_file(&mark).unwrap();
+    env.run(&["check", "--repair", &env.repo_str()]).ok();
+}
+
 /// A mount that starts while compact runs: compact goes on deleting if the mount shows only
 /// archives whose data it keeps, and stops deleting if it cannot tell (the packs it leaves are
 /// unindexed garbage, which the next compact deletes).
