@@ -95,4 +95,53 @@ fn main() {
     }
     report("open (AES + zstd + re-hash)", input.len(), t);
     println!("compressed to {:.1}% of input", z as f64 * 100.0 / input.len() as f64);
+    small_files(&keys);
+}
+
+/// Small files sealed one by one against sealed in bundles of up to 512 KiB, as create does:
+/// this crate's own sources (real text, a few KiB a file) 8 times over, or the files under 128
+/// KiB of the directory `GARRET_BENCH_SMALL` (say, `../shared/bench`'s tree) in walk order.
+fn small_files(keys: &Keys) {
+    let (dir, times) = match std::env::var("GARRET_BENCH_SMALL") {
+        Ok(d) => (d, 1),
+        Err(_) => (concat!(env!("CARGO_MANIFEST_DIR"), "/src").to_string(), 8),
+    };
+    let mut files: Vec<Vec<u8>> = Vec::new();
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let e = e.unwrap();
+        if e.file_type().is_file() && e.metadata().unwrap().len() <= 128 * 1024 {
+            files.push(std::fs::read(e.path()).unwrap());
+        }
+    }
+    let files: Vec<(Id, Vec<u8>)> =
+        (0..times).flat_map(|_| files.iter()).map(|f| (keys.blob_id(f), f.clone())).collect();
+    let bytes: usize = files.iter().map(|f| f.1.len()).sum();
+    println!("small files: {} of {} bytes on average", files.len(), bytes / files.len().max(1));
+    let t = Instant::now();
+    let alone: usize = files
+        .iter()
+        .map(|(id, f)| blob::seal(keys, ObjectType::Data, *id, f, Compression::Zstd(3)).envelope.len())
+        .sum();
+    report("seal small files, each alone", bytes, t);
+    let t = Instant::now();
+    let mut bundles = Vec::new();
+    let mut run: Vec<(Id, Vec<u8>)> = Vec::new();
+    for f in &files {
+        if !run.is_empty() && run.iter().map(|r| r.1.len()).sum::<usize>() + f.1.len() > 512 * 1024 {
+            bundles.push(blob::seal_bundle(keys, std::mem::take(&mut run), Compression::Zstd(3)));
+        }
+        run.push(f.clone());
+    }
+    bundles.push(blob::seal_bundle(keys, run, Compression::Zstd(3)));
+    let together: usize = bundles.iter().map(|b| b.envelope.len()).sum();
+    report("seal small files, bundled", bytes, t);
+    let t = Instant::now();
+    for b in &bundles {
+        let content = blob::open_bundle(keys, b.envelope.clone()).unwrap();
+        for m in &b.members {
+            blob::member(keys, &content, &m.id, m.start, m.len).unwrap();
+        }
+    }
+    report("open bundles (every member)", bytes, t);
+    println!("stored: each alone {alone} bytes, bundled {together} bytes");
 }

@@ -181,11 +181,13 @@ fn check_headers(
                 continue;
             }
         };
-        let by_id: HashMap<Id, &pack::PackEntry> = entries.iter().map(|e| (e.id, e)).collect();
+        // The index holds each blob's stored share (a bundle's envelope shared out).
+        let shares = pack::stored_shares(&entries);
+        let by_id: HashMap<Id, u32> = entries.iter().zip(shares).map(|(e, share)| (e.id, share)).collect();
         for (id, len) in &u.blobs {
             rep.blobs_checked += 1;
             match by_id.get(id) {
-                Some(e) if e.length == *len => {}
+                Some(share) if share == len => {}
                 Some(_) => {
                     rep.errors.push(format!(
                         "blob {} in pack {name}: index and pack header disagree on its length",
@@ -315,14 +317,34 @@ fn verify_pack(keys: &Keys, backend: &LocalBackend, name: &str) -> Result<PackVe
         let blob_area = tail - pack::header_length(&bytes[tail..], bytes.len() as u64, name)?;
         let name_ok = tiles_blob_area(&entries, blob_area as u64) || blake3::hash(bytes).to_hex().as_str() == name;
         let mut failures = vec![];
-        for e in &entries {
+        // Members of a bundle share its envelope, which is decrypted in place once: in offset
+        // order they come one after another, and the bundle opened for the first serves the rest.
+        let mut order: Vec<&pack::PackEntry> = entries.iter().collect();
+        order.sort_by_key(|e| (e.offset, e.within));
+        let mut bundle: Option<((u64, u32), std::result::Result<(), String>)> = None;
+        for e in order {
             // parse_pack checked that every entry lies within the pack.
             let env = &mut bytes[e.offset as usize..(e.offset + e.length as u64) as usize];
-            let kind = ObjectType::from_u8(e.kind).unwrap_or(ObjectType::Data);
-            match blob::verify_in_place(keys, kind, &e.id, env, scratch) {
-                Ok(n) if n as u32 == e.raw_length => {}
-                Ok(_) => failures.push((e.id, "plaintext length differs from the pack header".into())),
-                Err(err) => failures.push((e.id, err.to_string())),
+            let Some(start) = e.within else {
+                let kind = ObjectType::from_u8(e.kind).unwrap_or(ObjectType::Data);
+                match blob::verify_in_place(keys, kind, &e.id, env, scratch) {
+                    Ok(n) if n as u32 == e.raw_length => {}
+                    Ok(_) => failures.push((e.id, "plaintext length differs from the pack header".into())),
+                    Err(err) => failures.push((e.id, err.to_string())),
+                }
+                continue;
+            };
+            if bundle.as_ref().map(|b| b.0) != Some(e.span()) {
+                let opened = blob::open_bundle_in_place(keys, env, scratch).map_err(|err| err.to_string());
+                bundle = Some((e.span(), opened));
+            }
+            match &bundle.as_ref().expect("just set").1 {
+                Ok(()) => {
+                    if let Err(err) = blob::member(keys, scratch, &e.id, start, e.raw_length) {
+                        failures.push((e.id, err.to_string()));
+                    }
+                }
+                Err(why) => failures.push((e.id, why.clone())),
             }
         }
         Ok(PackVerdict { blobs: entries.len() as u64, bytes: bytes.len() as u64, failures, name_ok })
@@ -330,10 +352,13 @@ fn verify_pack(keys: &Keys, backend: &LocalBackend, name: &str) -> Result<PackVe
 }
 
 /// Whether `entries` cover the blob area (`0..blob_area`, before the header envelope) exactly:
-/// contiguous from offset 0, no gap, no overlap.
+/// contiguous from offset 0, no gap, no overlap (the entries of a bundle's members name the same
+/// envelope).
 fn tiles_blob_area(entries: &[pack::PackEntry], blob_area: u64) -> bool {
     let mut spans: Vec<(u64, u64)> = entries.iter().map(|e| (e.offset, e.length as u64)).collect();
     spans.sort_unstable();
+    // The members of a bundle share one envelope.
+    spans.dedup();
     let mut end = 0u64;
     for (offset, length) in spans {
         if offset != end {
@@ -428,6 +453,7 @@ mod tests {
                 offset,
                 length,
                 raw_length: 0,
+                within: None,
             })
             .collect()
     }
@@ -442,6 +468,8 @@ mod tests {
         assert!(!tiles_blob_area(&entries(&[(0, 100), (100, 50)]), 180), "bytes before the header");
         assert!(!tiles_blob_area(&entries(&[(10, 170)]), 180), "bytes at the start");
         assert!(!tiles_blob_area(&entries(&[]), 28), "no blob, some bytes");
+        // the members of a bundle name one envelope
+        assert!(tiles_blob_area(&entries(&[(0, 100), (100, 80), (0, 100), (0, 100)]), 180));
     }
 
     /// A pack of two blobs, with `gap` bytes between them; stored under its name.
@@ -460,6 +488,7 @@ mod tests {
                 offset: bytes.len() as u64,
                 length: b.envelope.len() as u32,
                 raw_length: b.raw_len,
+                within: None,
             });
             bytes.extend_from_slice(&b.envelope);
         }

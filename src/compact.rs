@@ -3,7 +3,8 @@
 //! Mark and sweep, no reference counters: the live set is computed from the current manifest's
 //! archives and those readers read (archive objects, their tree chunks, and every chunk their
 //! items name). Packs with no live blob are deleted; packs whose garbage exceeds the threshold are
-//! rewritten (their live envelopes copied as they are into new packs). Order, for crash safety:
+//! rewritten (their live envelopes copied as they are into new packs, and bundles holding dead
+//! blobs sealed again with their live ones only). Order, for crash safety:
 //! new packs are durable and indexed (pointing the moved blobs at them) before any old pack is
 //! removed from the index, and old pack files are deleted last. A crash at any point leaves every live blob readable.
 //!
@@ -18,9 +19,11 @@
 //! moves, the reader finds again through the shared index.
 
 use crate::archive::Archive;
+use crate::blob::{self, SealedBlob};
+use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::faults;
-use crate::id::Id;
+use crate::id::{Id, ObjectType};
 use crate::known::Marks;
 use crate::repository::{lock, Repository};
 use std::collections::{BTreeMap, HashSet};
@@ -265,8 +268,19 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
     let mut moved: HashSet<Id> = HashSet::new();
     for name in &rewrite {
         for b in repo.pack_envelopes(name)? {
-            if live.is_marked(&b.id) && moved.insert(b.id) {
+            if !b.is_bundle() {
+                if live.is_marked(&b.id) && moved.insert(b.id) {
+                    repo.add_moved(b)?;
+                }
+                continue;
+            }
+            let keep: Vec<blob::Member> =
+                b.members.iter().filter(|m| live.is_marked(&m.id) && !moved.contains(&m.id)).copied().collect();
+            moved.extend(keep.iter().map(|m| m.id));
+            if keep.len() == b.members.len() {
                 repo.add_moved(b)?;
+            } else if !keep.is_empty() {
+                repo.add_moved(rebundle(repo, b, &keep))?;
             }
         }
     }
@@ -319,6 +333,26 @@ pub fn run(repo: &mut Repository, opts: CompactOptions) -> Result<CompactStats> 
     }
     waiting(repo, &condemned, opts.grace, &mut st);
     Ok(st)
+}
+
+/// Bundle `b` sealed again with only its members `keep`, so that the space of the others is
+/// freed and their data is gone. Should the bundle not open (damage that `check` reports), it is
+/// copied as it is: its live members are no worse off than before.
+fn rebundle(repo: &Repository, b: SealedBlob, keep: &[blob::Member]) -> SealedBlob {
+    let keys = repo.keys();
+    let taken: Option<Vec<(Id, Vec<u8>)>> = blob::open_bundle(keys, b.envelope.clone()).ok().and_then(|content| {
+        keep.iter()
+            .map(|m| blob::member(keys, &content, &m.id, m.start, m.len).ok().map(|d| (m.id, d.to_vec())))
+            .collect()
+    });
+    match taken {
+        Some(mut chunks) if chunks.len() == 1 => {
+            let (id, data) = chunks.pop().expect("one");
+            blob::seal(keys, ObjectType::Data, id, &data, Compression::default())
+        }
+        Some(chunks) => blob::seal_bundle(keys, chunks, Compression::default()),
+        None => b,
+    }
 }
 
 /// Fill in what stays condemned after this run.

@@ -95,6 +95,9 @@ pub enum ObjectType {
     Tree = 2,
     /// An archive object.
     Archive = 3,
+    /// A bundle: several small data chunks compressed and sealed together (format version 2).
+    /// Only envelopes have this type; pack entries name the chunks inside it as data blobs.
+    Bundle = 4,
     /// A pack header.
     PackHeader = 16,
     /// The manifest.
@@ -107,6 +110,7 @@ impl ObjectType {
             1 => ObjectType::Data,
             2 => ObjectType::Tree,
             3 => ObjectType::Archive,
+            4 => ObjectType::Bundle,
             16 => ObjectType::PackHeader,
             32 => ObjectType::Manifest,
             _ => return None,

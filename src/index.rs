@@ -13,7 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2: `within` and `stored` (bundles, format version 2). A cache of another version is rebuilt.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Where a blob lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,12 +24,16 @@ pub struct Location {
     pub offset: u64,
     pub length: u32,
     pub raw_length: u32,
+    /// For a blob in a bundle: where it starts in the bundle's content (`offset` and `length`
+    /// are the bundle's envelope).
+    pub within: Option<u32>,
 }
 
 /// What the index records of one pack.
 #[derive(Clone, Debug, Default)]
 pub struct PackUsage {
     pub size: u64,
+    /// Each blob's id and stored bytes (for blobs in a bundle, their share of its envelope).
     pub blobs: Vec<(Id, u32)>,
 }
 
@@ -121,7 +126,9 @@ CREATE TABLE IF NOT EXISTS blobs (
     pack INTEGER NOT NULL REFERENCES packs(pack),
     offset INTEGER NOT NULL,
     length INTEGER NOT NULL,        -- envelope length
-    raw_length INTEGER NOT NULL     -- uncompressed plaintext length
+    raw_length INTEGER NOT NULL,    -- uncompressed plaintext length
+    within INTEGER,                 -- in a bundle: start in its content; else NULL
+    stored INTEGER NOT NULL         -- stored bytes counted for it (its share of a bundle)
 ) WITHOUT ROWID;
 -- No index on blobs(pack): it was 40 % of the file and slowed every insert, for the sake of
 -- removing packs, which is rare and done in batches with one scan of the table.
@@ -129,7 +136,7 @@ DROP INDEX IF EXISTS blobs_by_pack;
 ";
 
 const LOOKUP_SQL: &str =
-    "SELECT p.name, b.kind, b.offset, b.length, b.raw_length FROM blobs b JOIN packs p ON p.pack = b.pack WHERE b.id = ?1";
+    "SELECT p.name, b.kind, b.offset, b.length, b.raw_length, b.within FROM blobs b JOIN packs p ON p.pack = b.pack WHERE b.id = ?1";
 
 /// A [`LOOKUP_SQL`] row.
 fn location_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Location> {
@@ -139,6 +146,7 @@ fn location_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Location> {
         offset: r.get::<_, i64>(2)? as u64,
         length: r.get(3)?,
         raw_length: r.get(4)?,
+        within: r.get(5)?,
     })
 }
 
@@ -273,6 +281,7 @@ impl Index {
             numbers.push(pack);
         }
         let entry = |&(_, p, e): &(u64, u32, u32)| &packs[p as usize].2[e as usize];
+        let shares: Vec<Vec<u32>> = packs.iter().map(|p| crate::pack::stored_shares(p.2)).collect();
         // Each row carries its id's first 8 bytes, so most comparisons need no lookup.
         let mut rows: Vec<(u64, u32, u32)> = packs
             .iter()
@@ -284,12 +293,22 @@ impl Index {
             })
             .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| entry(a).id.cmp(&entry(b).id)));
-        let mut ignore = tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
-        let mut replace = tx.prepare_cached("INSERT OR REPLACE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        let mut ignore = tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
+        let mut replace = tx.prepare_cached("INSERT OR REPLACE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
         for row in &rows {
             let e = entry(row);
+            let stored = shares[row.1 as usize][row.2 as usize];
             let st = if packs[row.1 as usize].3 { &mut replace } else { &mut ignore };
-            st.execute(params![&e.id.0[..], e.kind, numbers[row.1 as usize], e.offset as i64, e.length, e.raw_length])?;
+            st.execute(params![
+                &e.id.0[..],
+                e.kind,
+                numbers[row.1 as usize],
+                e.offset as i64,
+                e.length,
+                e.raw_length,
+                e.within,
+                stored
+            ])?;
         }
         drop((ignore, replace));
         tx.commit()?;
@@ -366,11 +385,12 @@ impl Index {
         Ok(st.query_row([&id.0[..]], location_of).optional()?)
     }
 
-    /// Every indexed blob with its stored (envelope) length: the in-memory dedup set of create.
+    /// Every indexed blob with its stored length (its envelope, or its share of a bundle's): the
+    /// in-memory dedup set of create.
     pub fn known_blobs(&self) -> Result<KnownBlobs> {
         let conn = self.conn();
         // In id order: the table is keyed by id, so this is a plain scan.
-        let mut st = conn.prepare("SELECT id, length FROM blobs ORDER BY id")?;
+        let mut st = conn.prepare("SELECT id, stored FROM blobs ORDER BY id")?;
         let mut out = Vec::new();
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
@@ -381,7 +401,7 @@ impl Index {
         Ok(KnownBlobs::from_rows(out))
     }
 
-    /// Every pack with its size and the (id, envelope length) of the blobs indexed in it.
+    /// Every pack with its size and the (id, stored length) of the blobs indexed in it.
     pub fn pack_usage(&self) -> Result<Vec<(String, PackUsage)>> {
         let mut packs: HashMap<i64, (String, PackUsage)> = HashMap::new();
         let conn = self.conn();
@@ -391,7 +411,7 @@ impl Index {
             packs.insert(r.get(0)?, (r.get(1)?, PackUsage { size: r.get::<_, i64>(2)? as u64, blobs: vec![] }));
         }
         drop(rows);
-        let mut st = conn.prepare("SELECT pack, id, length FROM blobs")?;
+        let mut st = conn.prepare("SELECT pack, id, stored FROM blobs")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             let id: Vec<u8> = r.get(1)?;
@@ -420,7 +440,7 @@ mod tests {
         let repo = Id([5; 32]);
         let (mut ix, fresh) = Index::open(&p, &repo).unwrap();
         assert!(fresh);
-        let e = PackEntry { kind: 1, id: Id([9; 32]), offset: 10, length: 40, raw_length: 12 };
+        let e = PackEntry { kind: 1, id: Id([9; 32]), offset: 10, length: 40, raw_length: 12, within: None };
         ix.add_pack("aa", 100, std::slice::from_ref(&e)).unwrap();
         assert_eq!(ix.lookup(&e.id).unwrap().unwrap().offset, 10);
         assert_eq!(ix.known_blobs().unwrap().len(), 1);
@@ -448,8 +468,12 @@ mod tests {
         let open = || Index::open_stamped(&p, &repo, Some(&stamp)).unwrap();
         let (mut ix, fresh) = open();
         assert!(fresh && ix.checked);
-        ix.add_pack("aa", 100, &[PackEntry { kind: 1, id: Id([9; 32]), offset: 10, length: 40, raw_length: 12 }])
-            .unwrap();
+        ix.add_pack(
+            "aa",
+            100,
+            &[PackEntry { kind: 1, id: Id([9; 32]), offset: 10, length: 40, raw_length: 12, within: None }],
+        )
+        .unwrap();
         drop(ix);
         let (ix, fresh) = open();
         assert!(!fresh && !ix.checked, "an index this client left as it is was checked again");
@@ -492,7 +516,14 @@ mod tests {
     fn remove_packs_drops_exactly_their_blobs() {
         let d = tempfile::tempdir().unwrap();
         let (mut ix, _) = Index::open(&d.path().join("index.sqlite"), &Id([5; 32])).unwrap();
-        let entry = |b: u8, offset: u64| PackEntry { kind: 1, id: Id([b; 32]), offset, length: 40, raw_length: 12 };
+        let entry = |b: u8, offset: u64| PackEntry {
+            kind: 1,
+            id: Id([b; 32]),
+            offset,
+            length: 40,
+            raw_length: 12,
+            within: None,
+        };
         ix.add_pack("p1", 100, &[entry(1, 0), entry(2, 40)]).unwrap();
         ix.add_pack("p2", 100, &[entry(3, 0)]).unwrap();
         ix.add_pack("p3", 100, &[entry(4, 0), entry(5, 40)]).unwrap();
@@ -513,7 +544,14 @@ mod tests {
     fn add_packs_keeps_first_locations_and_lets_moved_blobs_replace() {
         let d = tempfile::tempdir().unwrap();
         let (mut ix, _) = Index::open(&d.path().join("index.sqlite"), &Id([5; 32])).unwrap();
-        let entry = |b: u8, offset: u64| PackEntry { kind: 1, id: Id([b; 32]), offset, length: 40, raw_length: 12 };
+        let entry = |b: u8, offset: u64| PackEntry {
+            kind: 1,
+            id: Id([b; 32]),
+            offset,
+            length: 40,
+            raw_length: 12,
+            within: None,
+        };
         let p1 = [entry(9, 0), entry(3, 40), entry(7, 80)];
         let p2 = [entry(7, 0), entry(1, 40)];
         let moved = [entry(3, 0)];
@@ -541,8 +579,12 @@ mod tests {
         let p = d.path().join("index.sqlite");
         let repo = Id([5; 32]);
         let (mut ix, _) = Index::open(&p, &repo).unwrap();
-        ix.add_pack("p1", 100, &[PackEntry { kind: 1, id: Id([1; 32]), offset: 0, length: 40, raw_length: 12 }])
-            .unwrap();
+        ix.add_pack(
+            "p1",
+            100,
+            &[PackEntry { kind: 1, id: Id([1; 32]), offset: 0, length: 40, raw_length: 12, within: None }],
+        )
+        .unwrap();
         drop(ix);
         let index_count = |conn: &Connection| -> i64 {
             conn.query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'blobs_by_pack'", [], |r| r.get(0)).unwrap()

@@ -36,6 +36,39 @@ pub struct PackEntry {
     /// Length of the uncompressed plaintext.
     #[serde(rename = "u")]
     pub raw_length: u32,
+    /// For a data blob stored in a bundle (format version 2): where its `raw_length` bytes start
+    /// in the bundle's content; `o` and `l` are then the bundle's envelope, which every member
+    /// of the bundle shares.
+    #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<u32>,
+}
+
+impl PackEntry {
+    /// Where the entry's envelope lies in its pack.
+    pub fn span(&self) -> (u64, u32) {
+        (self.offset, self.length)
+    }
+}
+
+/// The stored bytes counted for each entry of a pack header: an envelope's own length for a
+/// blob, and for members of a bundle (entries sharing an envelope) that envelope shared out in
+/// proportion to their lengths ([`crate::blob::shares`]), in the order of their `within`.
+pub fn stored_shares(entries: &[PackEntry]) -> Vec<u32> {
+    let mut out: Vec<u32> = entries.iter().map(|e| e.length).collect();
+    let mut bundles: std::collections::HashMap<(u64, u32), Vec<usize>> = std::collections::HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if e.within.is_some() {
+            bundles.entry(e.span()).or_default().push(i);
+        }
+    }
+    for ((_, length), mut members) in bundles {
+        members.sort_by_key(|&i| (entries[i].within, i));
+        let lens: Vec<u32> = members.iter().map(|&i| entries[i].raw_length).collect();
+        for (i, share) in members.into_iter().zip(crate::blob::shares(length, &lens)) {
+            out[i] = share;
+        }
+    }
+    out
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,11 +88,14 @@ const HEADER_ID: Id = Id([0; 32]);
 pub struct PackBuilder {
     blobs: Vec<SealedBlob>,
     size: usize,
+    /// Header entries the blobs make (a bundle one per member).
+    entries: usize,
 }
 
 impl PackBuilder {
     pub fn add(&mut self, b: SealedBlob) {
         self.size += b.envelope.len();
+        self.entries += b.members.len().max(1);
         self.blobs.push(b);
     }
     pub fn size(&self) -> usize {
@@ -69,7 +105,7 @@ impl PackBuilder {
         self.blobs.is_empty()
     }
     pub fn is_full(&self) -> bool {
-        self.size >= TARGET_PACK_SIZE || self.blobs.len() >= MAX_BLOBS_PER_PACK / 2
+        self.size >= TARGET_PACK_SIZE || self.entries >= MAX_BLOBS_PER_PACK / 2
     }
 
     /// Shuffle the blobs, lay them out, append the sealed header; returns the file's bytes as
@@ -78,16 +114,30 @@ impl PackBuilder {
     pub fn finish(mut self, keys: &Keys) -> (Vec<Vec<u8>>, Vec<PackEntry>) {
         shuffle(&mut self.blobs);
         let mut parts = Vec::with_capacity(self.blobs.len() + 2);
-        let mut entries = Vec::with_capacity(self.blobs.len());
+        let mut entries = Vec::with_capacity(self.entries);
         let mut offset = 0u64;
         for b in self.blobs {
-            entries.push(PackEntry {
-                kind: b.kind as u8,
-                id: b.id,
-                offset,
-                length: b.envelope.len() as u32,
-                raw_length: b.raw_len,
-            });
+            let length = b.envelope.len() as u32;
+            if b.members.is_empty() {
+                entries.push(PackEntry {
+                    kind: b.kind as u8,
+                    id: b.id,
+                    offset,
+                    length,
+                    raw_length: b.raw_len,
+                    within: None,
+                });
+            }
+            for m in &b.members {
+                entries.push(PackEntry {
+                    kind: ObjectType::Data as u8,
+                    id: m.id,
+                    offset,
+                    length,
+                    raw_length: m.len,
+                    within: Some(m.start),
+                });
+            }
             offset += b.envelope.len() as u64;
             parts.push(b.envelope);
         }
@@ -143,7 +193,11 @@ pub fn decode_header(keys: &Keys, envelope: &[u8], blob_area: u64, what: &str) -
     for e in &h.blobs {
         let in_bounds = e.offset.checked_add(e.length as u64).is_some_and(|end| end <= blob_area);
         let kind_ok = ObjectType::from_u8(e.kind).is_some_and(|k| k.is_blob());
-        if !in_bounds || !kind_ok || (e.length as usize) < ENVELOPE_OVERHEAD {
+        // A bundle member is a data blob lying within the 16 MiB a bundle may hold.
+        let member_ok = e.within.is_none_or(|w| {
+            e.kind == ObjectType::Data as u8 && (w as u64 + e.raw_length as u64) <= crate::blob::MAX_BLOB_SIZE as u64
+        });
+        if !in_bounds || !kind_ok || !member_ok || (e.length as usize) < ENVELOPE_OVERHEAD {
             return Err(Error::malformed(format!("header of pack {what}"), format!("bad entry for blob {}", e.id)));
         }
     }
@@ -215,5 +269,41 @@ mod tests {
         bad[n - 10] ^= 0x40;
         assert!(parse_pack(&keys, &bad, "test").is_err());
         assert!(parse_pack(&keys, &bytes[..3], "test").is_err());
+    }
+
+    #[test]
+    fn a_bundle_is_listed_once_per_member_and_its_envelope_shared_out() {
+        let keys = Keys::derive(&MasterKey::generate(), Id([1; 32]), 2);
+        let chunks: Vec<(Id, Vec<u8>)> = (0..4u32)
+            .map(|i| {
+                let d = format!("small file {i}, ").repeat(30 + i as usize).into_bytes();
+                (keys.blob_id(&d), d)
+            })
+            .collect();
+        let mut pb = PackBuilder::default();
+        pb.add(blob::seal_bundle(&keys, chunks.clone(), Compression::Zstd(3)));
+        let big = b"a blob of its own ".repeat(100);
+        pb.add(blob::seal(&keys, ObjectType::Data, keys.blob_id(&big), &big, Compression::Zstd(3)));
+        let (parts, entries) = pb.finish(&keys);
+        let bytes = parts.concat();
+        let parsed = parse_pack(&keys, &bytes, "test").unwrap();
+        assert_eq!(parsed, entries);
+        assert_eq!(parsed.len(), 5);
+        let members: Vec<&PackEntry> = parsed.iter().filter(|e| e.within.is_some()).collect();
+        assert_eq!(members.len(), 4);
+        assert!(members.iter().all(|e| e.span() == members[0].span() && e.kind == 1));
+        let shares = stored_shares(&parsed);
+        let bundle_len = members[0].length;
+        let member_total: u32 = parsed.iter().zip(&shares).filter(|(e, _)| e.within.is_some()).map(|(_, s)| s).sum();
+        assert_eq!(member_total, bundle_len);
+        let plain = parsed.iter().position(|e| e.within.is_none()).unwrap();
+        assert_eq!(shares[plain], parsed[plain].length);
+        // Each member comes out of the bundle's content whole.
+        let env = &bytes[members[0].offset as usize..][..bundle_len as usize];
+        let content = blob::open_bundle(&keys, env.to_vec()).unwrap();
+        for (id, d) in &chunks {
+            let e = parsed.iter().find(|e| e.id == *id).unwrap();
+            assert_eq!(blob::member(&keys, &content, id, e.within.unwrap(), e.raw_length).unwrap(), &d[..]);
+        }
     }
 }

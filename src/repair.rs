@@ -71,8 +71,9 @@ pub fn run(repo: &mut Repository, verify_data: bool, state_dir: Option<std::path
     for name in rep.check.damaged_packs.keys() {
         if let Ok(blobs) = repo.pack_envelopes(name) {
             for b in blobs {
-                if !bad_set.contains(&b.id) && crate::blob::open(repo.keys(), b.kind, &b.id, &b.envelope).is_ok() {
-                    rep.blobs_salvaged += 1;
+                let stored = b.stored();
+                if stored.iter().all(|s| !bad_set.contains(&s.0)) && crate::blob::opens(repo.keys(), &b) {
+                    rep.blobs_salvaged += stored.len();
                     repo.add_moved(b)?;
                 }
             }

@@ -1,6 +1,8 @@
-//! `garret upgrade REPO`: borg's format upgrades. A garret repository has one format version so
-//! far, and authenticates its manifests and archives always (borg's "TAM"), so there is nothing
-//! to upgrade; the command says so, and refuses to switch authentication off.
+//! `garret upgrade REPO`: borg's format upgrades. A garret repository authenticates its manifests
+//! and archives always (borg's "TAM"), and a version-1 repository is read and written as it is
+//! (it only stores small files without bundles: changing its version would mean re-encrypting
+//! every object, whose AAD names the version), so there is nothing to upgrade; the command says
+//! so, and refuses to switch authentication off.
 
 use super::common::{self, GlobalArgs};
 use super::{location, Outcome};
@@ -45,6 +47,15 @@ pub fn run(_g: &GlobalArgs, a: &UpgradeArgs) -> Result<Outcome> {
             "{}",
             serde_json::json!({ "repository": loc.repo.display().to_string(), "format_version": c.version, "upgraded": false })
         );
+    } else if c.version < garret::repository::FORMAT_VERSION {
+        common::info(&format!(
+            "{}: garret repository format version {}, read and written as it is (new repositories are version {}, \
+             which also stores small files together in bundles); manifests and archives are always authenticated. \
+             Nothing to upgrade.",
+            loc.repo.display(),
+            c.version,
+            garret::repository::FORMAT_VERSION
+        ));
     } else {
         common::info(&format!(
             "{}: garret repository format version {} is current; manifests and archives are always \

@@ -6,8 +6,9 @@ use crate::id::Id;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The format version this binary writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this binary writes and the newest it reads. 2: bundles (repo-format.md
+/// section 8.1); version-1 repositories are read and written as they are, without bundles.
+pub const FORMAT_VERSION: u32 = 2;
 pub const FORMAT_NAME: &str = "garret-repository";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

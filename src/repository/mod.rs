@@ -7,6 +7,7 @@
 //! pack files on every open, so a crash between any two steps loses nothing that was durable:
 //! packs written by a killed run are indexed by the next open and their blobs reused.
 
+pub mod bundles;
 pub mod condemned;
 pub mod config;
 pub mod keys;
@@ -97,6 +98,8 @@ pub struct Repository {
     /// [`set_condemned`](Self::set_condemned).
     condemned: condemned::Condemned,
     written: WriteStats,
+    /// Bundles opened lately, for reads of their other members.
+    bundles: bundles::BundleCache,
     // Declared last: dropped after the writer thread has finished.
     _lock: Option<Lock>,
 }
@@ -266,6 +269,7 @@ impl Repository {
             unindexed: Vec::new(),
             condemned: Default::default(),
             written: WriteStats::default(),
+            bundles: Default::default(),
             _lock: lock,
         };
         repo.remember_manifest(opts.adopt)?;
@@ -281,6 +285,12 @@ impl Repository {
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// Whether small data chunks may be stored in bundles: format version 2 and later (a
+    /// version-1 repository stays readable by the garret that made it).
+    pub fn writes_bundles(&self) -> bool {
+        self.config.version >= 2
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -457,7 +467,8 @@ impl Repository {
     }
 
     /// Load and verify many data blobs at once, decrypting and decompressing on all cores
-    /// (extract). Results come back in the order of `ids`.
+    /// (extract). Results come back in the order of `ids`. Blobs of one bundle are taken out by
+    /// one thread, one after another, so that the bundle is opened once.
     pub fn load_many(&self, kind: ObjectType, ids: &[Id]) -> Vec<Result<Vec<u8>>> {
         use rayon::prelude::*;
         let located: Vec<Result<index::Location>> = match self.index.lookup_many(ids) {
@@ -468,20 +479,48 @@ impl Repository {
             }
         };
         crate::faults::pause_point("blobs-located");
-        let (keys, backend) = (&self.keys, &self.backend);
-        let results: Vec<(Result<Vec<u8>>, Option<index::Location>)> = ids
+        // Positions of `ids`, grouped by bundle (every other blob in a group of its own).
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut bundle_group: std::collections::HashMap<(&str, u64), usize> = std::collections::HashMap::new();
+        for (i, loc) in located.iter().enumerate() {
+            match loc {
+                Ok(l) if l.within.is_some() => match bundle_group.entry((l.pack.as_str(), l.offset)) {
+                    std::collections::hash_map::Entry::Occupied(g) => groups[*g.get()].push(i),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(groups.len());
+                        groups.push(vec![i]);
+                    }
+                },
+                _ => groups.push(vec![i]),
+            }
+        }
+        let loaded: Vec<Vec<(usize, Result<Vec<u8>>)>> = groups
             .par_iter()
-            .zip(located)
-            .map(|(id, loc)| match loc {
-                Ok(loc) => (load_located(keys, backend, kind, id, &loc), Some(loc)),
-                Err(e) => (Err(e), None),
+            .map(|group| {
+                group
+                    .iter()
+                    .map(|&i| {
+                        let r = match &located[i] {
+                            Ok(loc) => self
+                                .load_located(kind, &ids[i], loc)
+                                .or_else(|e| self.reload_if_moved(kind, &ids[i], loc, e)),
+                            Err(e) => Err(Error::malformed("index", e.to_string())),
+                        };
+                        (i, r)
+                    })
+                    .collect()
             })
             .collect();
-        ids.iter()
-            .zip(results)
-            .map(|(id, (r, loc))| match (r, loc) {
-                (Err(e), Some(loc)) => self.reload_if_moved(kind, id, &loc, e),
-                (r, _) => r,
+        let mut out: Vec<Option<Result<Vec<u8>>>> = ids.iter().map(|_| None).collect();
+        for (i, r) in loaded.into_iter().flatten() {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .zip(located)
+            .map(|(r, loc)| match loc {
+                // The lookup's own error, as it was (not re-wrapped above).
+                Err(e) => Err(e),
+                Ok(_) => r.expect("every position is in one group"),
             })
             .collect()
     }
@@ -499,7 +538,7 @@ impl Repository {
     /// Load and verify blob `id` of type `kind`.
     pub fn load_blob(&self, kind: ObjectType, id: &Id) -> Result<Vec<u8>> {
         let loc = self.index.lookup(id)?.ok_or_else(|| Error::MissingBlob(id.hex()))?;
-        load_located(&self.keys, &self.backend, kind, id, &loc).or_else(|e| self.reload_if_moved(kind, id, &loc, e))
+        self.load_located(kind, id, &loc).or_else(|e| self.reload_if_moved(kind, id, &loc, e))
     }
 
     /// A load failed because its pack is gone: a compact in another process moved the blob
@@ -509,33 +548,47 @@ impl Repository {
             return Err(err);
         }
         match self.index.lookup(id) {
-            Ok(Some(now)) if now.pack != loc.pack => load_located(&self.keys, &self.backend, kind, id, &now),
+            Ok(Some(now)) if now.pack != loc.pack => self.load_located(kind, id, &now),
             _ => Err(err),
         }
     }
 }
 
-/// Read and open a blob whose location is known.
-fn load_located(
-    keys: &Keys,
-    backend: &LocalBackend,
-    kind: ObjectType,
-    id: &Id,
-    loc: &index::Location,
-) -> Result<Vec<u8>> {
-    if loc.kind != kind as u8 {
-        return Err(Error::integrity(
-            format!("blob {}", id.hex()),
-            format!("indexed as type {}, expected {:?}", loc.kind, kind),
-        ));
+impl Repository {
+    /// Read and open a blob whose location is known; a blob in a bundle is taken out of the
+    /// bundle's content, opened once for all its members while it stays in the cache.
+    fn load_located(&self, kind: ObjectType, id: &Id, loc: &index::Location) -> Result<Vec<u8>> {
+        if loc.kind != kind as u8 {
+            return Err(Error::integrity(
+                format!("blob {}", id.hex()),
+                format!("indexed as type {}, expected {:?}", loc.kind, kind),
+            ));
+        }
+        let in_pack = |e: Error| match e {
+            Error::Integrity { what, detail } => {
+                Error::Integrity { what: format!("{what} in pack {}", loc.pack), detail }
+            }
+            other => other,
+        };
+        let read = || {
+            self.backend.get_range(&Self::pack_key(&loc.pack), loc.offset, loc.length as usize).map_err(|e| {
+                Error::integrity(format!("{kind:?} blob {} in pack {}", id.hex(), loc.pack), e.to_string())
+            })
+        };
+        let Some(start) = loc.within else {
+            return blob::open_owned(&self.keys, kind, id, read()?).map_err(in_pack);
+        };
+        let content = self
+            .bundles
+            .get_or_open(&loc.pack, loc.offset, || blob::open_bundle(&self.keys, read()?))
+            .map_err(|e| match e {
+                Error::Integrity { detail, .. } => {
+                    Error::integrity(format!("{kind:?} blob {} (in a bundle) in pack {}", id.hex(), loc.pack), detail)
+                }
+                other => other,
+            })?;
+        blob::member(&self.keys, &content, id, start, loc.raw_length).map(|b| b.to_vec()).map_err(in_pack)
     }
-    let env = backend
-        .get_range(&Repository::pack_key(&loc.pack), loc.offset, loc.length as usize)
-        .map_err(|e| Error::integrity(format!("{kind:?} blob {} in pack {}", id.hex(), loc.pack), e.to_string()))?;
-    blob::open_owned(keys, kind, id, env).map_err(|e| match e {
-        Error::Integrity { what, detail } => Error::Integrity { what: format!("{what} in pack {}", loc.pack), detail },
-        other => other,
-    })
 }
 
 impl Repository {
@@ -553,10 +606,12 @@ impl Repository {
     /// The caller has checked [`known_blobs`](Self::known_blobs) already.
     pub fn add_sealed(&mut self, b: SealedBlob) -> Result<()> {
         let slot = if b.kind == ObjectType::Data { Slot::Data } else { Slot::Meta };
-        let len = b.envelope.len() as u32;
-        let id = b.id;
+        let stored = b.stored();
         self.pending[slot as usize].add(b);
-        self.known_blobs()?.insert(id, len);
+        let known = self.known_blobs()?;
+        for (id, _, share) in stored {
+            known.insert(id, share);
+        }
         if self.pending[slot as usize].is_full() {
             self.flush_slot(slot)?;
         }
@@ -648,19 +703,35 @@ impl Repository {
         self.index_written(true)
     }
 
-    /// Every blob of pack `name` as stored (the pack is read whole and its header checked).
+    /// Every blob and bundle of pack `name` as stored (the pack is read whole and its header
+    /// checked), a bundle once with its members in content order.
     pub fn pack_envelopes(&self, name: &str) -> Result<Vec<SealedBlob>> {
         let bytes = self.backend.get(&Self::pack_key(name))?;
         let entries = pack::parse_pack(&self.keys, &bytes, name)?;
-        entries
-            .into_iter()
-            .map(|e| {
-                let kind =
-                    ObjectType::from_u8(e.kind).ok_or_else(|| Error::malformed(format!("pack {name}"), "blob type"))?;
-                let envelope = bytes[e.offset as usize..(e.offset + e.length as u64) as usize].to_vec();
-                Ok(SealedBlob { id: e.id, kind, raw_len: e.raw_length, envelope })
-            })
-            .collect()
+        let mut out: Vec<SealedBlob> = Vec::new();
+        let mut bundle_at: std::collections::HashMap<(u64, u32), usize> = std::collections::HashMap::new();
+        for e in entries {
+            let kind =
+                ObjectType::from_u8(e.kind).ok_or_else(|| Error::malformed(format!("pack {name}"), "blob type"))?;
+            let member = e.within.map(|start| blob::Member { id: e.id, start, len: e.raw_length });
+            if let (Some(m), Some(&at)) = (member, bundle_at.get(&e.span())) {
+                out[at].members.push(m);
+                continue;
+            }
+            let envelope = bytes[e.offset as usize..(e.offset + e.length as u64) as usize].to_vec();
+            match member {
+                Some(m) => {
+                    bundle_at.insert(e.span(), out.len());
+                    out.push(SealedBlob { id: blob::BUNDLE_ID, kind, raw_len: 0, envelope, members: vec![m] });
+                }
+                None => out.push(SealedBlob { id: e.id, kind, raw_len: e.raw_length, envelope, members: vec![] }),
+            }
+        }
+        for b in out.iter_mut().filter(|b| b.is_bundle()) {
+            b.members.sort_by_key(|m| m.start);
+            b.raw_len = b.members.iter().map(|m| m.start.saturating_add(m.len)).max().unwrap_or(0);
+        }
+        Ok(out)
     }
 
     /// Remove a pack from the index (its blobs indexed elsewhere stay).

@@ -80,7 +80,10 @@ fn not_a_repository() {
 fn unknown_format_version() {
     let env = setup();
     let cfg = env.repo().join("config");
-    let text = fs::read_to_string(&cfg).unwrap().replace("\"version\": 1", "\"version\": 2");
+    let now = garret::repository::FORMAT_VERSION;
+    let text =
+        fs::read_to_string(&cfg).unwrap().replace(&format!("\"version\": {now}"), &format!("\"version\": {}", now + 1));
+    assert!(text.contains(&format!("\"version\": {}", now + 1)));
     fs::write(&cfg, &text).unwrap();
     let before = immutable_files(&env.repo());
     let r = env.run(&["create", &env.archive("x"), "src"]);

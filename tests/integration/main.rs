@@ -3,6 +3,7 @@
 mod support;
 
 mod bad_input;
+mod bundles;
 mod check;
 mod compat;
 mod concurrency;

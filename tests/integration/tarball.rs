@@ -148,8 +148,15 @@ fn export_tar_of_many_small_files_is_exact_and_a_damaged_one_is_named() {
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, loc.offset + 20).unwrap();
     f.write_all_at(&[b[0] ^ 1], loc.offset + 20).unwrap();
+    // The small files are stored in bundles: the flipped byte damages every file of its bundle,
+    // and the export stops at the first of them it meets.
+    let repo = open_repo(&env);
+    let (entries, _) = repo.read_pack_header(&loc.pack).unwrap();
+    let damaged: Vec<String> = entries.iter().filter(|e| e.offset == loc.offset).map(|e| e.id.hex()).collect();
+    drop(repo);
+    assert!(damaged.contains(&it.chunks[0].0.hex()));
     let r = env.run(&["export-tar", &env.archive("a"), &env.path("b.tar").display().to_string()]).code(2);
-    assert!(r.stderr.contains(&it.chunks[0].0.hex()), "names the damaged chunk: {}", r.stderr);
+    assert!(damaged.iter().any(|id| r.stderr.contains(id)), "names a damaged chunk: {}", r.stderr);
     assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
 }
 
