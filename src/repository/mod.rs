@@ -530,8 +530,12 @@ impl Repository {
     /// are skipped; the load reports them.
     pub fn prefetch(&self, ids: &[Id]) {
         let Ok(locs) = self.index.lookup_many(ids) else { return };
+        // The members of a bundle share its envelope: read ahead once.
+        let mut seen = std::collections::HashSet::new();
         for loc in locs.into_iter().flatten() {
-            self.backend.prefetch(&Self::pack_key(&loc.pack), loc.offset, loc.length as u64);
+            if loc.within.is_none() || seen.insert((loc.pack.clone(), loc.offset)) {
+                self.backend.prefetch(&Self::pack_key(&loc.pack), loc.offset, loc.length as u64);
+            }
         }
     }
 
