@@ -91,7 +91,7 @@ fn seal_envelope(keys: &Keys, kind: ObjectType, id: &Id, data: &[u8], c: Compres
     let room = NONCE_LEN + compress::padme(FRAME_HEADER + zstd::zstd_safe::compress_bound(data.len())) + TAG_LEN;
     let mut buf = Vec::with_capacity(room);
     buf.resize(head, 0);
-    let marker = compress::compress_append(c, data, &mut buf);
+    let marker = compress::compress_append_as(c, data, kind == ObjectType::Bundle, &mut buf);
     if marker == compress::MARKER_NONE {
         buf.extend_from_slice(data);
     }

@@ -130,6 +130,14 @@ impl<R: Read> Chunker<R> {
             return Ok(Some(vec![0u8; n]));
         }
         let n = self.params.first_cut(&self.buf[self.start..self.end], self.seed);
+        if self.start == 0 && n == self.end && self.eof && self.buf.len() <= n + n / 8 + 64 {
+            // The whole input in one chunk (a small file, read into a buffer of its size): hand
+            // over the buffer itself instead of a copy (1 % of a cold create's CPU).
+            self.buf.truncate(n);
+            self.start = 0;
+            self.end = 0;
+            return Ok(Some(std::mem::take(&mut self.buf)));
+        }
         let chunk = self.buf[self.start..self.start + n].to_vec();
         self.start += n;
         Ok(Some(chunk))
@@ -169,6 +177,19 @@ pub(crate) mod tests {
             b[..n].copy_from_slice(&self.0[..n]);
             self.0 = &self.0[n..];
             Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_small_input_comes_back_whole_once() {
+        for n in [1usize, 100, 4095, 4096, 5000, 200_000] {
+            let data = pseudo_random(n, 7);
+            for hint in [Some(n as u64), None, Some(n as u64 / 2)] {
+                let mut c = Chunker::new(Dribble(&data), DATA_PARAMS, 5, hint);
+                assert_eq!(c.next_chunk().unwrap().as_deref(), Some(&data[..]), "{n} bytes, hint {hint:?}");
+                assert!(c.next_chunk().unwrap().is_none());
+                assert!(c.next_chunk().unwrap().is_none());
+            }
         }
     }
 
