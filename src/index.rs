@@ -433,6 +433,11 @@ impl Index {
 mod tests {
     use super::*;
 
+    /// A 40-byte data blob `b` at `offset` of its pack.
+    fn entry(b: u8, offset: u64) -> PackEntry {
+        PackEntry { kind: 1, id: Id([b; 32]), offset, length: 40, raw_length: 12, within: None }
+    }
+
     #[test]
     fn add_lookup_remove_and_rebuild_on_garbage() {
         let d = tempfile::tempdir().unwrap();
@@ -516,14 +521,6 @@ mod tests {
     fn remove_packs_drops_exactly_their_blobs() {
         let d = tempfile::tempdir().unwrap();
         let (mut ix, _) = Index::open(&d.path().join("index.sqlite"), &Id([5; 32])).unwrap();
-        let entry = |b: u8, offset: u64| PackEntry {
-            kind: 1,
-            id: Id([b; 32]),
-            offset,
-            length: 40,
-            raw_length: 12,
-            within: None,
-        };
         ix.add_pack("p1", 100, &[entry(1, 0), entry(2, 40)]).unwrap();
         ix.add_pack("p2", 100, &[entry(3, 0)]).unwrap();
         ix.add_pack("p3", 100, &[entry(4, 0), entry(5, 40)]).unwrap();
@@ -544,14 +541,6 @@ mod tests {
     fn add_packs_keeps_first_locations_and_lets_moved_blobs_replace() {
         let d = tempfile::tempdir().unwrap();
         let (mut ix, _) = Index::open(&d.path().join("index.sqlite"), &Id([5; 32])).unwrap();
-        let entry = |b: u8, offset: u64| PackEntry {
-            kind: 1,
-            id: Id([b; 32]),
-            offset,
-            length: 40,
-            raw_length: 12,
-            within: None,
-        };
         let p1 = [entry(9, 0), entry(3, 40), entry(7, 80)];
         let p2 = [entry(7, 0), entry(1, 40)];
         let moved = [entry(3, 0)];

@@ -479,19 +479,21 @@ impl Repository {
             }
         };
         crate::faults::pause_point("blobs-located");
-        // Positions of `ids`, grouped by bundle (every other blob in a group of its own).
-        let mut groups: Vec<Vec<usize>> = Vec::new();
+        // Positions of the located `ids`, grouped by bundle (every other blob in a group of its own).
+        let mut groups: Vec<Vec<(usize, &index::Location)>> = Vec::new();
         let mut bundle_group: std::collections::HashMap<(&str, u64), usize> = std::collections::HashMap::new();
         for (i, loc) in located.iter().enumerate() {
-            match loc {
-                Ok(l) if l.within.is_some() => match bundle_group.entry((l.pack.as_str(), l.offset)) {
-                    std::collections::hash_map::Entry::Occupied(g) => groups[*g.get()].push(i),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(groups.len());
-                        groups.push(vec![i]);
-                    }
-                },
-                _ => groups.push(vec![i]),
+            let Ok(l) = loc else { continue };
+            if l.within.is_none() {
+                groups.push(vec![(i, l)]);
+                continue;
+            }
+            match bundle_group.entry((l.pack.as_str(), l.offset)) {
+                std::collections::hash_map::Entry::Occupied(g) => groups[*g.get()].push((i, l)),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(groups.len());
+                    groups.push(vec![(i, l)]);
+                }
             }
         }
         let loaded: Vec<Vec<(usize, Result<Vec<u8>>)>> = groups
@@ -499,30 +501,21 @@ impl Repository {
             .map(|group| {
                 group
                     .iter()
-                    .map(|&i| {
-                        let r = match &located[i] {
-                            Ok(loc) => self
-                                .load_located(kind, &ids[i], loc)
-                                .or_else(|e| self.reload_if_moved(kind, &ids[i], loc, e)),
-                            Err(e) => Err(Error::malformed("index", e.to_string())),
-                        };
+                    .map(|&(i, loc)| {
+                        let r = self
+                            .load_located(kind, &ids[i], loc)
+                            .or_else(|e| self.reload_if_moved(kind, &ids[i], loc, e));
                         (i, r)
                     })
                     .collect()
             })
             .collect();
-        let mut out: Vec<Option<Result<Vec<u8>>>> = ids.iter().map(|_| None).collect();
+        // Positions not located keep the lookup's error.
+        let mut out: Vec<Result<Vec<u8>>> = located.into_iter().map(|l| l.map(|_| Vec::new())).collect();
         for (i, r) in loaded.into_iter().flatten() {
-            out[i] = Some(r);
+            out[i] = r;
         }
-        out.into_iter()
-            .zip(located)
-            .map(|(r, loc)| match loc {
-                // The lookup's own error, as it was (not re-wrapped above).
-                Err(e) => Err(e),
-                Ok(_) => r.expect("every position is in one group"),
-            })
-            .collect()
+        out
     }
 
     /// Start reading the stored bytes of `ids` from disk in the background, for a
