@@ -306,4 +306,28 @@ mod tests {
             assert_eq!(blob::member(&keys, &content, id, e.within.unwrap(), e.raw_length).unwrap(), &d[..]);
         }
     }
+
+    #[test]
+    fn a_header_with_an_impossible_member_is_refused() {
+        let keys = Keys::derive(&MasterKey::generate(), Id([1; 32]), 2);
+        let member = |kind: u8, within: u32, raw_length: u32| PackEntry {
+            kind,
+            id: Id([7; 32]),
+            offset: 0,
+            length: 100,
+            raw_length,
+            within: Some(within),
+        };
+        for (entry, ok) in [
+            (member(1, 0, 50), true),
+            (member(1, (16 << 20) - 50, 50), true),
+            (member(2, 0, 50), false),              // a tree chunk in a bundle
+            (member(3, 0, 50), false),              // an archive in a bundle
+            (member(1, 16 << 20, 1), false),        // past the 16 MiB a bundle may hold
+            (member(1, u32::MAX, u32::MAX), false), // no overflow either
+        ] {
+            let [sealed, _] = seal_header(&keys, std::slice::from_ref(&entry));
+            assert_eq!(decode_header(&keys, &sealed, 100, "test").is_ok(), ok, "{entry:?}");
+        }
+    }
 }
