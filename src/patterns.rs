@@ -5,7 +5,9 @@
 //! '/'); `--pattern P` values and `--patterns-from FILE` lines default to `sh:` (`*` stays within a
 //! component, `**` crosses) and carry a prefix: `+` include, `-` exclude, `!` exclude and do not
 //! descend, `R` a root path to back up, `P` a default style for the following patterns. Styles:
-//! `fm:`, `sh:`, `pp:` (path prefix), `pf:` (full path).
+//! `fm:`, `sh:`, `pp:` (path prefix), `pf:` (full path), `re:` (a regular expression found anywhere
+//! in the path, as Python's `re.search`; Rust's `regex` syntax, which has no look-around or
+//! back-references).
 //!
 //! As borg's: a pattern other than `pf:` matches a path and everything below it, and the first
 //! pattern that matches a path or one of its parent directories decides; a path no pattern matches
@@ -24,6 +26,7 @@ enum Style {
     Sh,
     PathPrefix,
     PathFull,
+    Regex,
 }
 
 #[derive(Clone)]
@@ -31,6 +34,7 @@ enum Matcher {
     Glob(GlobMatcher),
     Prefix(Vec<u8>),
     Full(Vec<u8>),
+    Regex(regex::bytes::Regex),
 }
 
 /// What the first matching pattern says about a path.
@@ -65,35 +69,51 @@ impl Default for Patterns {
 }
 
 fn split_style(p: &str, default: Style) -> Result<(Style, &str), String> {
-    for (prefix, style) in
-        [("fm:", Style::Fm), ("sh:", Style::Sh), ("pp:", Style::PathPrefix), ("pf:", Style::PathFull)]
-    {
+    for (prefix, style) in [
+        ("fm:", Style::Fm),
+        ("sh:", Style::Sh),
+        ("pp:", Style::PathPrefix),
+        ("pf:", Style::PathFull),
+        ("re:", Style::Regex),
+    ] {
         if let Some(rest) = p.strip_prefix(prefix) {
             return Ok((style, rest));
         }
-    }
-    if p.starts_with("re:") {
-        return Err(format!(
-            "pattern {p:?}: re: (regular expression) patterns are not supported; use sh: or fm: globs"
-        ));
     }
     Ok((default, p))
 }
 
 fn matcher(style: Style, p: &str) -> Result<Matcher, String> {
-    let p = p.trim_start_matches('/');
-    let p = if p.len() > 1 { p.trim_end_matches('/') } else { p };
+    // Paths without their leading '/' and trailing '/' (but a lone "/"); regular expressions are
+    // taken as written: archive paths have no leading '/', so `^home/` is how to anchor one.
+    let trimmed = || {
+        let p = p.trim_start_matches('/');
+        if p.len() > 1 {
+            p.trim_end_matches('/')
+        } else {
+            p
+        }
+    };
     Ok(match style {
-        Style::PathPrefix => Matcher::Prefix(p.as_bytes().to_vec()),
-        Style::PathFull => Matcher::Full(p.as_bytes().to_vec()),
-        Style::Fm | Style::Sh => Matcher::Glob(
-            GlobBuilder::new(p)
-                .literal_separator(style == Style::Sh)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| format!("invalid pattern {p:?}: {e}"))?
-                .compile_matcher(),
-        ),
+        Style::Regex => Matcher::Regex(regex::bytes::Regex::new(p).map_err(|e| {
+            let why = e.to_string().lines().last().unwrap_or_default().trim().to_string();
+            format!(
+                "invalid regular expression {p:?} ({why}); Rust regex syntax, without look-around or back-references"
+            )
+        })?),
+        Style::PathPrefix => Matcher::Prefix(trimmed().as_bytes().to_vec()),
+        Style::PathFull => Matcher::Full(trimmed().as_bytes().to_vec()),
+        Style::Fm | Style::Sh => {
+            let p = trimmed();
+            Matcher::Glob(
+                GlobBuilder::new(p)
+                    .literal_separator(style == Style::Sh)
+                    .backslash_escape(true)
+                    .build()
+                    .map_err(|e| format!("invalid pattern {p:?}: {e}"))?
+                    .compile_matcher(),
+            )
+        }
     })
 }
 
@@ -106,6 +126,7 @@ impl Matcher {
                 p.is_empty() || path == &p[..] || (path.starts_with(p) && path.get(p.len()) == Some(&b'/'))
             }
             Matcher::Full(p) => path == &p[..],
+            Matcher::Regex(r) => r.is_match(path),
         }
     }
 
@@ -114,7 +135,7 @@ impl Matcher {
         if self.hits(path) {
             return true;
         }
-        if !matches!(self, Matcher::Glob(_)) {
+        if !matches!(self, Matcher::Glob(_) | Matcher::Regex(_)) {
             return false; // a prefix already covers what lies below; a full path only itself
         }
         path.iter().enumerate().any(|(i, &b)| b == b'/' && self.hits(&path[..i]))
@@ -127,7 +148,8 @@ fn parse_style_name(name: &str) -> Result<Style, String> {
         "sh" => Style::Sh,
         "pp" => Style::PathPrefix,
         "pf" => Style::PathFull,
-        _ => return Err(format!("unknown pattern style {name:?}: use fm, sh, pp or pf")),
+        "re" => Style::Regex,
+        _ => return Err(format!("unknown pattern style {name:?}: use fm, sh, pp, pf or re")),
     })
 }
 
@@ -238,6 +260,21 @@ impl Patterns {
 mod tests {
     use super::*;
 
+    /// A walk deciding each component of `paths` from its parent's verdict agrees with deciding
+    /// the path whole.
+    fn walk_agrees(p: &Patterns, paths: &[&str]) {
+        for path in paths {
+            let comps: Vec<&str> = path.split('/').collect();
+            let (_, mut rule) = p.decide_at(comps[0].as_bytes());
+            for n in 2..=comps.len() {
+                let sub = comps[..n].join("/");
+                let (d, r) = p.decide_child(sub.as_bytes(), rule);
+                assert_eq!(d, p.decide(sub.as_bytes()), "{sub}");
+                rule = r;
+            }
+        }
+    }
+
     #[test]
     fn exclude_globs_match_dirs_anywhere() {
         let mut p = Patterns::default();
@@ -248,7 +285,7 @@ mod tests {
         assert!(!p.is_excluded(b"store/projects/pgdata2"));
         assert!(p.is_excluded(b"a/b/c.tmp"), "fm: * crosses '/'");
         assert!(p.add_exclude("a[").is_err());
-        assert!(p.add_exclude("re:^x").is_err());
+        assert!(p.add_exclude("re:(?<=x)y").unwrap_err().contains("look-around"));
     }
 
     #[test]
@@ -285,17 +322,7 @@ mod tests {
         assert_eq!(p.decide(b"proc"), Decision::ExcludeNoRecurse);
         assert_eq!(p.decide(b"proc/1/fd"), Decision::ExcludeNoRecurse);
         assert_eq!(p.decide(b"etc/hosts"), Decision::Include);
-        // A walk deciding each path from its parent's verdict agrees with deciding it whole.
-        for path in ["home/bobby/specialfile.txt", "home/bobby/x/y", "home/susan/.cache/x", "proc/1", "etc/a"] {
-            let comps: Vec<&str> = path.split('/').collect();
-            let (_, mut rule) = p.decide_at(comps[0].as_bytes());
-            for n in 2..=comps.len() {
-                let sub = comps[..n].join("/");
-                let (d, r) = p.decide_child(sub.as_bytes(), rule);
-                assert_eq!(d, p.decide(sub.as_bytes()), "{sub}");
-                rule = r;
-            }
-        }
+        walk_agrees(&p, &["home/bobby/specialfile.txt", "home/bobby/x/y", "home/susan/.cache/x", "proc/1", "etc/a"]);
         let mut e = Patterns::default();
         e.add_exclude("home/*").unwrap();
         assert_eq!(e.decide(b"home/bob/x"), Decision::ExcludeNoRecurse);
@@ -312,8 +339,31 @@ mod tests {
         assert!(p.is_excluded(b"a/x.tmp"), "fm: after P fm");
         p.add_pattern("R /srv").unwrap();
         assert_eq!(p.roots, vec![PathBuf::from("/srv")]);
-        for bad in ["home", "P xx", "- re:^a", "+ a[", "R ", "-", "+  "] {
+        for bad in ["home", "P xx", "- re:(a", "+ a[", "R ", "-", "+  "] {
             assert!(p.add_pattern(bad).is_err(), "{bad}");
         }
+    }
+
+    /// `re:` as borg's: a search anywhere in the path (no leading '/'), unanchored unless the
+    /// expression anchors it; like the globs, a match covers what lies below, and a walk deciding
+    /// from the parent's verdict agrees with deciding the whole path.
+    #[test]
+    fn regular_expressions_search_the_path() {
+        let mut p = Patterns::default();
+        p.add_exclude(r"re:\.(tmp|bak)$").unwrap();
+        p.add_exclude("re:^var/cache").unwrap();
+        assert!(p.is_excluded(b"home/bob/a.tmp"));
+        assert!(p.is_excluded(b"a.bak"));
+        assert!(!p.is_excluded(b"home/bob/a.tmp.txt"), "anchored at the end");
+        assert!(p.is_excluded(b"var/cache/apt/x"), "below a matching directory");
+        assert!(!p.is_excluded(b"srv/var/cache"), "anchored at the start of the archive path");
+        let mut q = Patterns::default();
+        q.add_patterns_file("P re\n+ ^home/[a-z]+/keep\n- ^home/\n").unwrap();
+        assert_eq!(q.decide(b"home/bob/keep/x"), Decision::Include);
+        assert_eq!(q.decide(b"home/bob/other"), Decision::Exclude);
+        assert_eq!(q.decide(b"etc/home/x"), Decision::Include);
+        walk_agrees(&q, &["home/bob/keep/x/y", "home/bob/other/z", "etc/home/x"]);
+        let err = Patterns::default().add_exclude("re:(?<=a)b").unwrap_err();
+        assert!(err.contains("invalid regular expression") && err.contains("look-around"), "{err}");
     }
 }
