@@ -32,6 +32,9 @@ pub struct RecreateOptions {
     pub keep_exclude_tags: bool,
     /// A new comment (the old one stays when `None`).
     pub comment: Option<String>,
+    /// A new start time, RFC 3339 (`--timestamp`; the old one stays when `None`). The end time
+    /// moves with it, so the archive keeps its duration.
+    pub timestamp: Option<String>,
     /// Write the result under this name and keep the original.
     pub target: Option<String>,
     /// Recorded in the new archive object.
@@ -124,7 +127,8 @@ pub fn recreate(
         }
     }
     let comment_changes = opts.comment.as_ref().is_some_and(|c| *c != old.comment);
-    if opts.dry_run || (dropped == 0 && !comment_changes && opts.target.is_none()) {
+    let time_changes = opts.timestamp.as_ref().is_some_and(|t| *t != old.time_start);
+    if opts.dry_run || (dropped == 0 && !comment_changes && !time_changes && opts.target.is_none()) {
         return Ok(Recreated { name: entry.name.clone(), target, kept, dropped, id: None });
     }
     // First kept name -> (the dropped master's item, whether more names stay); old master path ->
@@ -166,12 +170,18 @@ pub fn recreate(
     let (items, added, stored) = w.finish(repo)?;
     stats.deduplicated_size = added;
     stats.compressed_size += stored;
+    let (time_start, time_end) = match &opts.timestamp {
+        Some(t) => (t.clone(), shifted_end(&old.time_start, &old.time_end, t)),
+        None => (old.time_start.clone(), old.time_end.clone()),
+    };
     let new = Archive {
         name: target.clone(),
         items,
         stats,
         comment: opts.comment.clone().unwrap_or_else(|| old.comment.clone()),
         recreated: opts.command_line.clone(),
+        time_start,
+        time_end,
         ..old
     };
     let id = if opts.target.is_some() {
@@ -182,12 +192,28 @@ pub fn recreate(
             .manifest()
             .archives
             .iter()
-            .map(|e| if e.name == entry.name { ArchiveEntry { id, ..e.clone() } } else { e.clone() })
+            .map(|e| {
+                if e.name == entry.name {
+                    ArchiveEntry { id, time: new.time_start.clone(), ..e.clone() }
+                } else {
+                    e.clone()
+                }
+            })
             .collect();
         repo.commit(archives)?;
         id
     };
     Ok(Recreated { name: entry.name.clone(), target, kept, dropped, id: Some(id) })
+}
+
+/// The end time of an archive that ran from `start` to `end` and now starts at `new_start` (all
+/// RFC 3339): the same duration later. `new_start` itself when either old time does not parse.
+fn shifted_end(start: &str, end: &str, new_start: &str) -> String {
+    let parse = chrono::DateTime::parse_from_rfc3339;
+    match (parse(start), parse(end), parse(new_start)) {
+        (Ok(s), Ok(e), Ok(n)) => (n + (e - s)).to_rfc3339(),
+        _ => new_start.to_string(),
+    }
 }
 
 /// The directories of `ar` that `--exclude-caches` or `--exclude-if-present` tag, with the names

@@ -66,17 +66,17 @@ pub fn run(_g: &GlobalArgs, a: &BenchmarkArgs) -> Result<Outcome> {
             for (op, secs) in ["C", "R", "U", "D"].iter().zip(times) {
                 let mbps = total / secs.max(1e-9) / 1e6;
                 if *json {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::json!({ "test": name, "op": op, "seconds": secs, "bytes": count * size, "mb_per_s": mbps })
-                    );
+                    )?;
                 } else {
                     let kind = if zeros { "all-zero" } else { "random" };
-                    println!(
+                    outln!(
                         "{:<16}{mbps:>9.2} MB/s ({count} * {} {kind} files: {secs:.2}s)",
                         format!("{op}-{name}"),
                         common::size(size as u64)
-                    );
+                    )?;
                 }
             }
             std::fs::remove_dir_all(&data).and_then(|_| std::fs::create_dir(&data))?;

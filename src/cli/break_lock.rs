@@ -22,7 +22,7 @@ pub fn run(_g: &GlobalArgs, a: &BreakLockArgs) -> Result<Outcome> {
     loc.forbid_archive()?;
     let removed = garret::repository::lock::break_locks(&loc.repo)?;
     if a.json {
-        println!("{}", serde_json::json!({ "removed": removed }));
+        outln!("{}", serde_json::json!({ "removed": removed }))?;
     } else if removed.is_empty() {
         common::say(common::Level::Info, &format!("garret: {} holds no lock", loc.repo.display()));
     } else {

@@ -42,7 +42,7 @@ fn repair(g: &GlobalArgs, a: &CheckArgs, repo_path: &std::path::Path) -> Result<
     let mut repo = common::open(g, repo_path, true)?;
     let rep = garret::repair::run(&mut repo, a.verify_data, Some(common::cache_dir()))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        outln!("{}", serde_json::to_string_pretty(&rep)?)?;
     } else {
         for e in &rep.check.errors {
             common::say(common::Level::Warning, &format!("garret: found: {}", common::one_line(e)));
@@ -127,7 +127,7 @@ pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<Outcome> {
     };
     let rep = check::run(&repo, &opts)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        outln!("{}", serde_json::to_string_pretty(&rep)?)?;
     } else {
         for e in &rep.errors {
             common::say(common::Level::Error, &format!("garret: error: {}", common::one_line(e)));

@@ -58,7 +58,7 @@ pub fn run(_g: &GlobalArgs, a: &ConfigArgs) -> Result<Outcome> {
             let known: Vec<&str> = settings.iter().map(|(k, _)| *k).collect();
             bail!("config: no setting {name:?}; the settings are {}", known.join(", "));
         };
-        println!("{v}");
+        outln!("{v}")?;
         return Ok(Outcome::Ok);
     }
     if a.delete {
@@ -67,11 +67,11 @@ pub fn run(_g: &GlobalArgs, a: &ConfigArgs) -> Result<Outcome> {
     if a.json {
         let m: serde_json::Map<String, serde_json::Value> =
             settings.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone()))).collect();
-        println!("{}", serde_json::Value::Object(m));
+        outln!("{}", serde_json::Value::Object(m))?;
     } else {
-        println!("[repository]");
+        outln!("[repository]")?;
         for (k, v) in &settings {
-            println!("{k} = {v}");
+            outln!("{k} = {v}")?;
         }
     }
     Ok(Outcome::Ok)

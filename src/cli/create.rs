@@ -71,7 +71,7 @@ pub struct CreateArgs {
     pub nobsdflags: bool,
     #[arg(long, hide = true)]
     pub sparse: bool,
-    #[arg(long, hide = true, value_name = "SECONDS")]
+    #[arg(short = 'c', long, hide = true, value_name = "SECONDS")]
     pub checkpoint_interval: Option<u64>,
     /// borg's "do not synchronize the chunks cache": garret has none to synchronize
     #[arg(long, hide = true)]
@@ -364,9 +364,9 @@ pub(super) fn run_and_report(
     let out = out?;
     let id = out.id.unwrap_or_default();
     if json {
-        println!("{}", serde_json::to_string_pretty(&info::archive_json(repo, &out.archive, &id))?);
+        outln!("{}", serde_json::to_string_pretty(&info::archive_json(repo, &out.archive, &id))?)?;
     } else if stats {
-        print!("{}", info::archive_text(&out.archive, &id));
+        out!("{}", info::archive_text(&out.archive, &id))?;
     }
     Ok(())
 }

@@ -107,7 +107,7 @@ pub fn run(g: &GlobalArgs, a: &ExtractArgs) -> Result<Outcome> {
             "warnings": reporter.warned(),
             "duration": started.elapsed().as_secs_f64(),
         });
-        println!("{summary}");
+        outln!("{summary}")?;
     }
     if stats.data_errors > 0 {
         common::say(

@@ -105,22 +105,30 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
             if a.json {
                 let c = repo.config();
                 let repository = serde_json::json!({ "id": c.id, "location": repo.path().display().to_string() });
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({ "archives": shown, "repository": repository }))?
-                );
+                )?;
             } else {
                 let texts: Vec<&str> = shown.iter().filter_map(|v| v.as_str()).collect();
-                print!("{}", texts.join("\n"));
+                out!("{}", texts.join("\n"))?;
             }
         }
         Some(name) => {
             let entry = archive::lookup(&repo, name)?.clone();
             let ar = Archive::load(&repo, &entry)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&archive_json(&repo, &ar, &entry.id))?);
+                // borg's shape (`.archives[0].stats` in monitoring scripts); `create --json` has
+                // borg's `archive` instead.
+                let mut v = archive_json(&repo, &ar, &entry.id);
+                let v = serde_json::json!({
+                    "archives": [v["archive"].take()],
+                    "repository": v["repository"].take(),
+                    "encryption": { "mode": repo.config().encryption },
+                });
+                outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
-                print!("{}", archive_text(&ar, &entry.id));
+                out!("{}", archive_text(&ar, &entry.id))?;
             }
         }
         None => {
@@ -130,7 +138,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
             let readers = garret::repository::lock::readers(repo.path());
             let c = repo.config();
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
                         "repository": { "id": c.id, "location": repo.path().display().to_string(), "version": c.version },
@@ -147,24 +155,24 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                             "who": r.who, "archives": r.archives.as_ref().map(Vec::len),
                         })).collect::<Vec<_>>(),
                     }))?
-                );
+                )?;
             } else {
-                println!("Repository ID: {}\nLocation: {}\nEncrypted: {:?}\nFormat version: {}\nArchives: {}\nManifest: #{}\nChunks: {}\nSize on disk: {}",
-                    c.id, repo.path().display(), c.encryption, c.version, repo.manifest().archives.len(), repo.manifest().seq, repo.index().blob_count()?, common::size(size));
+                outln!("Repository ID: {}\nLocation: {}\nEncrypted: {:?}\nFormat version: {}\nArchives: {}\nManifest: #{}\nChunks: {}\nSize on disk: {}",
+                    c.id, repo.path().display(), c.encryption, c.version, repo.manifest().archives.len(), repo.manifest().seq, repo.index().blob_count()?, common::size(size))?;
                 if let Some(oldest) = condemned.2 {
-                    println!(
+                    outln!(
                         "Condemned packs: {} ({}), rewritten by compact since {}; a compact after the grace period deletes them",
                         condemned.0,
                         common::size(condemned.1),
                         oldest.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
-                    );
+                    )?;
                 }
                 for r in &readers {
                     let what = match &r.archives {
                         Some(a) => format!("{} archive(s), whose data compact keeps meanwhile", a.len()),
                         None => "archives it does not name (an older garret): compact refuses meanwhile".into(),
                     };
-                    println!("Reader: {}, reading {what}", r.who);
+                    outln!("Reader: {}, reading {what}", r.who)?;
                 }
             }
         }

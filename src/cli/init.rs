@@ -80,7 +80,7 @@ pub fn run(_g: &GlobalArgs, a: &InitArgs) -> Result<Outcome> {
     }
     if a.json {
         let path = std::path::absolute(&loc.repo).unwrap_or_else(|_| loc.repo.clone());
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "repository": path.display().to_string(),
@@ -88,7 +88,7 @@ pub fn run(_g: &GlobalArgs, a: &InitArgs) -> Result<Outcome> {
                 "encryption": format!("{:?}", a.encryption).to_lowercase(),
                 "format_version": config.version,
             })
-        );
+        )?;
     }
     Ok(Outcome::Ok)
 }
@@ -108,13 +108,13 @@ pub fn adopt(g: &GlobalArgs, a: &AdoptArgs) -> Result<Outcome> {
     let repo = common::open_with(g, &loc.repo, false, true)?;
     repo.adopt()?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "repository": loc.repo.display().to_string(),
                 "manifest_seq": repo.manifest().seq,
             })
-        );
+        )?;
     } else {
         common::say(
             common::Level::Info,

@@ -9,7 +9,8 @@ use std::io::Read;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum KeyCommand {
-    /// Write the repository's key (still protected by the passphrase) to FILE, or `-` for stdout
+    /// Write the repository's key (still protected by the passphrase) to FILE, or to stdout when
+    /// FILE is `-` or not given (as borg's `key export REPO > kit.txt`)
     Export {
         /// A printable form with a checksum on every line
         #[arg(long, conflicts_with = "qr_html")]
@@ -20,8 +21,9 @@ pub enum KeyCommand {
         /// JSON on stdout: repository, file, form and size (FILE must not be `-`)
         #[arg(long)]
         json: bool,
-        repository: String,
-        file: String,
+        /// Repository (or GARRET_REPO)
+        repository: Option<String>,
+        file: Option<String>,
     },
     /// Install a key exported earlier (checks it opens with the passphrase first)
     Import {
@@ -31,9 +33,10 @@ pub enum KeyCommand {
         /// JSON on stdout: the repository the key was imported into
         #[arg(long)]
         json: bool,
-        repository: String,
-        /// FILE, or `-` for stdin
-        file: String,
+        /// Repository (or GARRET_REPO)
+        repository: Option<String>,
+        /// FILE, or `-` for stdin (with --paper, stdin when not given: type the lines in)
+        file: Option<String>,
     },
     /// Re-wrap the key under a new passphrase (GARRET_NEW_PASSPHRASE, or asked twice)
     ChangePassphrase {
@@ -54,7 +57,8 @@ pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
     let client = common::client_dirs();
     match &a.command {
         KeyCommand::Export { paper: as_paper, qr_html, json, repository, file } => {
-            let loc = location::parse(repository)?;
+            let loc = location::parse_opt(repository.as_deref())?;
+            let file = file.as_deref().unwrap_or("-");
             loc.forbid_archive()?;
             if *json && file == "-" {
                 bail!("--json needs an output FILE: with `-` standard output carries the key (drop --json, or name a file)");
@@ -74,7 +78,7 @@ pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
                 write_synced(std::path::Path::new(file), &out).with_context(|| format!("writing {file}"))?;
             }
             if *json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "repository": loc.repo.display().to_string(),
@@ -82,12 +86,20 @@ pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
                         "form": if *as_paper { "paper" } else if *qr_html { "qr-html" } else { "file" },
                         "bytes": out.len(),
                     })
-                );
+                )?;
             }
         }
         KeyCommand::Import { paper: as_paper, json, repository, file } => {
-            let loc = location::parse(repository)?;
+            let loc = location::parse_opt(repository.as_deref())?;
             loc.forbid_archive()?;
+            let file = match (file.as_deref(), as_paper) {
+                (Some(f), _) => f,
+                (None, true) => "-",
+                (None, false) => bail!(
+                    "key import needs the exported key: give FILE (or `-` for stdin) after the repository, or \
+                     --paper to type in the printed form"
+                ),
+            };
             let mut raw = Vec::new();
             if file == "-" {
                 std::io::stdin().read_to_end(&mut raw)?;
@@ -97,7 +109,7 @@ pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
             let bytes = if *as_paper { paper::decode(&String::from_utf8_lossy(&raw))? } else { raw };
             let pf = || common::passphrase(false).map_err(|e| garret::Error::Key(format!("{e:#}")));
             keys::import(&loc.repo, &client, &bytes, &pf)?;
-            report(*json, "imported", &loc.repo, "key imported into");
+            report(*json, "imported", &loc.repo, "key imported into")?;
         }
         KeyCommand::ChangePassphrase { json, repository } => {
             let loc = location::parse_opt(repository.as_deref())?;
@@ -108,19 +120,20 @@ pub fn run(_g: &GlobalArgs, a: &KeyArgs) -> Result<Outcome> {
                 None => common::prompt_new_passphrase()?,
             };
             keys::change_passphrase(&loc.repo, &client, &old, &new, None)?;
-            report(*json, "passphrase_changed", &loc.repo, "passphrase changed for");
+            report(*json, "passphrase_changed", &loc.repo, "passphrase changed for")?;
         }
     }
     Ok(Outcome::Ok)
 }
 
 /// One line on what was done: JSON on stdout, or a sentence on stderr.
-fn report(json: bool, done: &str, repo: &std::path::Path, sentence: &str) {
+fn report(json: bool, done: &str, repo: &std::path::Path, sentence: &str) -> Result<()> {
     if json {
-        println!("{}", serde_json::json!({ "repository": repo.display().to_string(), done: true }));
+        outln!("{}", serde_json::json!({ "repository": repo.display().to_string(), done: true }))?;
     } else {
         common::say(common::Level::Info, &format!("garret: {sentence} {}", repo.display()));
     }
+    Ok(())
 }
 
 /// Write a recovery kit so that it survives a power cut once this command says it is written

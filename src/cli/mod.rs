@@ -1,6 +1,23 @@
 //! Command-line interface: clap definitions, environment, terminal, output formatting and exit
 //! codes. The only place that prints or uses `anyhow`. One file per subcommand.
 
+/// `print!` to stdout that returns the write's error instead of panicking: a reader that went
+/// away (`garret info --json REPO | head -1`) ends the command quietly through [`main`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `println!` as [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod benchmark;
 mod break_lock;
 mod check;
@@ -274,6 +291,11 @@ mod tests {
             "garret diff --sort --content-only --same-chunker-params r::a b",
             "garret export-tar --tar-format PAX r::a a.tar",
             "garret import-tar --checkpoint-interval 300 r::a a.tar",
+            "garret create -c 600 r::a src",
+            "garret prune -c 60 --keep-daily 7 r",
+            "garret delete -c 60 r::a",
+            "garret import-tar -c 300 r::a a.tar",
+            "garret recreate -c 60 --list --filter x --timestamp 2026-01-01T00:00:00 r",
             "garret check --progress --save-space r",
             "garret create -x --one-file-system --stats -s -C lz4 -C zstd,3 r::a src",
             "garret extract --pattern=-home/bob --pattern=+home r::a",

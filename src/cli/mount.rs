@@ -152,7 +152,7 @@ fn spawn_background(json: bool) -> Result<Outcome> {
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).ok();
     if let Some(summary) = line.trim_end().strip_prefix(READY) {
         if json {
-            println!("{}", summary.trim_start());
+            outln!("{}", summary.trim_start())?;
         }
         return Ok(Outcome::Ok);
     }
@@ -184,7 +184,7 @@ fn detach() -> Result<()> {
 pub fn umount(a: &UmountArgs) -> Result<Outcome> {
     mount::unmount(&a.mountpoint)?;
     if a.json {
-        println!("{}", serde_json::json!({ "unmounted": a.mountpoint.display().to_string() }));
+        outln!("{}", serde_json::json!({ "unmounted": a.mountpoint.display().to_string() }))?;
     }
     Ok(Outcome::Ok)
 }

@@ -58,7 +58,7 @@ pub struct PruneArgs {
     /// archive, so a damaged one is pruned as any other: borg's --force)
     #[arg(long, hide = true)]
     pub save_space: bool,
-    #[arg(long, hide = true, value_name = "SECONDS")]
+    #[arg(short = 'c', long, hide = true, value_name = "SECONDS")]
     pub checkpoint_interval: Option<u64>,
     #[arg(long, hide = true)]
     pub force: bool,
@@ -152,12 +152,12 @@ pub fn run(g: &GlobalArgs, a: &PruneArgs) -> Result<Outcome> {
         }
     }
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({ "archives": json, "dry_run": a.dry_run, "compact": compacted.map(compact_json) })
             )?
-        );
+        )?;
     }
     Ok(if warned { Outcome::Warning } else { Outcome::Ok })
 }
@@ -188,7 +188,7 @@ pub struct DeleteArgs {
     /// With a whole repository, which garret does not delete: accepted from borg command lines
     #[arg(long, hide = true)]
     pub keep_security_info: bool,
-    #[arg(long, hide = true, value_name = "SECONDS")]
+    #[arg(short = 'c', long, hide = true, value_name = "SECONDS")]
     pub checkpoint_interval: Option<u64>,
     /// Delete only this machine's cache of the repository (the files cache; rebuilt by the next
     /// create, which then reads every file once)
@@ -216,7 +216,7 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
             std::fs::remove_dir_all(&dir).map_err(|e| anyhow::anyhow!("removing {}: {e}", dir.display()))?;
         }
         if a.json {
-            println!("{}", serde_json::json!({ "cache": dir, "existed": existed, "dry_run": a.dry_run }));
+            outln!("{}", serde_json::json!({ "cache": dir, "existed": existed, "dry_run": a.dry_run }))?;
         }
         return Ok(Outcome::Ok);
     }
@@ -251,7 +251,7 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
     if a.json {
         let deleted: Vec<_> =
             entries.iter().map(|e| serde_json::json!({ "name": e.name, "id": e.id.hex(), "time": e.time })).collect();
-        println!("{}", serde_json::json!({ "deleted": deleted, "dry_run": a.dry_run }));
+        outln!("{}", serde_json::json!({ "deleted": deleted, "dry_run": a.dry_run }))?;
     }
     Ok(Outcome::Ok)
 }
@@ -274,7 +274,7 @@ pub fn rename(g: &GlobalArgs, a: &RenameArgs) -> Result<Outcome> {
     let mut repo = common::open(g, &loc.repo, true)?;
     garret::archive::rename(&mut repo, &old, &new)?;
     if a.json {
-        println!("{}", serde_json::json!({ "old": old, "new": new }));
+        outln!("{}", serde_json::json!({ "old": old, "new": new }))?;
     }
     Ok(Outcome::Ok)
 }
@@ -358,10 +358,10 @@ pub fn compact(g: &GlobalArgs, a: &CompactArgs) -> Result<Outcome> {
         common::warn(w);
     }
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "dry_run": a.dry_run, "stats": compact_json(st) }))?
-        );
+        )?;
     } else if a.stats || a.dry_run {
         if a.dry_run {
             common::info("Would free (dry run):");

@@ -20,12 +20,19 @@ pub struct RecreateArgs {
     /// Set the archive comment
     #[arg(long)]
     pub comment: Option<String>,
+    /// Archive time to record instead of the original's: yyyy-mm-ddThh:mm:ss (UTC), RFC 3339, or a
+    /// file whose modification time to use
+    #[arg(long)]
+    pub timestamp: Option<String>,
     /// Show what would be dropped; change nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
     /// Print each dropped item ("x PATH")
     #[arg(long)]
     pub list: bool,
+    /// Only list items with these status letters (with --list; recreate lists only `x`)
+    #[arg(long = "filter", value_name = "STATUSCHARS")]
+    pub status_filter: Option<String>,
     /// Print a summary line per archive
     #[arg(short = 's', long)]
     pub stats: bool,
@@ -43,7 +50,7 @@ pub struct RecreateArgs {
     pub compression: Option<String>,
     #[arg(long, hide = true)]
     pub chunker_params: Option<String>,
-    #[arg(long, hide = true, value_name = "SECONDS")]
+    #[arg(short = 'c', long, hide = true, value_name = "SECONDS")]
     pub checkpoint_interval: Option<u64>,
     /// REPO or REPO::NAME
     pub location: Option<String>,
@@ -74,6 +81,7 @@ pub fn run(g: &GlobalArgs, a: &RecreateArgs) -> Result<Outcome> {
         exclude_if_present: a.tags.exclude_if_present.clone(),
         keep_exclude_tags: a.tags.keep_exclude_tags,
         comment: a.comment.clone(),
+        timestamp: a.timestamp.as_deref().map(super::create::parse_timestamp).transpose()?,
         target: a.target.as_deref().map(location::expand_placeholders).transpose()?,
         command_line: std::env::args().collect(),
         dry_run: a.dry_run,
@@ -86,7 +94,7 @@ pub fn run(g: &GlobalArgs, a: &RecreateArgs) -> Result<Outcome> {
     if opts.target.is_some() && entries.len() != 1 {
         bail!("--target names one new archive: give REPO::NAME (or a filter selecting one archive)");
     }
-    let reporter = StderrReporter::new(a.list, None);
+    let reporter = StderrReporter::new(a.list, a.status_filter.clone());
     let mut done = vec![];
     for e in &entries {
         let r = recreate::recreate(&mut repo, e, &opts, &reporter)?;
@@ -111,7 +119,7 @@ pub fn run(g: &GlobalArgs, a: &RecreateArgs) -> Result<Outcome> {
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({ "archives": archives, "dry_run": a.dry_run }));
+        outln!("{}", serde_json::json!({ "archives": archives, "dry_run": a.dry_run }))?;
     }
     Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok })
 }

@@ -74,7 +74,7 @@ pub struct ImportTarArgs {
     #[arg(long)]
     pub json: bool,
     /// Accepted from borg command lines: packs are durable as written, no checkpoints needed
-    #[arg(long, hide = true, value_name = "SECONDS")]
+    #[arg(short = 'c', long, hide = true, value_name = "SECONDS")]
     pub checkpoint_interval: Option<u64>,
     /// REPO::NAME
     pub archive: String,
@@ -197,7 +197,7 @@ pub fn export_tar(g: &GlobalArgs, a: &ExportTarArgs) -> Result<Outcome> {
             "bytes": stats.bytes,
             "warnings": reporter.warned(),
         });
-        println!("{summary}");
+        outln!("{summary}")?;
     }
     Ok(if reporter.warned() { Outcome::Warning } else { Outcome::Ok })
 }

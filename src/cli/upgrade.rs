@@ -43,10 +43,10 @@ pub fn run(_g: &GlobalArgs, a: &UpgradeArgs) -> Result<Outcome> {
     loc.forbid_archive()?;
     let c = keys::repository_config(&loc.repo)?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "repository": loc.repo.display().to_string(), "format_version": c.version, "upgraded": false })
-        );
+        )?;
     } else if c.version < garret::repository::FORMAT_VERSION {
         common::info(&format!(
             "{}: garret repository format version {}, read and written as it is (new repositories are version {}, \

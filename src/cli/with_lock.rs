@@ -43,10 +43,10 @@ pub fn run(g: &GlobalArgs, a: &WithLockArgs) -> Result<Outcome> {
     let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(2).clamp(0, 255);
     if a.json {
         let command: Vec<String> = a.command.iter().map(|s| s.to_string_lossy().into_owned()).collect();
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "repository": loc.repo.display().to_string(), "command": command, "exit_code": code })
-        );
+        )?;
     }
     Ok(Outcome::Exit(code as u8))
 }

@@ -422,6 +422,25 @@ fn a_reader_that_goes_away_ends_garret_quietly() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(141), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+    // the same for every command that prints (these panicked, exit 101 with a backtrace, when
+    // their reader had gone before they wrote)
+    for args in [
+        vec!["info", "--json", &env.archive("big")],
+        vec!["info", &env.archive("big")],
+        vec!["config", &env.repo_str()],
+    ] {
+        let mut child = env
+            .cmd()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // gone before garret has opened the repository
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stderr), "", "{args:?}");
+    }
     // a filter command that stops reading is an error, though: the export did not finish
     let r = env.run(&["export-tar", "--tar-filter", "head -c 10", &env.archive("big"), "out.tar"]);
     assert_eq!(r.code, 2, "{}", r.stderr);

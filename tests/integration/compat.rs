@@ -396,3 +396,93 @@ fn borgmatic_compacts_when_garret_runs_under_the_name_borg() {
     let restored = env.path("restore").join(env.path("src/night").strip_prefix("/").unwrap());
     assert!(fs::read(&restored).unwrap() == xorshift(3 << 20, 2), "the second night restores");
 }
+
+/// Forms of borg 1.2 command lines garret used to refuse: `-c SECONDS` (short for
+/// `--checkpoint-interval`), `re:` patterns (in `--exclude` and after `P re` in a patterns file),
+/// and recreate's `--timestamp` and `--filter`.
+#[test]
+fn borg_short_flags_regex_patterns_and_recreate_timestamp() {
+    let env = Env::new();
+    env.init("repokey");
+    let s = env.path("src");
+    fs::create_dir_all(s.join("cache/deep")).unwrap();
+    for (f, body) in [("a.txt", "a"), ("b.tmp", "b"), ("b.tmp.txt", "c"), ("cache/deep/x", "x"), ("keep.log", "k")] {
+        fs::write(s.join(f), body).unwrap();
+    }
+    let listed = |name: &str| env.run(&["list", "--short", &env.archive(name)]).ok().stdout;
+    env.run(&["create", "-c", "600", "-e", r"re:\.tmp$", &env.archive("one"), "src"]).ok();
+    assert_eq!(
+        listed("one"),
+        "src\nsrc/a.txt\nsrc/b.tmp.txt\nsrc/cache\nsrc/cache/deep\nsrc/cache/deep/x\nsrc/keep.log\n"
+    );
+    fs::write(env.path("pats"), "P re\n+ log$\n- ^src/(cache|b)\n").unwrap();
+    env.run(&["create", "--patterns-from", "pats", &env.archive("two"), "src"]).ok();
+    assert_eq!(listed("two"), "src\nsrc/a.txt\nsrc/keep.log\n");
+    let r = env.run(&["create", "-e", "re:(?<=a)b", &env.archive("bad"), "src"]).code(2);
+    assert!(r.stderr.contains("invalid regular expression") && r.stderr.lines().count() == 1, "{}", r.stderr);
+    for cmd in [
+        vec!["prune", "-c", "60", "-n", "--keep-last", "1", &env.repo_str()],
+        vec!["delete", "-c", "60", "-n", &env.archive("one")],
+    ] {
+        env.run(&cmd.iter().map(|s| &**s).collect::<Vec<_>>()).ok();
+    }
+
+    // --timestamp moves the archive's start (the end keeps the duration) and its place in time
+    // order; --filter picks which status letters --list prints (recreate prints `x` lines).
+    let info = |name: &str| -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&env.run(&["info", "--json", &env.archive(name)]).ok().stdout).unwrap();
+        v["archives"][0].clone()
+    };
+    let t = |v: &serde_json::Value, k: &str| chrono::DateTime::parse_from_rfc3339(v[k].as_str().unwrap()).unwrap();
+    let before = info("one");
+    let r = env
+        .run(&[
+            "recreate",
+            "-c",
+            "60",
+            "--timestamp",
+            "2020-01-02T03:04:05",
+            "--list",
+            "--filter",
+            "A",
+            "-e",
+            "src/keep.log",
+            &env.archive("one"),
+        ])
+        .ok();
+    assert_eq!(r.stderr, "", "nothing listed with --filter A");
+    let after = info("one");
+    assert_eq!(t(&after, "start"), chrono::DateTime::parse_from_rfc3339("2020-01-02T03:04:05Z").unwrap());
+    assert_eq!(t(&after, "end") - t(&after, "start"), t(&before, "end") - t(&before, "start"));
+    assert!(!listed("one").contains("keep.log"));
+    assert_eq!(env.run(&["list", "--short", "--last", "1", &env.repo_str()]).ok().stdout, "two\n");
+    assert_eq!(env.run(&["list", "--short", "--first", "1", &env.repo_str()]).ok().stdout, "one\n");
+    let r = env.run(&["recreate", "--list", "--filter", "x", "-e", "src/a.txt", &env.archive("two")]).ok();
+    assert_eq!(r.stderr, "x src/a.txt\n");
+    let r = env.run(&["recreate", "--timestamp", "yesterday", &env.archive("two")]).code(2);
+    assert!(r.stderr.contains("invalid --timestamp") && r.stderr.lines().count() == 1, "{}", r.stderr);
+}
+
+/// borg's recovery-kit forms: `key export REPO` and `key export --paper REPO` print to stdout
+/// (`> kit.txt`), the repository may come from GARRET_REPO, and `key import --paper REPO` reads
+/// the typed-in (here piped) paper form from stdin.
+#[test]
+fn key_export_to_stdout_and_paper_import_from_stdin() {
+    let env = Env::new();
+    env.init("repokey");
+    let repo = env.repo_str();
+    env.run(&["key", "export", &repo, "key.json"]).ok();
+    let file = fs::read(env.path("key.json")).unwrap();
+    assert_eq!(env.run(&["key", "export", &repo]).ok().stdout.as_bytes(), &file[..]);
+    let by_env = Run::from(env.cmd().env("GARRET_REPO", &repo).args(["key", "export"]).output().unwrap()).ok();
+    assert_eq!(by_env.stdout.as_bytes(), &file[..]);
+    let paper = env.run(&["key", "export", "--paper", &repo]).ok().stdout;
+    assert!(paper.starts_with("garret key v1"), "{paper}");
+    fs::remove_file(env.repo().join("key")).unwrap();
+    env.run(&["list", &repo]).code(2);
+    let r = env.run(&["key", "import", &repo]).code(2);
+    assert!(r.stderr.contains("give FILE") && r.stderr.lines().count() == 1, "{}", r.stderr);
+    env.run_with_stdin(&["key", "import", "--paper", &repo], paper.as_bytes()).ok();
+    env.run(&["list", &repo]).ok();
+}
