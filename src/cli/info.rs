@@ -58,9 +58,24 @@ pub fn archive_text(a: &Archive, id: &Id) -> String {
     )
 }
 
+/// The `repository` member of borg's JSON output: id, location and the time of the last commit.
+pub fn repository_json(repo: &Repository) -> serde_json::Value {
+    serde_json::json!({
+        "id": repo.config().id,
+        "location": repo.path().display().to_string(),
+        "last_modified": repo.manifest().time,
+    })
+}
+
+/// The `encryption` member of borg's JSON output.
+pub fn encryption_json(repo: &Repository) -> serde_json::Value {
+    serde_json::json!({ "mode": repo.config().encryption })
+}
+
 pub fn archive_json(repo: &Repository, a: &Archive, id: &Id) -> serde_json::Value {
     serde_json::json!({
-        "repository": { "id": repo.config().id, "location": repo.path().display().to_string() },
+        "repository": repository_json(repo),
+        "encryption": encryption_json(repo),
         "archive": {
             "name": a.name,
             "id": id.hex(),
@@ -103,12 +118,12 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                 });
             }
             if a.json {
-                let c = repo.config();
-                let repository = serde_json::json!({ "id": c.id, "location": repo.path().display().to_string() });
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "archives": shown, "repository": repository }))?
-                )?;
+                let v = serde_json::json!({
+                    "archives": shown,
+                    "repository": repository_json(&repo),
+                    "encryption": encryption_json(&repo),
+                });
+                outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
                 let texts: Vec<&str> = shown.iter().filter_map(|v| v.as_str()).collect();
                 out!("{}", texts.join("\n"))?;
@@ -124,7 +139,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                 let v = serde_json::json!({
                     "archives": [v["archive"].take()],
                     "repository": v["repository"].take(),
-                    "encryption": { "mode": repo.config().encryption },
+                    "encryption": v["encryption"].take(),
                 });
                 outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {

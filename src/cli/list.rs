@@ -89,6 +89,7 @@ fn item_json(it: &Item) -> serde_json::Value {
         "healthy": it.chunks_healthy.is_empty(),
         "source": it.source.as_ref().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default(),
         "linktarget": it.target.as_ref().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default(),
+        "flags": 0, // borg's BSD flags: garret stores none
         "size": it.size,
         "mtime": chrono::DateTime::from_timestamp(it.mtime.div_euclid(1_000_000_000), it.mtime.rem_euclid(1_000_000_000) as u32)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)).unwrap_or_default(),
@@ -111,9 +112,21 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
             if a.json {
                 let list: Vec<_> = archives
                     .iter()
-                    .map(|e| serde_json::json!({"name": e.name, "id": e.id.hex(), "time": e.time, "hostname": e.hostname, "username": e.username}))
+                    .map(|e| {
+                        // borg's keys (`archive`, `barchive`, `start` repeat `name` and `time`)
+                        // and garret's own
+                        serde_json::json!({
+                            "name": e.name, "archive": e.name, "barchive": e.name, "id": e.id.hex(),
+                            "time": e.time, "start": e.time, "hostname": e.hostname, "username": e.username,
+                        })
+                    })
                     .collect();
-                writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({"archives": list}))?)?;
+                let v = serde_json::json!({
+                    "archives": list,
+                    "repository": super::info::repository_json(&repo),
+                    "encryption": super::info::encryption_json(&repo),
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
             } else {
                 for e in archives {
                     if let Some(f) = &format {
