@@ -63,13 +63,51 @@ pub fn components(path: &[u8]) -> Option<Vec<&[u8]>> {
     Some(comps)
 }
 
-/// Whether `path` is one of `wanted` or below one (all paths when `wanted` is empty).
-pub fn selected(path: &[u8], wanted: &[Vec<u8>]) -> bool {
-    wanted.is_empty()
-        || wanted.iter().any(|w| {
+/// The PATH arguments of extract, export-tar and recreate: which archive paths they select, and
+/// which of them selected nothing. A mistyped PATH would otherwise restore nothing and exit 0;
+/// borg warns that it "never matched".
+pub struct Wanted<'a> {
+    paths: &'a [Vec<u8>],
+    hit: Vec<std::cell::Cell<bool>>,
+}
+
+impl<'a> Wanted<'a> {
+    pub fn new(paths: &'a [Vec<u8>]) -> Self {
+        Wanted { paths, hit: paths.iter().map(|_| Default::default()).collect() }
+    }
+
+    /// Whether `path` is one of the paths or below one (every path when there are none); marks
+    /// the ones it is.
+    pub fn selects(&self, path: &[u8]) -> bool {
+        let mut any = self.paths.is_empty();
+        for (w, hit) in self.paths.iter().zip(&self.hit) {
             let w = w.strip_suffix(b"/").unwrap_or(w);
-            path == w || (path.starts_with(w) && path.get(w.len()) == Some(&b'/'))
-        })
+            if path == w || (path.starts_with(w) && path.get(w.len()) == Some(&b'/')) {
+                hit.set(true);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// The paths that selected nothing so far.
+    pub fn unmatched(&self) -> Vec<String> {
+        self.paths
+            .iter()
+            .zip(&self.hit)
+            .filter(|(_, h)| !h.get())
+            .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+
+    /// One warning per path that selected nothing, saying what became of it.
+    pub fn warn_unmatched(&self, reporter: &dyn Reporter, what: &str) {
+        for p in self.unmatched() {
+            reporter.warning(&format!(
+                "{p}: no such path in the archive, {what}; `garret list REPO::NAME` shows the archive's paths"
+            ));
+        }
+    }
 }
 
 fn os(b: &[u8]) -> &OsStr {
@@ -239,6 +277,7 @@ struct Extractor<'a> {
     target: Target,
     owner: Owner,
     stats: ExtractStats,
+    wanted: Wanted<'a>,
     /// Directories whose metadata is applied at the end (children change their mtime).
     dirs: Vec<(Vec<u8>, Item)>,
     /// Content of hardlink masters (by archive path), for later names whose master was not
@@ -299,12 +338,13 @@ pub fn to_writer(
     let mut stats = ExtractStats::default();
     let mut masters: HashMap<Vec<u8>, Vec<ChunkRef>> = HashMap::new();
     let sources = archive.hardlink_sources(repo)?;
+    let wanted = Wanted::new(paths);
     for item in archive.items(repo) {
         let it = item?;
         if crate::archive::is_master(&it, &sources) {
             masters.insert(it.path.clone(), it.chunks.clone());
         }
-        if !selected(&it.path, paths) || excludes.is_excluded(&it.path) {
+        if !wanted.selects(&it.path) || excludes.is_excluded(&it.path) {
             continue;
         }
         let chunks = match it.kind {
@@ -324,6 +364,7 @@ pub fn to_writer(
         }
     }
     out.flush().ctx(|| "writing to standard output".to_string())?;
+    wanted.warn_unmatched(reporter, "nothing written for it");
     Ok(stats)
 }
 
@@ -350,6 +391,7 @@ pub fn run(
             names: Default::default(),
         },
         stats: ExtractStats::default(),
+        wanted: Wanted::new(&opts.paths),
         dirs: vec![],
         masters: HashMap::new(),
         extracted: HashMap::new(),
@@ -388,6 +430,10 @@ pub fn run(
             reporter.warning(&format!("{}: setting directory metadata: {e}", String::from_utf8_lossy(&path)));
         }
     }
+    ex.wanted.warn_unmatched(
+        reporter,
+        if opts.dry_run { "nothing would be restored for it" } else { "nothing restored for it" },
+    );
     Ok(ex.stats)
 }
 
@@ -397,7 +443,7 @@ impl Extractor<'_> {
         if it.hardlink_master {
             self.masters.insert(it.path.clone(), (it.chunks.clone(), it.size));
         }
-        if !selected(&it.path, &self.opts.paths) || self.excluded(&it.path) {
+        if !self.wanted.selects(&it.path) || self.excluded(&it.path) {
             return;
         }
         let Some(comps) = components(&it.path) else {
@@ -770,11 +816,16 @@ mod tests {
     }
 
     #[test]
-    fn selection_is_by_component() {
-        let w = vec![b"store/projects".to_vec()];
-        assert!(selected(b"store/projects", &w));
-        assert!(selected(b"store/projects/x", &w));
-        assert!(!selected(b"store/projects2", &w));
-        assert!(selected(b"anything", &[]));
+    fn selection_is_by_component_and_remembers_what_matched() {
+        let paths = vec![b"store/projects/".to_vec(), b"etc/typo".to_vec()];
+        let w = Wanted::new(&paths);
+        assert!(!w.selects(b"store/projects2"));
+        assert_eq!(w.unmatched(), ["store/projects/", "etc/typo"]);
+        assert!(w.selects(b"store/projects/x"));
+        assert!(w.selects(b"store/projects"));
+        assert_eq!(w.unmatched(), ["etc/typo"]);
+        let all = Wanted::new(&[]);
+        assert!(all.selects(b"anything"));
+        assert!(all.unmatched().is_empty());
     }
 }

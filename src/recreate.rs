@@ -10,7 +10,7 @@ use crate::archive::item::{Item, Kind};
 use crate::archive::stream::ItemStreamWriter;
 use crate::archive::{self, Archive, ArchiveStats};
 use crate::error::{Error, Result};
-use crate::extract::selected;
+use crate::extract::Wanted;
 use crate::id::{Id, ObjectType};
 use crate::patterns::Patterns;
 use crate::progress::Reporter;
@@ -57,6 +57,7 @@ pub struct Recreated {
 /// Which items stay.
 struct Selection<'o> {
     opts: &'o RecreateOptions,
+    wanted: Wanted<'o>,
     /// Directories carrying a tag, and the names of their tag files.
     tagged: HashMap<Vec<u8>, Vec<Vec<u8>>>,
 }
@@ -67,7 +68,7 @@ fn parent(path: &[u8]) -> Option<&[u8]> {
 
 impl Selection<'_> {
     fn keeps(&self, path: &[u8]) -> bool {
-        if !selected(path, &self.opts.paths) || self.opts.excludes.is_excluded(path) {
+        if !self.wanted.selects(path) || self.opts.excludes.is_excluded(path) {
             return false;
         }
         if self.tagged.is_empty() {
@@ -102,7 +103,7 @@ pub fn recreate(
     }
     let old = Archive::load(repo, entry)?;
     let sources = old.hardlink_sources(repo)?;
-    let sel = Selection { opts, tagged: tagged_dirs(repo, &old, opts)? };
+    let sel = Selection { opts, wanted: Wanted::new(&opts.paths), tagged: tagged_dirs(repo, &old, opts)? };
 
     // Plan: hardlinks whose first name goes but another name stays. The first kept name takes
     // the content (and the master role if more names stay); later names point at it.
@@ -125,6 +126,11 @@ pub fn recreate(
                 kept_links.entry(src.clone()).or_default().push(it.path.clone());
             }
         }
+    }
+    if !sel.wanted.unmatched().is_empty() {
+        // Most likely a typo: keeping only the PATHs given would drop everything else.
+        sel.wanted.warn_unmatched(reporter, &format!("so archive {} is left unchanged", entry.name));
+        return Ok(Recreated { name: entry.name.clone(), target, kept, dropped, id: None });
     }
     let comment_changes = opts.comment.as_ref().is_some_and(|c| *c != old.comment);
     let time_changes = opts.timestamp.as_ref().is_some_and(|t| *t != old.time_start);

@@ -12,7 +12,7 @@
 use crate::archive::item::{ChunkRef, Item, Kind};
 use crate::archive::{self, Archive};
 use crate::error::{Error, Result};
-use crate::extract::{components, selected};
+use crate::extract::{components, Wanted};
 use crate::id::{Id, ObjectType};
 use crate::patterns::Patterns;
 use crate::progress::Reporter;
@@ -184,6 +184,7 @@ struct Exporter<'a, 'w> {
     exported: HashMap<Vec<u8>, Vec<u8>>,
     b: Builder<&'w mut dyn Write>,
     stats: ExportStats,
+    wanted: Wanted<'a>,
 }
 
 fn is_small_file(it: &Item) -> bool {
@@ -207,6 +208,7 @@ pub fn export(
         exported: HashMap::new(),
         b: Builder::new(out),
         stats: ExportStats::default(),
+        wanted: Wanted::new(&opts.paths),
     };
     let mut items = archive.items(repo);
     loop {
@@ -241,12 +243,13 @@ pub fn export(
         }
     }
     x.b.into_inner().map_err(io_err)?.flush().map_err(io_err)?;
+    x.wanted.warn_unmatched(reporter, "nothing exported for it");
     Ok(x.stats)
 }
 
 impl Exporter<'_, '_> {
     fn wanted(&self, it: &Item) -> bool {
-        selected(&it.path, &self.opts.paths) && !self.opts.excludes.is_excluded(&it.path)
+        self.wanted.selects(&it.path) && !self.opts.excludes.is_excluded(&it.path)
     }
 
     /// Write one item (a header, and a file's content) to the tar stream; `loaded` holds chunks

@@ -1,4 +1,5 @@
-//! Restores the way admins do them: diff between archives.
+//! Restores the way admins do them: diff between archives, progress and JSON summaries, PATH
+//! arguments that match nothing.
 
 use crate::support::*;
 use std::collections::BTreeMap;
@@ -241,4 +242,39 @@ fn a_file_with_millions_of_chunks_round_trips() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout).split(' ').next().unwrap(), want, "export-tar");
+}
+
+/// A PATH that matches nothing in the archive (a typo, a path from another archive) is a
+/// warning naming it, exit 1, as borg's "never matched": extract, extract --stdout and
+/// export-tar still do the rest; recreate, which keeps only the PATHs given, leaves the archive
+/// as it was instead of emptying it.
+#[test]
+fn a_path_that_matches_nothing_is_a_warning() {
+    let env = Env::new();
+    env.init("none");
+    fs::create_dir_all(env.path("src/redmine")).unwrap();
+    fs::write(env.path("src/redmine/db.sql"), "dump").unwrap();
+    fs::write(env.path("src/other"), "other").unwrap();
+    env.create_json("a", &["src"], &[]);
+    let warned = |r: Run, what: &str| {
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let line = format!("garret: warning: src/redmin: no such path in the archive, {what}; `garret list REPO::NAME` shows the archive's paths\n");
+        assert_eq!(r.stderr, line);
+        r
+    };
+    warned(env.extract_to("a", "out", &["src/redmin", "src/other"]), "nothing restored for it");
+    assert_eq!(fs::read(env.path("out/src/other")).unwrap(), b"other", "the other PATH is restored");
+    assert!(!env.path("out/src/redmine").exists());
+    let r = warned(
+        env.run(&["extract", "--stdout", &env.archive("a"), "src/redmin", "src/redmine/db.sql"]),
+        "nothing written for it",
+    );
+    assert_eq!(r.stdout, "dump");
+    warned(env.run(&["export-tar", &env.archive("a"), "a.tar", "src/redmin"]), "nothing exported for it");
+    let before = env.run(&["list", "--short", &env.archive("a")]).ok().stdout;
+    warned(env.run(&["recreate", &env.archive("a"), "src/redmin"]), "so archive a is left unchanged");
+    assert_eq!(env.run(&["list", "--short", &env.archive("a")]).ok().stdout, before);
+    env.extract_to("a", "out2", &["src/redmine"]).ok();
+    env.run(&["recreate", &env.archive("a"), "src/redmine"]).ok();
+    assert_eq!(env.run(&["list", "--short", &env.archive("a")]).ok().stdout, "src/redmine\nsrc/redmine/db.sql\n");
 }
