@@ -297,7 +297,7 @@ pub(super) fn chunker_params(s: &str) -> Result<Option<ChunkerParams>> {
 
 pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
     let loc = location::parse(&a.archive)?;
-    let name = location::expand_placeholders(loc.require_archive()?)?;
+    let name = loc.require_archive()?.to_string(); // placeholders expanded by parse
     garret::archive::validate_name(&name)?;
     let patterns = a.select.patterns()?;
     let chunker = a.chunker_params.as_deref().map(chunker_params).transpose()?.flatten();
@@ -338,7 +338,7 @@ pub fn run(g: &GlobalArgs, a: &CreateArgs) -> Result<Outcome> {
         compression: a.compression,
         chunker,
         command_line: std::env::args().collect(),
-        comment: a.comment.clone(),
+        comment: location::expand_placeholders(&a.comment)?,
         timestamp,
         files_cache,
         cache_dir: common::cache_dir(),

@@ -10,8 +10,11 @@ pub struct Location {
     pub archive: Option<String>,
 }
 
-/// Parse `REPO`, `REPO::NAME` or `::NAME` (repository from GARRET_REPO, else BORG_REPO).
+/// Parse `REPO`, `REPO::NAME` or `::NAME` (repository from GARRET_REPO, else BORG_REPO). As borg,
+/// placeholders are expanded in the whole location and in the variable's value
+/// (`/backups/{hostname}.garret::db-{now:%Y-%m-%d}`).
 pub fn parse(s: &str) -> Result<Location> {
+    let s = &expand_placeholders(s)?;
     // Split at the first "::" so that a name containing "::" reaches validation and is refused.
     let (repo, archive) = match s.split_once("::") {
         Some((r, a)) => (r.to_string(), Some(a.to_string())),
@@ -19,7 +22,7 @@ pub fn parse(s: &str) -> Result<Location> {
     };
     let repo = if repo.is_empty() {
         match super::common::var("REPO") {
-            Some(r) if !r.is_empty() => r,
+            Some(r) if !r.is_empty() => expand_placeholders(&r)?,
             _ => bail!("no repository given: write REPO::NAME or set GARRET_REPO"),
         }
     } else {
@@ -64,8 +67,9 @@ impl Location {
     }
 }
 
-/// Expand `{now}`, `{now:FMT}`, `{utcnow}`, `{utcnow:FMT}`, `{hostname}`, `{fqdn}`, `{user}`;
-/// `{{` and `}}` are literal braces.
+/// Expand `{now}`, `{now:FMT}`, `{utcnow}`, `{utcnow:FMT}`, `{hostname}`, `{fqdn}`, `{user}` and
+/// the others borg knows; `{{` and `}}` are literal braces. Used for locations, `--comment`,
+/// archive filters and new archive names, as borg does.
 pub fn expand_placeholders(name: &str) -> Result<String> {
     let mut out = String::new();
     let mut rest = name;

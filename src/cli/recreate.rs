@@ -80,7 +80,7 @@ pub fn run(g: &GlobalArgs, a: &RecreateArgs) -> Result<Outcome> {
         exclude_caches: a.tags.exclude_caches,
         exclude_if_present: a.tags.exclude_if_present.clone(),
         keep_exclude_tags: a.tags.keep_exclude_tags,
-        comment: a.comment.clone(),
+        comment: a.comment.as_deref().map(location::expand_placeholders).transpose()?,
         timestamp: a.timestamp.as_deref().map(super::create::parse_timestamp).transpose()?,
         target: a.target.as_deref().map(location::expand_placeholders).transpose()?,
         command_line: std::env::args().collect(),

@@ -463,6 +463,33 @@ fn placeholders_dry_run_and_timestamp() {
     assert!(t.contains("2020-01-02") || t.contains("2020-01-01"), "{t}");
     let info = env.run(&["info", "--json", &env.archive("old")]).ok().stdout;
     assert!(info.contains("2020-01-0"), "{info}");
+
+    // As borg: placeholders in the whole location (so other commands name the same archive),
+    // in GARRET_REPO, in --comment; `{{` for a literal brace.
+    let host = names[1].strip_prefix(&format!("db-{year}-")).unwrap().to_string();
+    let db = format!("db-{year}-{host}");
+    let r = env.run(&["list", "--short", &env.archive("db-{now:%Y}-{hostname}")]).ok();
+    assert_eq!(r.stdout, "src\nsrc/f\n");
+    env.run(&["create", "--comment", "by {user} on {hostname}", &env.archive("c-{{x}}"), "src"]).ok();
+    let v: serde_json::Value =
+        serde_json::from_str(&env.run(&["info", "--json", &env.archive("c-{{x}}")]).ok().stdout).unwrap();
+    assert_eq!(v["archives"][0]["name"], "c-{x}");
+    assert_eq!(v["archives"][0]["comment"], format!("by {} on {host}", whoami()).as_str());
+    let parent = env.repo().parent().unwrap().to_path_buf();
+    let templated = format!("{}/{{hostname}}.garret", parent.display());
+    env.run(&["init", "-e", "none", &templated]).ok();
+    assert!(parent.join(format!("{host}.garret")).join("config").exists());
+    let by_env = |args: &[&str]| Run::from(env.cmd().env("GARRET_REPO", &templated).args(args).output().unwrap()).ok();
+    by_env(&["create", "::{hostname}-a", "src"]);
+    assert_eq!(by_env(&["list", "--short"]).stdout, format!("{host}-a\n"));
+    assert!(env.run(&["list", &env.archive(&db)]).ok().stdout.contains("src/f"));
+    let r = env.run(&["list", &format!("{}::x-{{nope}}", env.repo_str())]).code(2);
+    assert!(r.stderr.contains("unknown placeholder"), "{}", r.stderr);
+}
+
+fn whoami() -> String {
+    let out = std::process::Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn chrono_year() -> String {
