@@ -1,12 +1,15 @@
 //! `garret list REPO` (archives) and `garret list REPO::NAME` (items).
 
+use super::checksum::{self, Checksums};
 use super::common::{self, GlobalArgs};
 use super::filter::ArchiveFilter;
 use super::format::{Format, Value};
 use super::{location, Outcome};
 use anyhow::{bail, Result};
-use garret::archive::item::{Item, Kind};
+use garret::archive::item::{ChunkRef, Item, Kind};
 use garret::archive::{self, Archive};
+use garret::id::ObjectType;
+use std::collections::HashMap;
 use std::io::Write;
 
 #[derive(clap::Args, Debug)]
@@ -35,8 +38,20 @@ pub struct ListArgs {
     pub paths: Vec<String>,
 }
 
-const ARCHIVE_KEYS: &[&str] =
-    &["archive", "name", "id", "time", "start", "end", "hostname", "username", "comment", "command_line"];
+const ARCHIVE_KEYS: &[&str] = &[
+    "archive",
+    "barchive",
+    "name",
+    "id",
+    "time",
+    "start",
+    "end",
+    "hostname",
+    "username",
+    "comment",
+    "bcomment",
+    "command_line",
+];
 const ITEM_KEYS: &[&str] = &[
     "type",
     "mode",
@@ -55,13 +70,31 @@ const ITEM_KEYS: &[&str] = &[
     "extra",
     "archivename",
     "archiveid",
+    "bpath",
+    "flags",
+    "md5",
+    "sha1",
+    "sha224",
+    "sha256",
+    "sha384",
+    "sha512",
+    "sha3_224",
+    "sha3_256",
+    "sha3_384",
+    "sha3_512",
+    "blake2b",
+    "blake2s",
+    "xxh64",
 ];
 const FORMAT_HELP: &str =
     "Output format, in Python's format syntax as borg: {key}, {key:[[fill]align][width][.precision]}, {{ and }}, \
 and {NL} {TAB} {SPACE} {CR} for those characters.
-Archives: archive (or name), id, time (or start), end, hostname, username, comment, command_line.
-Items: type, mode, uid, gid, user, group, path, source, linktarget, size, mtime, isomtime, health, num_chunks, \
-extra (' -> target' or ' link to source'), archivename, archiveid.";
+Archives: archive (or name), barchive, id, time (or start), end, hostname, username, comment, bcomment, \
+command_line.
+Items: type, mode, uid, gid, user, group, path, bpath, source, linktarget, flags, size, mtime, isomtime, health, \
+num_chunks, extra (' -> target' or ' link to source'), archivename, archiveid, and checksums of a file's content \
+(read from the repository): md5, sha1, sha224, sha256, sha384, sha512, sha3_224, sha3_256, sha3_384, sha3_512, \
+blake2b, blake2s, xxh64.";
 
 fn kind_name(k: Kind) -> &'static str {
     match k {
@@ -131,20 +164,21 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                 for e in archives {
                     if let Some(f) = &format {
                         // Only these keys need the archive object itself.
-                        let full = if ["end", "comment", "command_line"].iter().any(|k| f.uses(k)) {
+                        let full = if ["end", "comment", "bcomment", "command_line"].iter().any(|k| f.uses(k)) {
                             Some(Archive::load(&repo, e)?)
                         } else {
                             None
                         };
                         let line = f.render(&|k| {
                             Value::Text(match k {
-                                "archive" | "name" => e.name.clone(),
+                                "archive" | "name" | "barchive" => e.name.clone(),
                                 "id" => e.id.hex(),
                                 "time" | "start" => common::show_time(&e.time),
                                 "hostname" => e.hostname.clone(),
                                 "username" => e.username.clone(),
                                 "end" => full.as_ref().map(|a| common::show_time(&a.time_end)).unwrap_or_default(),
                                 "comment" => full.as_ref().map(|a| common::escape(&a.comment)).unwrap_or_default(),
+                                "bcomment" => full.as_ref().map(|a| a.comment.clone()).unwrap_or_default(),
                                 _ => {
                                     full.as_ref().map(|a| common::escape(&a.command_line.join(" "))).unwrap_or_default()
                                 }
@@ -171,8 +205,15 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
             let ar = Archive::load(&repo, &entry)?;
             let wanted: Vec<&str> = a.paths.iter().map(|p| p.trim_start_matches('/').trim_end_matches('/')).collect();
             let excludes = a.select.patterns()?;
+            let checksums = format.as_ref().map(Checksums::of_format).filter(|c| !c.is_empty());
+            // Content of hardlink masters, for the checksums of later names.
+            let sources = ar.hardlink_sources(&repo)?;
+            let mut masters: HashMap<Vec<u8>, Vec<ChunkRef>> = HashMap::new();
             for it in ar.items(&repo) {
                 let it = it?;
+                if checksums.is_some() && archive::is_master(&it, &sources) {
+                    masters.insert(it.path.clone(), it.chunks.clone());
+                }
                 let p = it.path_lossy();
                 if !wanted.is_empty() && !wanted.iter().any(|w| p == *w || p.starts_with(&format!("{w}/"))) {
                     continue;
@@ -193,6 +234,17 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                 if a.json_lines {
                     writeln!(out, "{}", item_json(&it))?;
                 } else if let Some(f) = &format {
+                    let content = match it.kind {
+                        Kind::File => Some(&it.chunks),
+                        Kind::Hardlink => it.source.as_ref().and_then(|s| masters.get(s)),
+                        _ => None,
+                    };
+                    let digests = match (&checksums, content) {
+                        (Some(c), Some(chunks)) => {
+                            c.digests(chunks.iter().map(|c| repo.load_blob(ObjectType::Data, &c.0)))?
+                        }
+                        _ => vec![],
+                    };
                     let lossy = |b: &Option<Vec<u8>>| {
                         b.as_ref().map(|b| common::escape(&String::from_utf8_lossy(b))).unwrap_or_default()
                     };
@@ -201,12 +253,20 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                         "gid" => Value::Num(it.gid as u64),
                         "size" => Value::Num(it.size),
                         "num_chunks" => Value::Num(it.chunks.len() as u64),
+                        "flags" => Value::Num(0), // borg's BSD flags: garret stores none
+                        k if checksum::KEYS.contains(&k) => {
+                            // Empty for what has no content (directories, symlinks), as borg's.
+                            Value::Text(
+                                digests.iter().find(|(d, _)| *d == k).map(|(_, h)| h.clone()).unwrap_or_default(),
+                            )
+                        }
                         k => Value::Text(match k {
                             "type" => kind_name(it.kind).to_string(),
                             "mode" => it.mode_string(),
                             "user" => it.user.clone().unwrap_or_else(|| it.uid.to_string()),
                             "group" => it.group.clone().unwrap_or_else(|| it.gid.to_string()),
                             "path" => common::escape(&p),
+                            "bpath" => p.to_string(),
                             "source" => lossy(&it.source),
                             "linktarget" => lossy(&it.target),
                             "mtime" => common::show_ns(it.mtime),

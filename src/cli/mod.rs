@@ -21,6 +21,7 @@ macro_rules! outln {
 mod benchmark;
 mod break_lock;
 mod check;
+mod checksum;
 mod common;
 mod config;
 mod create;

@@ -546,3 +546,60 @@ fn json_output_has_borgs_keys() {
         assert!(missing.is_empty(), "borg has {missing:?} that garret lacks: {mine:?}");
     }
 }
+
+/// `list --format` checksum keys, as borg's: the digests of each file's stored content agree with
+/// coreutils' `sha256sum`, `md5sum`, `sha1sum`, `sha512sum`, `b2sum` and Python's hashlib, for a
+/// file of many chunks, an empty file and a hardlink's second name; directories and symlinks get
+/// none.
+#[test]
+fn list_format_checksums_match_the_files() {
+    let env = Env::new();
+    env.init("repokey");
+    let s = env.path("src");
+    fs::create_dir_all(s.join("d")).unwrap();
+    fs::write(s.join("d/big"), xorshift(9 << 20, 5)).unwrap();
+    fs::write(s.join("small.txt"), b"abc").unwrap();
+    fs::write(s.join("empty"), b"").unwrap();
+    fs::hard_link(s.join("small.txt"), s.join("z-link")).unwrap();
+    std::os::unix::fs::symlink("small.txt", s.join("sym")).unwrap();
+    env.run(&["create", &env.archive("a"), "src"]).ok();
+    let keys = ["md5", "sha1", "sha256", "sha512", "blake2b", "sha3_256", "blake2s", "xxh64"];
+    let format: String = keys.iter().map(|k| format!("{{{k}}} ")).collect::<String>() + "{path}{NL}";
+    let out = env.run(&["list", "--format", &format, &env.archive("a")]).ok().stdout;
+    let lines: std::collections::BTreeMap<String, Vec<String>> = out
+        .lines()
+        .map(|l| {
+            let f: Vec<String> = l.split(' ').map(String::from).collect();
+            (f[keys.len()].clone(), f[..keys.len()].to_vec())
+        })
+        .collect();
+    let tool = |cmd: &str, file: &str| {
+        let o = Command::new(cmd).arg(s.join(file)).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).split(' ').next().unwrap().to_string()
+    };
+    let python = |algo: &str, file: &str| {
+        let code = format!("import hashlib,sys; print(hashlib.{algo}(open(sys.argv[1],'rb').read()).hexdigest())");
+        let o = Command::new("python3").args(["-c", &code]).arg(s.join(file)).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    for (path, file) in
+        [("src/d/big", "d/big"), ("src/small.txt", "small.txt"), ("src/empty", "empty"), ("src/z-link", "small.txt")]
+    {
+        let got = &lines[path];
+        let want = [
+            tool("md5sum", file),
+            tool("sha1sum", file),
+            tool("sha256sum", file),
+            tool("sha512sum", file),
+            tool("b2sum", file),
+            python("sha3_256", file),
+            python("blake2s", file),
+        ];
+        assert_eq!(&got[..7], &want[..], "{path}");
+    }
+    assert_eq!(lines["src/empty"][7], "ef46db3751d8e999", "XXH64 of nothing");
+    assert_eq!(lines["src/small.txt"][7], "44bc2cf5ad770999", "XXH64 of abc");
+    for empty in ["src", "src/d", "src/sym"] {
+        assert!(lines[empty].iter().all(String::is_empty), "{empty}: {:?}", lines[empty]);
+    }
+}
