@@ -86,9 +86,9 @@ const ITEM_KEYS: &[&str] = &[
     "blake2s",
     "xxh64",
 ];
-const FORMAT_HELP: &str =
-    "Output format, in Python's format syntax as borg: {key}, {key:[[fill]align][width][.precision]}, {{ and }}, \
-and {NL} {TAB} {SPACE} {CR} for those characters.
+const FORMAT_HELP: &str = "Output format, in Python's format syntax as borg: {key}, {key:SPEC} with Python's \
+[[fill]align][sign][#][0][width][,][.precision][type] (e.g. {size:>12,} {size:08} {path:.40}), a strftime SPEC \
+for times (e.g. {mtime:%Y-%m-%d}, {time:%H:%M}), {{ and }}, and {NL} {TAB} {SPACE} {CR} for those characters.
 Archives: archive (or name), barchive, id, time (or start), end, hostname, username, comment, bcomment, \
 command_line.
 Items: type, mode, uid, gid, user, group, path, bpath, source, linktarget, flags, size, mtime, isomtime, health, \
@@ -110,6 +110,20 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
+/// The size `list` shows: a symlink's is the length of its target, as `ls -l` and borg show it.
+fn shown_size(it: &Item) -> u64 {
+    match (&it.kind, &it.target) {
+        (Kind::Symlink, Some(t)) => t.len() as u64,
+        _ => it.size,
+    }
+}
+
+/// An archive time (RFC 3339) for `--format`: shown as borg shows it, or by a strftime spec.
+fn time_value(rfc3339: &str) -> Value {
+    let t = chrono::DateTime::parse_from_rfc3339(rfc3339).ok().map(|t| t.with_timezone(&chrono::Local));
+    Value::Time(t, common::show_time(rfc3339))
+}
+
 fn item_json(it: &Item) -> serde_json::Value {
     serde_json::json!({
         "type": kind_name(it.kind),
@@ -123,7 +137,7 @@ fn item_json(it: &Item) -> serde_json::Value {
         "source": it.source.as_ref().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default(),
         "linktarget": it.target.as_ref().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default(),
         "flags": 0, // borg's BSD flags: garret stores none
-        "size": it.size,
+        "size": shown_size(it),
         "mtime": chrono::DateTime::from_timestamp(it.mtime.div_euclid(1_000_000_000), it.mtime.rem_euclid(1_000_000_000) as u32)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)).unwrap_or_default(),
     })
@@ -171,12 +185,12 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                         };
                         let line = f.render(&|k| {
                             Value::Text(match k {
+                                "time" | "start" => return time_value(&e.time),
+                                "end" => return time_value(full.as_ref().map_or("", |a| &a.time_end)),
                                 "archive" | "name" | "barchive" => e.name.clone(),
                                 "id" => e.id.hex(),
-                                "time" | "start" => common::show_time(&e.time),
                                 "hostname" => e.hostname.clone(),
                                 "username" => e.username.clone(),
-                                "end" => full.as_ref().map(|a| common::show_time(&a.time_end)).unwrap_or_default(),
                                 "comment" => full.as_ref().map(|a| common::escape(&a.comment)).unwrap_or_default(),
                                 "bcomment" => full.as_ref().map(|a| a.comment.clone()).unwrap_or_default(),
                                 _ => {
@@ -251,9 +265,17 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                     let line = f.render(&|k| match k {
                         "uid" => Value::Num(it.uid as u64),
                         "gid" => Value::Num(it.gid as u64),
-                        "size" => Value::Num(it.size),
+                        "size" => Value::Num(shown_size(&it)),
                         "num_chunks" => Value::Num(it.chunks.len() as u64),
                         "flags" => Value::Num(0), // borg's BSD flags: garret stores none
+                        "mtime" => Value::Time(
+                            chrono::DateTime::from_timestamp(
+                                it.mtime.div_euclid(1_000_000_000),
+                                it.mtime.rem_euclid(1_000_000_000) as u32,
+                            )
+                            .map(|t| t.with_timezone(&chrono::Local)),
+                            common::show_ns(it.mtime),
+                        ),
                         k if checksum::KEYS.contains(&k) => {
                             // Empty for what has no content (directories, symlinks), as borg's.
                             Value::Text(
@@ -269,7 +291,7 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                             "bpath" => p.to_string(),
                             "source" => lossy(&it.source),
                             "linktarget" => lossy(&it.target),
-                            "mtime" => common::show_ns(it.mtime),
+
                             "isomtime" => item_json(&it)["mtime"].as_str().unwrap_or_default().to_string(),
                             "health" => if it.chunks_healthy.is_empty() { "healthy" } else { "broken" }.to_string(),
                             "extra" => extra(),
@@ -286,7 +308,7 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                         it.mode_string(),
                         it.user.clone().unwrap_or_else(|| it.uid.to_string()),
                         it.group.clone().unwrap_or_else(|| it.gid.to_string()),
-                        it.size,
+                        shown_size(&it),
                         common::show_ns(it.mtime),
                         common::escape(&p),
                         extra()

@@ -475,7 +475,10 @@ fn list_and_info_select_and_format_archives_like_borg() {
         ["projects-1  |proj|", "db-2        |db-2|"]
     );
     let items = env.run(&["list", "--format", "{type} {size:>4} {path}{extra}{NL}", &env.archive("db-1")]).ok();
-    assert_eq!(items.stdout, "d    0 src\n-   12 src/f\nl    0 src/l -> f\n");
+    assert_eq!(
+        items.stdout, "d    0 src\n-   12 src/f\nl    1 src/l -> f\n",
+        "a symlink shows its target's length, as ls -l"
+    );
     let info = env.run(&["info", "--json", "--last", "2", &repo]).ok();
     let v: serde_json::Value = serde_json::from_str(&info.stdout).unwrap();
     let shown: Vec<&str> = v["archives"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
