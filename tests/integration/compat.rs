@@ -493,8 +493,7 @@ fn key_export_to_stdout_and_paper_import_from_stdin() {
 /// (`cache`), `limits.max_archive_size` and `chunker_params` (buzhash settings).
 #[test]
 fn json_output_has_borgs_keys() {
-    if Command::new("borg").arg("--version").output().is_err() {
-        eprintln!("SKIP: borg is not installed (apt-get install borgbackup)");
+    if !borg_installed() {
         return;
     }
     fn paths(v: &serde_json::Value, at: String, out: &mut std::collections::BTreeSet<String>) {
@@ -518,17 +517,7 @@ fn json_output_has_borgs_keys() {
     fs::create_dir_all(env.path("src")).unwrap();
     fs::write(env.path("src/f"), b"data").unwrap();
     let borg_repo = env.path("borg").display().to_string();
-    let borg = |args: &[&str]| {
-        let out = Command::new("borg")
-            .args(args)
-            .current_dir(env.dir.path())
-            .env("BORG_PASSPHRASE", "borg pass")
-            .env("BORG_BASE_DIR", env.path("borg-home"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "borg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let borg = |args: &[&str]| env.borg(args);
     borg(&["init", "-e", "repokey", &borg_repo]);
     let ours = |args: &[&str]| env.run(args).ok().stdout;
     let (b, g) = (format!("{borg_repo}::a"), env.archive("a"));
@@ -608,8 +597,7 @@ fn list_format_checksums_match_the_files() {
 /// and Python format specs scripts use (zero padding, thousands, precision, strftime times).
 #[test]
 fn list_format_matches_borg() {
-    if Command::new("borg").arg("--version").output().is_err() {
-        eprintln!("SKIP: borg is not installed (apt-get install borgbackup)");
+    if !borg_installed() {
         return;
     }
     let env = Env::new();
@@ -622,17 +610,7 @@ fn list_format_matches_borg() {
     // Hardlinks are left out: borg 1.2 lists a second name as type 'h' of size 0, garret with
     // the file's type and size (as borg 1.4 does).
     let borg_repo = env.path("borg").display().to_string();
-    let borg = |args: &[&str]| {
-        let out = Command::new("borg")
-            .args(args)
-            .current_dir(env.dir.path())
-            .env("BORG_PASSPHRASE", "borg pass")
-            .env("BORG_BASE_DIR", env.path("borg-home"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "borg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let borg = |args: &[&str]| env.borg(args);
     borg(&["init", "-e", "repokey", &borg_repo]);
     borg(&["create", &format!("{borg_repo}::a"), "src"]);
     env.run(&["create", &env.archive("a"), "src"]).ok();

@@ -342,3 +342,28 @@ pub fn sha(p: &Path) -> String {
     assert!(out.status.success(), "sha256sum {}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).split(' ').next().unwrap().to_string()
 }
+
+/// Whether borg is installed (CI installs it); prints a SKIP line for the calling test if not.
+pub fn borg_installed() -> bool {
+    let there = Command::new("borg").arg("--version").output().is_ok();
+    if !there {
+        eprintln!("SKIP: borg is not installed (apt-get install borgbackup)");
+    }
+    there
+}
+
+impl Env {
+    /// Run borg in this environment's directory (passphrase "borg pass", its own home); the
+    /// command must succeed. Its standard output.
+    pub fn borg(&self, args: &[&str]) -> String {
+        let out = Command::new("borg")
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("BORG_PASSPHRASE", "borg pass")
+            .env("BORG_BASE_DIR", self.path("borg-home"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "borg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

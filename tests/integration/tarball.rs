@@ -255,24 +255,13 @@ fn import_tar_refuses_bad_and_truncated_input_without_creating_an_archive() {
 
 #[test]
 fn a_whole_borg_repository_migrates_with_the_tools_script() {
-    if Command::new("borg").arg("--version").output().is_err() {
-        eprintln!("SKIP: borg is not installed (apt-get install borgbackup)");
+    if !borg_installed() {
         return;
     }
     let env = Env::new();
     env.init("repokey");
     let borg_repo = env.path("borg");
-    let borg = |args: &[&str]| {
-        let out = Command::new("borg")
-            .args(args)
-            .current_dir(env.dir.path())
-            .env("BORG_PASSPHRASE", "borg pass")
-            .env("BORG_BASE_DIR", env.path("borg-home"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "borg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out
-    };
+    let borg = |args: &[&str]| env.borg(args);
     borg(&["init", "-e", "repokey", &borg_repo.display().to_string()]);
     let s = env.path("src");
     make_tree(&s, false, true);
