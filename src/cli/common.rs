@@ -559,6 +559,14 @@ pub fn show_time(rfc3339: &str) -> String {
     }
 }
 
+/// A time in ns since the epoch as RFC 3339 in UTC with nanoseconds, for JSON output (borg gives
+/// ISO 8601 strings there too).
+pub fn iso_ns(ns: i64) -> String {
+    chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        .unwrap_or_default()
+}
+
 pub fn show_ns(ns: i64) -> String {
     match chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32) {
         Some(t) => t.with_timezone(&chrono::Local).format("%a, %Y-%m-%d %H:%M:%S").to_string(),

@@ -83,6 +83,16 @@ pub fn run(g: &GlobalArgs, a: &DiffArgs) -> Result<Outcome> {
     for (path, cs) in &changes {
         let p = String::from_utf8_lossy(path);
         if a.json_lines {
+            // Times as ISO 8601 strings, as borg gives them.
+            let cs: Vec<serde_json::Value> = cs
+                .iter()
+                .map(|c| match c {
+                    Change::Mtime { old_mtime, new_mtime } => serde_json::json!({
+                        "type": "mtime", "old_mtime": common::iso_ns(*old_mtime), "new_mtime": common::iso_ns(*new_mtime),
+                    }),
+                    c => serde_json::json!(c),
+                })
+                .collect();
             writeln!(out, "{}", serde_json::json!({ "path": p, "changes": cs }))?;
         } else {
             let parts: Vec<String> = cs.iter().map(text).collect();

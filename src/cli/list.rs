@@ -138,8 +138,7 @@ fn item_json(it: &Item) -> serde_json::Value {
         "linktarget": it.target.as_ref().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default(),
         "flags": 0, // borg's BSD flags: garret stores none
         "size": shown_size(it),
-        "mtime": chrono::DateTime::from_timestamp(it.mtime.div_euclid(1_000_000_000), it.mtime.rem_euclid(1_000_000_000) as u32)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)).unwrap_or_default(),
+        "mtime": common::iso_ns(it.mtime),
     })
 }
 

@@ -53,6 +53,11 @@ fn diff_reports_exactly_the_changes_made() {
     .collect();
     // directories whose content changed have new mtimes too, but diff does not report dir mtimes
     assert_eq!(got, want, "{}", r.stdout);
+    // times as ISO 8601 strings, as borg's
+    let line = r.stdout.lines().find(|l| l.contains("src/touch")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["changes"][0]["old_mtime"], "2023-11-14T22:13:20.000000000Z", "{line}");
+    assert_eq!(v["changes"][0]["new_mtime"], "2023-11-14T22:21:40.000000000Z", "{line}");
     // the big file's change is one chunk, not the whole file
     let line = r.stdout.lines().find(|l| l.contains("src/big")).unwrap();
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
