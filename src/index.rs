@@ -424,6 +424,15 @@ impl Index {
         Ok(v)
     }
 
+    /// How many blobs the index holds, their plaintext bytes and their stored bytes (each counted
+    /// once however many archives refer to it).
+    pub fn totals(&self) -> Result<(u64, u64, u64)> {
+        let sql = "SELECT count(*), coalesce(sum(raw_length), 0), coalesce(sum(stored), 0) FROM blobs";
+        Ok(self.conn().query_row(sql, [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+        })?)
+    }
+
     pub fn blob_count(&self) -> Result<u64> {
         Ok(self.conn().query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))? as u64)
     }

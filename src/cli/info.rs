@@ -72,6 +72,32 @@ pub fn encryption_json(repo: &Repository) -> serde_json::Value {
     serde_json::json!({ "mode": repo.config().encryption })
 }
 
+/// borg's `cache` member: where this client keeps its cache of the repository, and sizes over
+/// the whole repository. `unique_*` count each blob once (from the index); `total_size` and
+/// `total_csize` add up every archive's original and compressed sizes (each archive object is
+/// read). borg's `total_chunks` (chunk references over all archives) would need every archive's
+/// items and is left out; archives that cannot be read are left out of the totals.
+pub fn cache_json(repo: &Repository) -> Result<serde_json::Value> {
+    let (chunks, size, csize) = repo.index().totals()?;
+    let (mut total_size, mut total_csize) = (0u64, 0u64);
+    // An archive that cannot be read is left out of the totals rather than fail `info`: `check`
+    // is what reports damage.
+    for a in repo.manifest().archives.iter().filter_map(|e| Archive::load(repo, e).ok()) {
+        total_size += a.stats.original_size;
+        total_csize += a.stats.compressed_size;
+    }
+    Ok(serde_json::json!({
+        "path": common::cache_dir().join(&repo.config().id).display().to_string(),
+        "stats": {
+            "total_unique_chunks": chunks,
+            "unique_size": size,
+            "unique_csize": csize,
+            "total_size": total_size,
+            "total_csize": total_csize,
+        },
+    }))
+}
+
 pub fn archive_json(repo: &Repository, a: &Archive, id: &Id) -> serde_json::Value {
     serde_json::json!({
         "repository": repository_json(repo),
@@ -122,6 +148,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                     "archives": shown,
                     "repository": repository_json(&repo),
                     "encryption": encryption_json(&repo),
+                    "cache": cache_json(&repo)?,
                 });
                 outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
@@ -140,6 +167,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                     "archives": [v["archive"].take()],
                     "repository": v["repository"].take(),
                     "encryption": v["encryption"].take(),
+                    "cache": cache_json(&repo)?,
                 });
                 outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
@@ -156,8 +184,9 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                 outln!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
-                        "repository": { "id": c.id, "location": repo.path().display().to_string(), "version": c.version },
+                        "repository": { "id": c.id, "location": repo.path().display().to_string(), "version": c.version, "last_modified": repo.manifest().time },
                         "encryption": { "mode": c.encryption },
+                        "cache": cache_json(&repo)?,
                         "archives": repo.manifest().archives.len(),
                         "manifest_seq": repo.manifest().seq,
                         "blobs": repo.index().blob_count()?,

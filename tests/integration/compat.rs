@@ -521,19 +521,39 @@ fn json_output_has_borgs_keys() {
     borg(&["init", "-e", "repokey", &borg_repo]);
     let ours = |args: &[&str]| env.run(args).ok().stdout;
     let (b, g) = (format!("{borg_repo}::a"), env.archive("a"));
+    // (borg's output, garret's, whether borg's `cache` member is expected)
     let pairs = [
-        (borg(&["create", "--json", &b, "src"]), ours(&["create", "--json", &g, "src"])),
-        (borg(&["list", "--json", &borg_repo]), ours(&["list", "--json", &env.repo_str()])),
-        (borg(&["info", "--json", &b]), ours(&["info", "--json", &g])),
-        (borg(&["list", "--json-lines", &b]), ours(&["list", "--json-lines", &g])),
+        (borg(&["create", "--json", &b, "src"]), ours(&["create", "--json", &g, "src"]), false),
+        (borg(&["list", "--json", &borg_repo]), ours(&["list", "--json", &env.repo_str()]), true),
+        (borg(&["info", "--json", &b]), ours(&["info", "--json", &g]), true),
+        (borg(&["info", "--json", &borg_repo]), ours(&["info", "--json", &env.repo_str()]), true),
+        (borg(&["list", "--json-lines", &b]), ours(&["list", "--json-lines", &g]), true),
     ];
-    let left_out =
-        |k: &str| k.starts_with(".cache.") || k.ends_with(".limits.max_archive_size") || k.contains(".chunker_params");
-    for (theirs, mine) in pairs {
+    for (theirs, mine, cache) in pairs {
+        let left_out = |k: &str| {
+            (!cache && k.starts_with(".cache."))
+                || k == ".cache.stats.total_chunks"
+                || k.ends_with(".limits.max_archive_size")
+                || k.contains(".chunker_params")
+                || k == ".security_dir"
+        };
         let (theirs, mine) = (keys(&theirs), keys(&mine));
         let missing: Vec<_> = theirs.iter().filter(|k| !left_out(k) && !mine.contains(*k)).collect();
         assert!(missing.is_empty(), "borg has {missing:?} that garret lacks: {mine:?}");
     }
+    // The repository-wide sizes: each blob once, and every archive's sizes added up.
+    let v: serde_json::Value = serde_json::from_str(&ours(&["info", "--json", &g])).unwrap();
+    let stats = &v["cache"]["stats"];
+    let data = du(&env.repo().join("data"));
+    let unique = stats["unique_csize"].as_u64().unwrap();
+    assert!(unique > 0 && unique <= data, "{stats} against {data} bytes of packs");
+    let one = v["archives"][0]["stats"]["original_size"].as_u64().unwrap();
+    assert_eq!(stats["total_size"].as_u64(), Some(one), "one archive so far");
+    env.run(&["create", &env.archive("b"), "src"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&ours(&["info", "--json", &g])).unwrap();
+    assert_eq!(v["cache"]["stats"]["total_size"].as_u64(), Some(2 * one), "two archives of the same tree");
+    let after = v["cache"]["stats"]["unique_csize"].as_u64().unwrap();
+    assert!(after > unique && after < unique + 4096, "the second adds its archive object only: {unique} -> {after}");
 }
 
 /// `list --format` checksum keys, as borg's: the digests of each file's stored content agree with
