@@ -72,19 +72,6 @@ const ITEM_KEYS: &[&str] = &[
     "archiveid",
     "bpath",
     "flags",
-    "md5",
-    "sha1",
-    "sha224",
-    "sha256",
-    "sha384",
-    "sha512",
-    "sha3_224",
-    "sha3_256",
-    "sha3_384",
-    "sha3_512",
-    "blake2b",
-    "blake2s",
-    "xxh64",
 ];
 const FORMAT_HELP: &str = "Output format, in Python's format syntax as borg: {key}, {key:SPEC} with Python's \
 [[fill]align][sign][#][0][width][,][.precision][type] (e.g. {size:>12,} {size:08} {path:.40}), a strftime SPEC \
@@ -144,8 +131,11 @@ fn item_json(it: &Item) -> serde_json::Value {
 
 pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
     let loc = location::parse_opt(a.location.as_deref())?;
-    let keys = if loc.archive.is_some() { ITEM_KEYS } else { ARCHIVE_KEYS };
-    let format = a.format.as_deref().map(|f| Format::parse(f, keys)).transpose()?;
+    let keys: Vec<&str> = match loc.archive {
+        Some(_) => ITEM_KEYS.iter().chain(checksum::KEYS).copied().collect(),
+        None => ARCHIVE_KEYS.to_vec(),
+    };
+    let format = a.format.as_deref().map(|f| Format::parse(f, &keys)).transpose()?;
     if loc.archive.is_some() && a.filter.is_set() {
         bail!("--prefix, --glob-archives, --sort-by, --first and --last select archives: give REPO, not REPO::NAME");
     }
