@@ -35,6 +35,8 @@ pub enum Error {
     MissingBlob(String),
     #[error("archive {0:?} does not exist; `garret list REPO` shows the archives")]
     NoSuchArchive(String),
+    #[error("none of the source paths can be read: {0}, and {1} more; check the paths given")]
+    NoSourcePath(Box<Error>, usize),
     #[error("archive {0:?} already exists; choose another name")]
     ArchiveExists(String),
     #[error("invalid archive name {0:?}: {1}")]

@@ -435,17 +435,36 @@ fn stream_item(s: &StreamSource, numeric_ids: bool) -> Item {
     it
 }
 
+/// Drop the source paths that cannot be looked up, each with a warning, as borg does (a cron
+/// line's unmounted or mistyped path costs that path, not the night). If none is left, nothing
+/// would be archived: that is an error naming the first, and no archive is made.
+fn skip_missing_roots(paths: &mut Vec<PathBuf>, reporter: &dyn Reporter) -> Result<()> {
+    let mut missing = Vec::new();
+    paths.retain(|p| match std::fs::symlink_metadata(p) {
+        Ok(_) => true,
+        Err(e) => {
+            missing.push(Error::io(format!("source path {}", p.display()), e));
+            false
+        }
+    });
+    if paths.is_empty() && !missing.is_empty() {
+        let more = missing.len() - 1;
+        let first = missing.swap_remove(0);
+        return Err(if more == 0 { first } else { Error::NoSourcePath(Box::new(first), more) });
+    }
+    for e in missing {
+        reporter.warning(&format!("{e}; skipped"));
+    }
+    Ok(())
+}
+
 /// Run a create. Per-file problems go to `reporter` as warnings; errors abort without committing.
 pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Reporter) -> Result<CreateOutcome> {
     archive::validate_name(&opts.name)?;
     if repo.manifest().find(&opts.name).is_some() {
         return Err(Error::ArchiveExists(opts.name.clone()));
     }
-    for p in &opts.paths {
-        if let Err(e) = std::fs::symlink_metadata(p) {
-            return Err(Error::io(format!("source path {}", p.display()), e));
-        }
-    }
+    skip_missing_roots(&mut opts.paths, reporter)?;
     let started = Instant::now();
     let time_start = opts.timestamp.clone().unwrap_or_else(now_rfc3339);
     let seed = repo.keys().chunker_seed();

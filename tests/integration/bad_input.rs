@@ -128,15 +128,32 @@ fn borg_compression_specs_are_accepted_and_obfuscate_is_refused() {
     assert_eq!(immutable_files(&env.repo()), before);
 }
 
+/// A source path that does not exist, when others do, is a warning naming it (exit 1), and the
+/// others are archived, as borg does. When none exists it is an error and no archive is made.
 #[test]
 fn missing_source_path() {
     let env = setup();
+    fs::write(env.path("other"), b"other data").unwrap();
+    let r = env.run(&["create", &env.archive("x"), "src", "does-not-exist", "other", "gone/too"]).code(1);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", r.stderr);
+    assert!(lines[0].starts_with("garret: warning: source path does-not-exist: No such file"), "{}", lines[0]);
+    assert!(lines[0].ends_with("; skipped"), "{}", lines[0]);
+    assert!(lines[1].contains("source path gone/too"), "{}", lines[1]);
+    let r = env.run(&["list", "--short", &env.archive("x")]).ok();
+    assert_eq!(r.stdout.lines().collect::<Vec<_>>(), ["src", "src/f", "other"]);
+    env.extract_to("x", "out", &[]).ok();
+    assert_eq!(fs::read(env.path("out/other")).unwrap(), b"other data");
+
     let before = immutable_files(&env.repo());
-    let r = env.run(&["create", &env.archive("x"), "src", "does-not-exist"]);
-    one_line_error(&r, "does-not-exist");
+    let r = env.run(&["create", &env.archive("y"), "does-not-exist"]);
+    one_line_error(&r, "source path does-not-exist: No such file");
+    let r = env.run(&["create", &env.archive("y"), "does-not-exist", "gone/too"]);
+    one_line_error(&r, "none of the source paths can be read: source path does-not-exist: No such file");
+    assert!(r.stderr.contains("and 1 more"), "{}", r.stderr);
     assert_eq!(immutable_files(&env.repo()), before);
     let r = env.run(&["list", "--short", &env.repo_str()]).ok();
-    assert_eq!(r.stdout.trim(), "first");
+    assert_eq!(r.stdout.lines().collect::<Vec<_>>(), ["first", "x"]);
 }
 
 #[test]
