@@ -94,7 +94,7 @@ fn compare(old: &Item, new: &Item, numeric_ids: bool) -> Vec<Change> {
     if ou != nu || og != ng || old.uid != new.uid || old.gid != new.gid {
         out.push(Change::Owner { old_user: ou, old_group: og, new_user: nu, new_group: ng });
     }
-    if old.mtime != new.mtime && old.kind != Kind::Dir {
+    if old.mtime != new.mtime {
         out.push(Change::Mtime { old_mtime: old.mtime, new_mtime: new.mtime });
     }
     out

@@ -47,11 +47,13 @@ fn diff_reports_exactly_the_changes_made() {
         ("src/touch", vec!["mtime"]),
         ("src/big", vec!["modified", "mtime"]),
         ("src/link", vec!["target"]),
+        // directories whose entries changed have new mtimes, which diff reports as borg does
+        ("src", vec!["mtime"]),
+        ("src/d", vec!["mtime"]),
     ]
     .into_iter()
     .map(|(p, k)| (p.to_string(), k.into_iter().map(String::from).collect()))
     .collect();
-    // directories whose content changed have new mtimes too, but diff does not report dir mtimes
     assert_eq!(got, want, "{}", r.stdout);
     // times as ISO 8601 strings, as borg's
     let line = r.stdout.lines().find(|l| l.contains("src/touch")).unwrap();
@@ -75,8 +77,10 @@ fn diff_reports_exactly_the_changes_made() {
     assert_eq!(changes(&r.stdout), want, "{}", r.stdout);
     // path filter and text output
     let r = env.run(&["diff", &env.archive("a"), "b", "src/d"]).ok();
-    assert_eq!(r.stdout.lines().count(), 1, "{}", r.stdout);
-    assert!(r.stdout.contains("added") && r.stdout.contains("src/d/new"));
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    assert!(lines[0].starts_with("[mtime: ") && lines[0].ends_with("] src/d"), "{}", lines[0]);
+    assert!(lines[1].contains("added") && lines[1].ends_with(" src/d/new"), "{}", lines[1]);
 }
 
 /// diff reads the two archives side by side: it must match paths however far apart the two item
