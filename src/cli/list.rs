@@ -191,14 +191,8 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                     } else if a.short {
                         writeln!(out, "{}", e.name)?;
                     } else {
-                        writeln!(
-                            out,
-                            "{:<36} {} [{}] {}",
-                            e.name,
-                            common::show_time(&e.time),
-                            e.id.short(),
-                            e.hostname
-                        )?;
+                        // borg's default: '{archive:<36} {time} [{id}]'
+                        writeln!(out, "{:<36} {} [{}]", e.name, common::show_time(&e.time), e.id.hex())?;
                     }
                 }
             }
@@ -292,8 +286,9 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                 } else if a.short {
                     writeln!(out, "{}", common::escape(&p))?;
                 } else {
+                    // borg's default: '{mode} {user:6} {group:6} {size:8} {mtime} {path}{extra}'
                     let line = format!(
-                        "{} {:<8} {:<8} {:>10} {} {}{}",
+                        "{} {:<6} {:<6} {:>8} {} {}{}",
                         it.mode_string(),
                         it.user.clone().unwrap_or_else(|| it.uid.to_string()),
                         it.group.clone().unwrap_or_else(|| it.gid.to_string()),

@@ -650,4 +650,18 @@ fn list_format_matches_borg() {
         let ours = sorted(env.run(&["list", "--format", f, &env.archive("a")]).ok().stdout);
         assert_eq!(ours, theirs, "{f}");
     }
+    // and the default item format, column for column
+    let theirs = borg(&["list", &format!("{borg_repo}::a")]);
+    let ours = env.run(&["list", &env.archive("a")]).ok().stdout;
+    let sorted = |out: &str| {
+        let mut l: Vec<&str> = out.lines().collect();
+        l.sort();
+        l.join("\n")
+    };
+    assert_eq!(sorted(&ours), sorted(&theirs));
+    // the archive list: name in 36 columns, time, the whole id (times and ids differ)
+    let shape = regex::Regex::new(r"^a {35} [A-Z][a-z]{2}, \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[[0-9a-f]{64}\]$").unwrap();
+    for out in [borg(&["list", &borg_repo]), env.run(&["list", &env.repo_str()]).ok().stdout] {
+        assert!(out.lines().count() == 1 && shape.is_match(out.trim_end_matches('\n')), "{out:?}");
+    }
 }
