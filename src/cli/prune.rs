@@ -173,7 +173,7 @@ pub struct DeleteArgs {
     /// Print a summary
     #[arg(short = 's', long)]
     pub stats: bool,
-    /// JSON on stdout: {"deleted": [{"name", "id", "time"}], "not_found": [NAME...], "dry_run"}
+    /// JSON on stdout: {"deleted": [{"name", "id", "time"}], "dry_run"}
     #[arg(long)]
     pub json: bool,
     /// Delete the archives these select (e.g. -a 'tmp-*', --first 3)
@@ -229,17 +229,9 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
     }
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| seen.insert(n.clone()));
-    // As borg: a name that is not in the repository is reported and the others are deleted; here
-    // it is a warning (exit 1, where borg says 0), so a typo in a cron line gets noticed.
-    let mut missing = vec![];
-    names.retain(|n| {
-        let found = repo.manifest().find(n).is_some();
-        if !found {
-            common::warn(&format!("archive {n:?} not found, not deleted; `garret list REPO` shows the archives"));
-            missing.push(n.clone());
-        }
-        found
-    });
+    for n in &names {
+        garret::archive::lookup(&repo, n)?;
+    }
     let entries: Vec<_> = repo.manifest().archives.iter().filter(|e| names.contains(&e.name)).cloned().collect();
     if a.list || a.dry_run {
         for e in &entries {
@@ -247,7 +239,7 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
             common::say(common::Level::Info, &format!("{msg:<20} {}", archive_line(&e.name, &e.time, &e.id)));
         }
     }
-    if !a.dry_run && !names.is_empty() {
+    if !a.dry_run {
         garret::archive::delete(&mut repo, &names)?;
     }
     if a.stats {
@@ -259,9 +251,9 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
     if a.json {
         let deleted: Vec<_> =
             entries.iter().map(|e| serde_json::json!({ "name": e.name, "id": e.id.hex(), "time": e.time })).collect();
-        outln!("{}", serde_json::json!({ "deleted": deleted, "not_found": missing, "dry_run": a.dry_run }))?;
+        outln!("{}", serde_json::json!({ "deleted": deleted, "dry_run": a.dry_run }))?;
     }
-    Ok(if missing.is_empty() { Outcome::Ok } else { Outcome::Warning })
+    Ok(Outcome::Ok)
 }
 
 #[derive(clap::Args, Debug)]

@@ -221,36 +221,6 @@ fn delete_rename_and_deletions_survive_index_rebuild() {
     assert!(info.contains("\"name\": \"renamed\""), "{info}");
 }
 
-/// As borg: a name given to delete that is not in the repository is reported and the other names
-/// are deleted. borg exits 0; garret warns (exit 1), so a typo in a cron line is noticed.
-#[test]
-fn delete_reports_names_not_found_and_deletes_the_others() {
-    let env = Env::new();
-    env.init("repokey");
-    fs::create_dir(env.path("src")).unwrap();
-    fs::write(env.path("src/f"), b"data").unwrap();
-    for n in ["a", "b", "c"] {
-        env.create_json(n, &["src"], &[]);
-    }
-    let r = env.run(&["delete", "--json", &env.archive("a"), "nope", "c"]).code(1);
-    let lines: Vec<&str> = r.stderr.lines().collect();
-    assert_eq!(
-        lines,
-        [r#"garret: warning: archive "nope" not found, not deleted; `garret list REPO` shows the archives"#]
-    );
-    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let gone: Vec<&str> = j["deleted"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
-    assert_eq!(gone, ["a", "c"]);
-    assert_eq!(j["not_found"], serde_json::json!(["nope"]));
-    assert_eq!(names(&env), ["b"]);
-    // nothing found: nothing changes
-    let before = immutable_files(&env.repo());
-    let r = env.run(&["delete", &env.archive("a")]).code(1);
-    assert!(r.stderr.contains(r#"archive "a" not found"#), "{}", r.stderr);
-    assert_eq!(immutable_files(&env.repo()), before);
-    assert_eq!(names(&env), ["b"]);
-}
-
 /// The tree of night `day`: a stable part, a part that changes every night, and files that come
 /// and go.
 fn night_tree(root: &std::path::Path, day: usize) {
