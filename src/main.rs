@@ -16,8 +16,8 @@ fn main() -> std::process::ExitCode {
 ///   (tools/README.md, eighteenth session).
 /// - Buffers up to 32 MiB come from the arena, and the arena keeps up to 256 MiB of free memory
 ///   instead of returning it to the kernel. glibc's own thresholds move with the sizes freed, and
-///   kept handing memory back and faulting it in again: a cold create spent 0.85 to 0.94 s in
-///   the kernel with them and 0.71 to 0.81 s with these (seven alternating pairs, about 1 % of
+///   kept handing memory back and faulting it in again: a cold create spent 0.77 to 0.94 s in
+///   the kernel with them and 0.69 to 0.81 s with these (eleven alternating pairs, about 1 % of
 ///   its CPU time; tools/README.md, twenty-fourth session). Peak RSS stays the pipeline's peak,
 ///   which it reaches anyway. Argon2's 80 MiB block is larger, so it is still mapped and given
 ///   back when the key is unwrapped.
