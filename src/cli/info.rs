@@ -6,7 +6,7 @@ use super::{location, Outcome};
 use anyhow::Result;
 use garret::archive::{self, Archive};
 use garret::id::Id;
-use garret::repository::Repository;
+use garret::repository::{Encryption, Repository};
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
@@ -58,11 +58,16 @@ pub fn archive_text(a: &Archive, id: &Id) -> String {
     )
 }
 
+/// Where the repository is, as an absolute path (as borg shows it).
+fn absolute_location(repo: &Repository) -> String {
+    std::path::absolute(repo.path()).unwrap_or_else(|_| repo.path().to_path_buf()).display().to_string()
+}
+
 /// The `repository` member of borg's JSON output: id, location and the time of the last commit.
 pub fn repository_json(repo: &Repository) -> serde_json::Value {
     serde_json::json!({
         "id": repo.config().id,
-        "location": repo.path().display().to_string(),
+        "location": absolute_location(repo),
         "last_modified": repo.manifest().time,
     })
 }
@@ -184,7 +189,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                 outln!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
-                        "repository": { "id": c.id, "location": repo.path().display().to_string(), "version": c.version, "last_modified": repo.manifest().time },
+                        "repository": { "id": c.id, "location": absolute_location(&repo), "version": c.version, "last_modified": repo.manifest().time },
                         "encryption": { "mode": c.encryption },
                         "cache": cache_json(&repo)?,
                         "archives": repo.manifest().archives.len(),
@@ -201,8 +206,14 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                     }))?
                 )?;
             } else {
-                outln!("Repository ID: {}\nLocation: {}\nEncrypted: {:?}\nFormat version: {}\nArchives: {}\nManifest: #{}\nChunks: {}\nSize on disk: {}",
-                    c.id, repo.path().display(), c.encryption, c.version, repo.manifest().archives.len(), repo.manifest().seq, repo.index().blob_count()?, common::size(size))?;
+                // The first three lines as borg's, for scripts that read them.
+                let encrypted = match c.encryption {
+                    Encryption::Repokey => "Yes (repokey)",
+                    Encryption::Keyfile => "Yes (key file)",
+                    Encryption::None => "No",
+                };
+                outln!("Repository ID: {}\nLocation: {}\nEncrypted: {}\nFormat version: {}\nArchives: {}\nManifest: #{}\nChunks: {}\nSize on disk: {}",
+                    c.id, absolute_location(&repo), encrypted, c.version, repo.manifest().archives.len(), repo.manifest().seq, repo.index().blob_count()?, common::size(size))?;
                 if let Some(oldest) = condemned.2 {
                     outln!(
                         "Condemned packs: {} ({}), rewritten by compact since {}; a compact after the grace period deletes them",

@@ -556,6 +556,34 @@ fn json_output_has_borgs_keys() {
     assert!(after > unique && after < unique + 4096, "the second adds its archive object only: {unique} -> {after}");
 }
 
+/// `info REPO` begins as borg's does, for scripts that read it: the id, the location as an
+/// absolute path however it was given, and "Encrypted: Yes (repokey)" (or "No"). The JSON
+/// `location` is absolute too.
+#[test]
+fn info_text_begins_as_borgs() {
+    let env = Env::new();
+    env.init("repokey");
+    let none = env.path("plain").display().to_string();
+    env.run(&["init", "-e", "none", &none]).ok();
+    let head = |out: &str| out.lines().take(3).map(String::from).collect::<Vec<_>>();
+    let id = |out: &str| out.lines().next().unwrap().strip_prefix("Repository ID: ").unwrap().to_string();
+    let r = env.run(&["info", "repo"]).ok().stdout;
+    let want = |id: String, at: &str, enc: &str| {
+        vec![format!("Repository ID: {id}"), format!("Location: {at}"), format!("Encrypted: {enc}")]
+    };
+    assert_eq!(head(&r), want(id(&r), &env.repo_str(), "Yes (repokey)"));
+    assert_eq!(id(&r).len(), 64);
+    let r = env.run(&["info", "plain"]).ok().stdout;
+    assert_eq!(head(&r), want(id(&r), &none, "No"));
+    let v: serde_json::Value = serde_json::from_str(&env.run(&["info", "--json", "repo"]).ok().stdout).unwrap();
+    assert_eq!(v["repository"]["location"], env.repo_str());
+    if borg_installed() {
+        env.borg(&["init", "-e", "repokey", "borg"]);
+        let theirs = env.borg(&["info", "borg"]);
+        assert_eq!(head(&theirs), want(id(&theirs), &env.path("borg").display().to_string(), "Yes (repokey)"));
+    }
+}
+
 /// `list --format` checksum keys, as borg's: the digests of each file's stored content agree with
 /// coreutils' `sha256sum`, `md5sum`, `sha1sum`, `sha512sum`, `b2sum` and Python's hashlib, for a
 /// file of many chunks, an empty file and a hardlink's second name; directories and symlinks get
