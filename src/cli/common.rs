@@ -456,7 +456,9 @@ impl Reporter for StderrReporter {
                     serde_json::json!({ "type": "file_status", "status": status.to_string(), "path": path })
                 );
             } else {
-                self.line(Level::Info, format!("{status} {}", escape(&String::from_utf8_lossy(path))));
+                let path = escape(&String::from_utf8_lossy(path));
+                // A status of ' ' (extract's list) shows the path alone, as borg's does.
+                self.line(Level::Info, if status == ' ' { path } else { format!("{status} {path}") });
             }
         }
     }

@@ -287,3 +287,40 @@ fn a_path_that_matches_nothing_is_a_warning() {
     env.run(&["recreate", &env.archive("a"), "src/redmine"]).ok();
     assert_eq!(env.run(&["list", "--short", &env.archive("a")]).ok().stdout, "src/redmine\nsrc/redmine/db.sql\n");
 }
+
+/// `extract --list` names each item as borg's does: the path alone, one per line on stderr (the
+/// same set of lines as borg's for the same tree), with or without --dry-run.
+#[test]
+fn extract_list_shows_paths_as_borg() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src/d")).unwrap();
+    fs::write(env.path("src/a"), b"a").unwrap();
+    fs::write(env.path("src/d/b"), b"b").unwrap();
+    env.create_json("x", &["src"], &[]);
+    let sorted = |s: &str| {
+        let mut l: Vec<String> = s.lines().map(String::from).collect();
+        l.sort();
+        l
+    };
+    let want = ["src", "src/a", "src/d", "src/d/b"];
+    let r = env.run(&["extract", "--dry-run", "--list", &env.archive("x")]).ok();
+    assert_eq!(sorted(&r.stderr), want, "{}", r.stderr);
+    fs::create_dir(env.path("out")).unwrap();
+    let r = env.run_in(&env.path("out"), &["extract", "--list", &env.archive("x")]).ok();
+    assert_eq!(sorted(&r.stderr), want, "{}", r.stderr);
+    assert_eq!(fs::read(env.path("out/src/d/b")).unwrap(), b"b");
+    if borg_installed() {
+        let repo = env.path("borg").display().to_string();
+        env.borg(&["init", "-e", "repokey", &repo]);
+        env.borg(&["create", &format!("{repo}::x"), "src"]);
+        let o = std::process::Command::new("borg")
+            .args(["extract", "--dry-run", "--list", &format!("{repo}::x")])
+            .current_dir(env.dir.path())
+            .env("BORG_PASSPHRASE", "borg pass")
+            .env("BORG_BASE_DIR", env.path("borg-home"))
+            .output()
+            .unwrap();
+        assert_eq!(sorted(&String::from_utf8_lossy(&o.stderr)), want);
+    }
+}
