@@ -164,6 +164,7 @@ pub fn recreate(
             it.source = Some(to.clone());
         }
         stats.nitems += 1;
+        *stats.nchunks.get_or_insert(0) += it.chunks.len() as u64;
         if it.kind == Kind::File {
             stats.nfiles += 1;
             for c in &it.chunks {
@@ -176,6 +177,7 @@ pub fn recreate(
     let (items, added, stored) = w.finish(repo)?;
     stats.deduplicated_size = added;
     stats.compressed_size += stored;
+    *stats.nchunks.get_or_insert(0) += items.len() as u64;
     let (time_start, time_end) = match &opts.timestamp {
         Some(t) => (t.clone(), shifted_end(&old.time_start, &old.time_end, t)),
         None => (old.time_start.clone(), old.time_end.clone()),

@@ -26,6 +26,44 @@ pub struct ArchiveStats {
     pub nfiles: u64,
     /// Items of any kind.
     pub nitems: u64,
+    /// Chunk references: every file's chunks plus the item stream's tree chunks (duplicates
+    /// counted each time). Absent in archives made before garret recorded it: [`totals`]
+    /// counts those from their items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nchunks: Option<u64>,
+}
+
+/// Sizes over the whole repository, as borg's "All archives" and "Chunk index" lines show them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Every archive's original size added up.
+    pub total_size: u64,
+    /// Every archive's compressed size added up.
+    pub total_csize: u64,
+    /// Chunk references over every archive, each archive's own object included (as borg counts
+    /// its archive metadata chunk).
+    pub total_chunks: u64,
+    /// Blobs in the repository, each counted once.
+    pub unique_chunks: u64,
+    /// Their plaintext bytes.
+    pub unique_size: u64,
+    /// Their stored bytes: what the repository holds.
+    pub unique_csize: u64,
+}
+
+/// [`Totals`] over the archives in the manifest (each archive object is read; the item stream
+/// too for archives without a recorded chunk count). An archive that cannot be read is left out
+/// rather than fail a summary: `check` is what reports damage.
+pub fn totals(repo: &Repository) -> Result<Totals> {
+    let (unique_chunks, unique_size, unique_csize) = repo.index().totals()?;
+    let mut t = Totals { unique_chunks, unique_size, unique_csize, ..Default::default() };
+    for a in repo.manifest().archives.iter().filter_map(|e| Archive::load(repo, e).ok()) {
+        let Ok(nchunks) = a.chunk_count(repo) else { continue };
+        t.total_size += a.stats.original_size;
+        t.total_csize += a.stats.compressed_size;
+        t.total_chunks += nchunks + 1;
+    }
+    Ok(t)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -132,6 +170,7 @@ impl Archive {
             w.push(repo, it)?;
         }
         let (ids, _, _) = w.finish(repo)?;
+        let nchunks = ids.len() as u64 + items.iter().map(|i| i.chunks.len() as u64).sum::<u64>();
         let now = crate::repository::now_rfc3339();
         let a = Archive {
             version: ARCHIVE_VERSION_UNMARKED,
@@ -142,12 +181,25 @@ impl Archive {
             time_end: now,
             command_line: vec![],
             items: ids,
-            stats: ArchiveStats { nitems: items.len() as u64, ..Default::default() },
+            stats: ArchiveStats { nitems: items.len() as u64, nchunks: Some(nchunks), ..Default::default() },
             comment: String::new(),
             unmarked_masters: true,
             recreated: vec![],
         };
         a.commit(repo)
+    }
+
+    /// The archive's chunk references ([`ArchiveStats::nchunks`]), counted from its items when
+    /// it was made before garret recorded them.
+    pub fn chunk_count(&self, repo: &Repository) -> Result<u64> {
+        if let Some(n) = self.stats.nchunks {
+            return Ok(n);
+        }
+        let mut n = self.items.len() as u64;
+        for it in self.items(repo) {
+            n += it?.chunks.len() as u64;
+        }
+        Ok(n)
     }
 
     pub fn items<'r>(&self, repo: &'r Repository) -> stream::ItemReader<'r> {

@@ -364,9 +364,12 @@ pub(super) fn run_and_report(
     let out = out?;
     let id = out.id.unwrap_or_default();
     if json {
-        outln!("{}", serde_json::to_string_pretty(&info::archive_json(repo, &out.archive, &id))?)?;
+        let mut v = info::archive_json(repo, &out.archive, &id);
+        v["cache"] = info::cache_json(&garret::archive::totals(repo)?, repo);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else if stats {
-        out!("{}", info::archive_text(&out.archive, &id))?;
+        let totals = garret::archive::totals(repo)?;
+        eprint!("{}", info::create_stats_text(repo, &out.archive, &id, &totals));
     }
     Ok(())
 }

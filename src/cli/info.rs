@@ -4,7 +4,7 @@ use super::common::{self, GlobalArgs};
 use super::filter::ArchiveFilter;
 use super::{location, Outcome};
 use anyhow::Result;
-use garret::archive::{self, Archive};
+use garret::archive::{self, Archive, ArchiveStats, Totals};
 use garret::id::Id;
 use garret::repository::{Encryption, Repository};
 
@@ -27,15 +27,36 @@ fn duration_of(a: &Archive) -> f64 {
     }
 }
 
-pub fn archive_text(a: &Archive, id: &Id) -> String {
-    let s = &a.stats;
+/// borg's separator line.
+const DASHES: &str = "------------------------------------------------------------------------------";
+
+/// borg's size table: "This archive" (when given) and "All archives" sizes, then the chunk
+/// counts; column for column as borg 1.2 prints it.
+pub fn stats_table(this: Option<&ArchiveStats>, t: &Totals) -> String {
+    let row = |label: &str, a: String, b: String, c: String| {
+        format!("{label:<15} {a:>20} {b:>20}{}\n", if c.is_empty() { c } else { format!(" {c:>20}") })
+    };
+    let size = |n: u64| common::size(n);
+    let mut s = String::from("                       Original size      Compressed size    Deduplicated size\n");
+    if let Some(x) = this {
+        s += &row("This archive:", size(x.original_size), size(x.compressed_size), size(x.deduplicated_size));
+    }
+    s += &row("All archives:", size(t.total_size), size(t.total_csize), size(t.unique_csize));
+    s += "\n                       Unique chunks         Total chunks\n";
+    s += &row("Chunk index:", t.unique_chunks.to_string(), t.total_chunks.to_string(), String::new());
+    s
+}
+
+/// `info REPO::NAME`'s text, as borg's (without its "Utilization of maximum supported archive
+/// size" line: garret's item stream has no such limit).
+pub fn archive_text(a: &Archive, id: &Id, totals: &Totals) -> String {
     let recreated = if a.recreated.is_empty() {
         String::new()
     } else {
         format!("Recreated by: {}\n", common::escape(&a.recreated.join(" ")))
     };
     format!(
-        "Archive name: {}\nArchive fingerprint: {}\nComment: {}\nHostname: {}\nUsername: {}\nTime (start): {}\nTime (end): {}\nDuration: {}\nNumber of files: {}\nCommand line: {}\n{}{:<24}{:>20}{:>20}{:>20}\n{:<24}{:>20}{:>20}{:>20}\n",
+        "Archive name: {}\nArchive fingerprint: {}\nComment: {}\nHostname: {}\nUsername: {}\nTime (start): {}\nTime (end): {}\nDuration: {}\nNumber of files: {}\nCommand line: {}\n{}{DASHES}\n{}",
         a.name,
         id,
         common::escape(&a.comment),
@@ -44,17 +65,25 @@ pub fn archive_text(a: &Archive, id: &Id) -> String {
         common::show_time(&a.time_start),
         common::show_time(&a.time_end),
         common::duration(std::time::Duration::from_secs_f64(duration_of(a).max(0.0))),
-        s.nfiles,
+        a.stats.nfiles,
         common::escape(&a.command_line.join(" ")),
         recreated,
-        "",
-        "Original size",
-        "Compressed size",
-        "Deduplicated size",
-        "This archive:",
-        common::size(s.original_size),
-        common::size(s.compressed_size),
-        common::size(s.deduplicated_size),
+        stats_table(Some(&a.stats), totals),
+    )
+}
+
+/// `create --stats`' text, as borg's (on stderr, like borg's).
+pub fn create_stats_text(repo: &Repository, a: &Archive, id: &Id, totals: &Totals) -> String {
+    format!(
+        "{DASHES}\nRepository: {}\nArchive name: {}\nArchive fingerprint: {}\nTime (start): {}\nTime (end):   {}\nDuration: {}\nNumber of files: {}\n{DASHES}\n{}{DASHES}\n",
+        absolute_location(repo),
+        a.name,
+        id,
+        common::show_time(&a.time_start),
+        common::show_time(&a.time_end),
+        common::duration(std::time::Duration::from_secs_f64(duration_of(a).max(0.0))),
+        a.stats.nfiles,
+        stats_table(Some(&a.stats), totals),
     )
 }
 
@@ -78,29 +107,19 @@ pub fn encryption_json(repo: &Repository) -> serde_json::Value {
 }
 
 /// borg's `cache` member: where this client keeps its cache of the repository, and sizes over
-/// the whole repository. `unique_*` count each blob once (from the index); `total_size` and
-/// `total_csize` add up every archive's original and compressed sizes (each archive object is
-/// read). borg's `total_chunks` (chunk references over all archives) would need every archive's
-/// items and is left out; archives that cannot be read are left out of the totals.
-pub fn cache_json(repo: &Repository) -> Result<serde_json::Value> {
-    let (chunks, size, csize) = repo.index().totals()?;
-    let (mut total_size, mut total_csize) = (0u64, 0u64);
-    // An archive that cannot be read is left out of the totals rather than fail `info`: `check`
-    // is what reports damage.
-    for a in repo.manifest().archives.iter().filter_map(|e| Archive::load(repo, e).ok()) {
-        total_size += a.stats.original_size;
-        total_csize += a.stats.compressed_size;
-    }
-    Ok(serde_json::json!({
+/// the whole repository ([`archive::totals`]).
+pub fn cache_json(t: &Totals, repo: &Repository) -> serde_json::Value {
+    serde_json::json!({
         "path": common::cache_dir().join(&repo.config().id).display().to_string(),
         "stats": {
-            "total_unique_chunks": chunks,
-            "unique_size": size,
-            "unique_csize": csize,
-            "total_size": total_size,
-            "total_csize": total_csize,
+            "total_chunks": t.total_chunks,
+            "total_unique_chunks": t.unique_chunks,
+            "unique_size": t.unique_size,
+            "unique_csize": t.unique_csize,
+            "total_size": t.total_size,
+            "total_csize": t.total_csize,
         },
-    }))
+    })
 }
 
 pub fn archive_json(repo: &Repository, a: &Archive, id: &Id) -> serde_json::Value {
@@ -137,6 +156,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
         );
     }
     let repo = common::open(g, &loc.repo, false)?;
+    let totals = archive::totals(&repo)?;
     match &loc.archive {
         None if a.filter.is_set() => {
             let mut shown = vec![];
@@ -145,7 +165,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                 shown.push(if a.json {
                     archive_json(&repo, &ar, &entry.id)["archive"].take()
                 } else {
-                    serde_json::Value::String(archive_text(&ar, &entry.id))
+                    serde_json::Value::String(archive_text(&ar, &entry.id, &totals))
                 });
             }
             if a.json {
@@ -153,7 +173,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                     "archives": shown,
                     "repository": repository_json(&repo),
                     "encryption": encryption_json(&repo),
-                    "cache": cache_json(&repo)?,
+                    "cache": cache_json(&totals, &repo),
                 });
                 outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
@@ -172,11 +192,11 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                     "archives": [v["archive"].take()],
                     "repository": v["repository"].take(),
                     "encryption": v["encryption"].take(),
-                    "cache": cache_json(&repo)?,
+                    "cache": cache_json(&totals, &repo),
                 });
                 outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
-                out!("{}", archive_text(&ar, &entry.id))?;
+                out!("{}", archive_text(&ar, &entry.id, &totals))?;
             }
         }
         None => {
@@ -191,7 +211,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                     serde_json::to_string_pretty(&serde_json::json!({
                         "repository": { "id": c.id, "location": absolute_location(&repo), "version": c.version, "last_modified": repo.manifest().time },
                         "encryption": { "mode": c.encryption },
-                        "cache": cache_json(&repo)?,
+                        "cache": cache_json(&totals, &repo),
                         "archives": repo.manifest().archives.len(),
                         "manifest_seq": repo.manifest().seq,
                         "blobs": repo.index().blob_count()?,
@@ -212,8 +232,17 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                     Encryption::Keyfile => "Yes (key file)",
                     Encryption::None => "No",
                 };
-                outln!("Repository ID: {}\nLocation: {}\nEncrypted: {}\nFormat version: {}\nArchives: {}\nManifest: #{}\nChunks: {}\nSize on disk: {}",
-                    c.id, absolute_location(&repo), encrypted, c.version, repo.manifest().archives.len(), repo.manifest().seq, repo.index().blob_count()?, common::size(size))?;
+                outln!(
+                    "Repository ID: {}\nLocation: {}\nEncrypted: {}\nCache: {}\nFormat version: {}\nArchives: {}\nManifest: #{}\nSize on disk: {}",
+                    c.id,
+                    absolute_location(&repo),
+                    encrypted,
+                    common::cache_dir().join(&c.id).display(),
+                    c.version,
+                    repo.manifest().archives.len(),
+                    repo.manifest().seq,
+                    common::size(size)
+                )?;
                 if let Some(oldest) = condemned.2 {
                     outln!(
                         "Condemned packs: {} ({}), rewritten by compact since {}; a compact after the grace period deletes them",
@@ -229,6 +258,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                     };
                     outln!("Reader: {}, reading {what}", r.who)?;
                 }
+                out!("{DASHES}\n{}", stats_table(None, &totals))?;
             }
         }
     }

@@ -342,6 +342,7 @@ impl Pipeline<'_> {
             let p = self.queue.pop_front().expect("front exists");
             self.queue_base += 1;
             self.stats.nitems += 1;
+            *self.stats.nchunks.get_or_insert(0) += p.item.chunks.len() as u64;
             if p.item.kind == Kind::File {
                 self.stats.nfiles += 1;
                 self.progress.files += 1;
@@ -582,6 +583,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
         std::mem::replace(&mut pl.stream, ItemStreamWriter::new(repo)).finish(repo)?;
     pl.stats.deduplicated_size += tree_added;
     pl.stats.compressed_size += tree_stored;
+    *pl.stats.nchunks.get_or_insert(0) += tree_ids.len() as u64;
     let archive = Archive {
         version: if opts.unmarked_masters { archive::ARCHIVE_VERSION_UNMARKED } else { archive::ARCHIVE_VERSION },
         name: opts.name.clone(),

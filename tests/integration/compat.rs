@@ -523,7 +523,7 @@ fn json_output_has_borgs_keys() {
     let (b, g) = (format!("{borg_repo}::a"), env.archive("a"));
     // (borg's output, garret's, whether borg's `cache` member is expected)
     let pairs = [
-        (borg(&["create", "--json", &b, "src"]), ours(&["create", "--json", &g, "src"]), false),
+        (borg(&["create", "--json", &b, "src"]), ours(&["create", "--json", &g, "src"]), true),
         (borg(&["list", "--json", &borg_repo]), ours(&["list", "--json", &env.repo_str()]), true),
         (borg(&["info", "--json", &b]), ours(&["info", "--json", &g]), true),
         (borg(&["info", "--json", &borg_repo]), ours(&["info", "--json", &env.repo_str()]), true),
@@ -532,7 +532,6 @@ fn json_output_has_borgs_keys() {
     for (theirs, mine, cache) in pairs {
         let left_out = |k: &str| {
             (!cache && k.starts_with(".cache."))
-                || k == ".cache.stats.total_chunks"
                 || k.ends_with(".limits.max_archive_size")
                 || k.contains(".chunker_params")
                 || k == ".security_dir"
@@ -549,9 +548,13 @@ fn json_output_has_borgs_keys() {
     assert!(unique > 0 && unique <= data, "{stats} against {data} bytes of packs");
     let one = v["archives"][0]["stats"]["original_size"].as_u64().unwrap();
     assert_eq!(stats["total_size"].as_u64(), Some(one), "one archive so far");
+    let chunks = stats["total_chunks"].as_u64().unwrap();
+    // the file's chunk, the item stream's tree chunk and the archive object
+    assert_eq!(chunks, 3, "{stats}");
     env.run(&["create", &env.archive("b"), "src"]).ok();
     let v: serde_json::Value = serde_json::from_str(&ours(&["info", "--json", &g])).unwrap();
     assert_eq!(v["cache"]["stats"]["total_size"].as_u64(), Some(2 * one), "two archives of the same tree");
+    assert_eq!(v["cache"]["stats"]["total_chunks"].as_u64(), Some(2 * chunks), "two archives of the same tree");
     let after = v["cache"]["stats"]["unique_csize"].as_u64().unwrap();
     assert!(after > unique && after < unique + 4096, "the second adds its archive object only: {unique} -> {after}");
 }
@@ -581,6 +584,97 @@ fn info_text_begins_as_borgs() {
         env.borg(&["init", "-e", "repokey", "borg"]);
         let theirs = env.borg(&["info", "borg"]);
         assert_eq!(head(&theirs), want(id(&theirs), &env.path("borg").display().to_string(), "Yes (repokey)"));
+    }
+}
+
+/// borg's size table as (key, line length): header lines whole, value lines by their label.
+/// Values differ between the tools; the columns must not.
+fn table_shape(text: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| l.contains("Original size")).unwrap_or_else(|| panic!("{text}"));
+    let end = lines.iter().position(|l| l.starts_with("Chunk index:")).unwrap_or_else(|| panic!("{text}"));
+    let key = |l: &str| {
+        if l.starts_with(' ') || l.is_empty() {
+            l.to_string()
+        } else {
+            l.split(':').next().unwrap().to_string()
+        }
+    };
+    lines[start..=end].iter().map(|l| (key(l), l.len())).collect()
+}
+
+/// The labels of the lines before the size table ("Archive name", ...), separators left out.
+/// borg's line on its maximum archive size is left out too: garret's item stream has no such
+/// limit.
+fn labels_before_table(text: &str) -> Vec<String> {
+    text.lines()
+        .take_while(|l| !l.contains("Original size"))
+        .filter(|l| !l.starts_with("---") && !l.starts_with("Utilization of max"))
+        .map(|l| l.split(':').next().unwrap().to_string())
+        .collect()
+}
+
+/// `create --stats` (on standard error, as borg's), `info REPO::NAME` and `info REPO` print
+/// borg's size table: "This archive", "All archives" and the chunk index, column for column,
+/// with borg's lines before it. The chunk index agrees with `info --json`: every blob once, and
+/// each archive's chunk references (its files' chunks, its tree chunks, its own object).
+#[test]
+fn stats_tables_as_borgs() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), xorshift(3 << 20, 7)).unwrap();
+    fs::write(env.path("src/g"), b"small").unwrap();
+    env.run(&["create", &env.archive("a"), "src"]).ok();
+    let created = env.run(&["create", "--stats", &env.archive("b"), "src"]).ok();
+    assert_eq!(created.stdout, "", "the statistics go to standard error, as borg's");
+    let dashes = "-".repeat(78);
+    let lines: Vec<&str> = created.stderr.lines().collect();
+    assert_eq!((lines[0], lines[lines.len() - 1]), (dashes.as_str(), dashes.as_str()), "{}", created.stderr);
+    assert_eq!(lines[1], format!("Repository: {}", env.repo_str()));
+    let info_b = env.run(&["info", &env.archive("b")]).ok().stdout;
+    let info_repo = env.run(&["info", &env.repo_str()]).ok().stdout;
+    let v: serde_json::Value =
+        serde_json::from_str(&env.run(&["info", "--json", &env.repo_str()]).ok().stdout).unwrap();
+    let st = &v["cache"]["stats"];
+    let chunk_line = |text: &str| text.lines().find(|l| l.starts_with("Chunk index:")).unwrap().to_string();
+    let n = |k: &str| st[k].as_u64().unwrap();
+    let want = format!("Chunk index:    {:>20} {:>20}", n("total_unique_chunks"), n("total_chunks"));
+    for text in [&created.stderr, &info_b, &info_repo] {
+        assert_eq!(chunk_line(text), want, "{text}");
+    }
+    // The first archive alone: its file's chunks, its tree chunk and its own object; the
+    // second the same again.
+    let repo = open_repo(&env);
+    let a = garret::archive::Archive::load(&repo, &garret::archive::lookup(&repo, "a").unwrap().clone()).unwrap();
+    let file_chunks: u64 = items(&repo, "a").iter().map(|i| i.chunks.len() as u64).sum();
+    assert!(file_chunks >= 2, "a 3 MiB file makes several chunks: {file_chunks}");
+    let mine = file_chunks + a.items.len() as u64;
+    assert_eq!(a.stats.nchunks, Some(mine));
+    assert_eq!(st["total_chunks"].as_u64(), Some(2 * (mine + 1)));
+    // Archives made before the count was recorded are counted from their items.
+    let old = garret::archive::Archive { stats: garret::archive::ArchiveStats { nchunks: None, ..a.stats }, ..a };
+    assert_eq!(old.chunk_count(&repo).unwrap(), mine);
+    drop(repo);
+    assert!(info_repo.contains("\nAll archives:"), "{info_repo}");
+    assert!(!info_repo.contains("This archive:"), "{info_repo}");
+    if borg_installed() {
+        let b = env.path("borg").display().to_string();
+        env.borg(&["init", "-e", "repokey", &b]);
+        env.borg(&["create", &format!("{b}::a"), "src"]);
+        let (out, theirs) = env.borg_output(&["create", "--stats", &format!("{b}::b"), "src"]);
+        assert_eq!(out, "");
+        let pairs = [
+            (theirs, created.stderr.clone()),
+            (env.borg(&["info", &format!("{b}::b")]), info_b.clone()),
+            (env.borg(&["info", &b]), info_repo.clone()),
+        ];
+        for (theirs, mine) in &pairs {
+            assert_eq!(table_shape(theirs), table_shape(mine), "borg's:\n{theirs}\ngarret's:\n{mine}");
+        }
+        assert_eq!(labels_before_table(&pairs[0].0), labels_before_table(&pairs[0].1));
+        assert_eq!(labels_before_table(&pairs[1].0), labels_before_table(&pairs[1].1));
+        assert_eq!(labels_before_table(&pairs[2].0)[..4], labels_before_table(&pairs[2].1)[..4]);
     }
 }
 

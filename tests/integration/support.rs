@@ -356,6 +356,11 @@ impl Env {
     /// Run borg in this environment's directory (passphrase "borg pass", its own home); the
     /// command must succeed. Its standard output.
     pub fn borg(&self, args: &[&str]) -> String {
+        self.borg_output(args).0
+    }
+
+    /// [`Env::borg`], returning standard output and standard error.
+    pub fn borg_output(&self, args: &[&str]) -> (String, String) {
         let out = Command::new("borg")
             .args(args)
             .current_dir(self.dir.path())
@@ -363,7 +368,8 @@ impl Env {
             .env("BORG_BASE_DIR", self.path("borg-home"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "borg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "borg {args:?}: {err}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), err)
     }
 }
