@@ -228,6 +228,22 @@ pub fn is_master(it: &item::Item, sources: &Option<std::collections::HashSet<Vec
     it.hardlink_master || (it.kind == item::Kind::File && sources.as_ref().is_some_and(|s| s.contains(&it.path)))
 }
 
+/// How many times each chunk is referenced by the files of every archive in the manifest (one
+/// pass over all their items): borg's chunk reference counts, for `list`'s `dsize`, `dcsize`
+/// and `unique_chunks`. Hardlinks share their first name's chunks and add no references.
+pub fn chunk_refcounts(repo: &Repository) -> Result<std::collections::HashMap<Id, u32>> {
+    let mut refs = std::collections::HashMap::new();
+    for entry in &repo.manifest().archives {
+        for it in Archive::load(repo, entry)?.items(repo) {
+            for c in it?.chunks {
+                let n = refs.entry(c.0).or_insert(0u32);
+                *n = n.saturating_add(1);
+            }
+        }
+    }
+    Ok(refs)
+}
+
 /// Find an archive by name in the current manifest.
 pub fn lookup<'m>(repo: &'m Repository, name: &str) -> Result<&'m ArchiveEntry> {
     repo.manifest().find(name).ok_or_else(|| Error::NoSuchArchive(name.to_string()))

@@ -63,10 +63,18 @@ const ITEM_KEYS: &[&str] = &[
     "source",
     "linktarget",
     "size",
+    "csize",
+    "dsize",
+    "dcsize",
     "mtime",
+    "ctime",
+    "atime",
     "isomtime",
+    "isoctime",
+    "isoatime",
     "health",
     "num_chunks",
+    "unique_chunks",
     "extra",
     "archivename",
     "archiveid",
@@ -78,8 +86,12 @@ const FORMAT_HELP: &str = "Output format, in Python's format syntax as borg: {ke
 for times (e.g. {mtime:%Y-%m-%d}, {time:%H:%M}), {{ and }}, and {NL} {TAB} {SPACE} {CR} for those characters.
 Archives: archive (or name), barchive, id, time (or start), end, hostname, username, comment, bcomment, \
 command_line.
-Items: type, mode, uid, gid, user, group, path, bpath, source, linktarget, flags, size, mtime, isomtime, health, \
-num_chunks, extra (' -> target' or ' link to source'), archivename, archiveid, and checksums of a file's content \
+Items: type, mode, uid, gid, user, group, path, bpath, source and linktarget (a symlink's target or the first name \
+of a hardlinked file), flags, size, csize (stored size of the file's chunks), dsize and dcsize (size and stored \
+size of the chunks no other file or archive references), num_chunks, unique_chunks, mtime, ctime, atime, \
+isomtime, isoctime, isoatime (garret stores no ctime, and atime only with `create --atime`: as borg for an item \
+without them, these show the mtime), health, extra (' -> target' or ' link to source'), archivename, archiveid, \
+and checksums of a file's content \
 (read from the repository): md5, sha1, sha224, sha256, sha384, sha512, sha3_224, sha3_256, sha3_384, sha3_512, \
 blake2b, blake2s, xxh64.";
 
@@ -111,6 +123,18 @@ fn time_value(rfc3339: &str) -> Value {
     Value::Time(t, common::show_time(rfc3339))
 }
 
+/// An item time (ns since the epoch) for `--format`: shown as borg shows it, or by a strftime
+/// spec.
+fn item_time(ns: i64) -> Value {
+    let t = chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32);
+    Value::Time(t.map(|t| t.with_timezone(&chrono::Local)), common::show_ns(ns))
+}
+
+/// A symlink's target or a hardlink's first name: borg's `source` and `linktarget` alike.
+fn link_of(it: &Item) -> Option<&Vec<u8>> {
+    it.target.as_ref().or(it.source.as_ref())
+}
+
 fn item_json(it: &Item) -> serde_json::Value {
     serde_json::json!({
         "type": kind_name(it.kind),
@@ -121,8 +145,8 @@ fn item_json(it: &Item) -> serde_json::Value {
         "gid": it.gid,
         "path": it.path_lossy(),
         "healthy": it.chunks_healthy.is_empty(),
-        "source": it.source.as_ref().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default(),
-        "linktarget": it.target.as_ref().map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default(),
+        "source": link_of(it).map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default(),
+        "linktarget": link_of(it).map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or_default(),
         "flags": 0, // borg's BSD flags: garret stores none
         "size": shown_size(it),
         "mtime": common::iso_ns(it.mtime),
@@ -206,6 +230,12 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
             // Content of hardlink masters, for the checksums of later names.
             let sources = ar.hardlink_sources(&repo)?;
             let mut masters: HashMap<Vec<u8>, Vec<ChunkRef>> = HashMap::new();
+            let uses = |keys: &[&str]| format.as_ref().is_some_and(|f| keys.iter().any(|k| f.uses(k)));
+            // Stored sizes from the index; reference counts over every archive (one pass over
+            // all their items), only for the keys that need them.
+            let stored = uses(&["csize", "dcsize"]).then(|| repo.index().known_blobs()).transpose()?;
+            let refs =
+                uses(&["dsize", "dcsize", "unique_chunks"]).then(|| archive::chunk_refcounts(&repo)).transpose()?;
             for it in ar.items(&repo) {
                 let it = it?;
                 if checksums.is_some() && archive::is_master(&it, &sources) {
@@ -242,6 +272,9 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                         }
                         _ => vec![],
                     };
+                    let csize =
+                        |id: &garret::id::Id| stored.as_ref().and_then(|k| k.get(id)).copied().unwrap_or(0) as u64;
+                    let unique = || it.chunks.iter().filter(|c| refs.as_ref().and_then(|r| r.get(&c.0)) == Some(&1));
                     let lossy = |b: &Option<Vec<u8>>| {
                         b.as_ref().map(|b| common::escape(&String::from_utf8_lossy(b))).unwrap_or_default()
                     };
@@ -251,14 +284,12 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                         "size" => Value::Num(shown_size(&it)),
                         "num_chunks" => Value::Num(it.chunks.len() as u64),
                         "flags" => Value::Num(0), // borg's BSD flags: garret stores none
-                        "mtime" => Value::Time(
-                            chrono::DateTime::from_timestamp(
-                                it.mtime.div_euclid(1_000_000_000),
-                                it.mtime.rem_euclid(1_000_000_000) as u32,
-                            )
-                            .map(|t| t.with_timezone(&chrono::Local)),
-                            common::show_ns(it.mtime),
-                        ),
+                        "csize" => Value::Num(it.chunks.iter().map(|c| csize(&c.0)).sum()),
+                        "dsize" => Value::Num(unique().map(|c| c.1 as u64).sum()),
+                        "dcsize" => Value::Num(unique().map(|c| csize(&c.0)).sum()),
+                        "unique_chunks" => Value::Num(unique().count() as u64),
+                        "mtime" | "ctime" => item_time(it.mtime),
+                        "atime" => item_time(it.atime.unwrap_or(it.mtime)),
                         k if checksum::KEYS.contains(&k) => {
                             // Empty for what has no content (directories, symlinks), as borg's.
                             Value::Text(
@@ -272,10 +303,9 @@ pub fn run(g: &GlobalArgs, a: &ListArgs) -> Result<Outcome> {
                             "group" => it.group.clone().unwrap_or_else(|| it.gid.to_string()),
                             "path" => common::escape(&p),
                             "bpath" => p.to_string(),
-                            "source" => lossy(&it.source),
-                            "linktarget" => lossy(&it.target),
-
-                            "isomtime" => item_json(&it)["mtime"].as_str().unwrap_or_default().to_string(),
+                            "source" | "linktarget" => lossy(&link_of(&it).cloned()),
+                            "isomtime" | "isoctime" => common::iso_ns(it.mtime),
+                            "isoatime" => common::iso_ns(it.atime.unwrap_or(it.mtime)),
                             "health" => if it.chunks_healthy.is_empty() { "healthy" } else { "broken" }.to_string(),
                             "extra" => extra(),
                             "archivename" => entry.name.clone(),

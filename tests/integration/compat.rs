@@ -678,6 +678,72 @@ fn stats_tables_as_borgs() {
     }
 }
 
+/// borg's size keys of `list --format`: `csize` (the stored size of a file's chunks), `dsize`,
+/// `dcsize` and `unique_chunks` (what no other file or archive references), and the times borg
+/// shows for what an item lacks (ctime, atime: the mtime). `source` and `linktarget` are the same,
+/// for symlinks and hardlinks, as in borg 1.x.
+#[test]
+fn list_format_sizes_and_times() {
+    let env = Env::new();
+    env.init("repokey");
+    let s = env.path("src");
+    fs::create_dir_all(&s).unwrap();
+    let big = xorshift(5 << 20, 11);
+    fs::write(s.join("big"), &big).unwrap();
+    fs::write(s.join("copy"), &big).unwrap();
+    fs::write(s.join("small.txt"), b"abc").unwrap();
+    fs::hard_link(s.join("small.txt"), s.join("twin")).unwrap();
+    std::os::unix::fs::symlink("small.txt", s.join("sym")).unwrap();
+    env.run(&["create", &env.archive("a"), "src"]).ok();
+    let f = "{path} {size} {csize} {dsize} {dcsize} {num_chunks} {unique_chunks}|{mtime}|{ctime}|{atime}|{isomtime}|{isoctime}|{isoatime}|{source}|{linktarget}{NL}";
+    let rows = |archive: &str| -> std::collections::BTreeMap<String, Vec<String>> {
+        let out = env.run(&["list", "--format", f, &env.archive(archive)]).ok().stdout;
+        out.lines()
+            .map(|l| {
+                let parts: Vec<String> = l.split('|').map(String::from).collect();
+                let mut v: Vec<String> = parts[0].split(' ').map(String::from).collect();
+                v.extend(parts[1..].iter().cloned());
+                (v[0].clone(), v[1..].to_vec())
+            })
+            .collect()
+    };
+    let r = rows("a");
+    let num = |path: &str, i: usize| r[path][i].parse::<u64>().unwrap();
+    // big and copy share every chunk: nothing of theirs is unique
+    assert!(num("src/big", 4) >= 3, "{:?}", r["src/big"]);
+    for p in ["src/big", "src/copy"] {
+        assert_eq!((num(p, 2), num(p, 3), num(p, 5)), (0, 0, 0), "{p}: {:?}", r[p]);
+        assert!(num(p, 1) >= 5 << 20, "random data stores no smaller: {:?}", r[p]);
+    }
+    assert_eq!(num("src/big", 1), num("src/copy", 1));
+    // small.txt's one chunk is its alone (the hardlink adds no reference)
+    assert_eq!(
+        (num("src/small.txt", 0), num("src/small.txt", 2), num("src/small.txt", 4), num("src/small.txt", 5)),
+        (3, 3, 1, 1)
+    );
+    assert_eq!(num("src/small.txt", 3), num("src/small.txt", 1));
+    assert!(num("src/small.txt", 1) > 0);
+    // The files' stored sizes make up the archive's compressed size, but for its item stream.
+    let v: serde_json::Value =
+        serde_json::from_str(&env.run(&["info", "--json", &env.archive("a")]).ok().stdout).unwrap();
+    let compressed = v["archives"][0]["stats"]["compressed_size"].as_u64().unwrap();
+    let files: u64 = ["src/big", "src/copy", "src/small.txt"].iter().map(|p| num(p, 1)).sum();
+    assert!(files < compressed && compressed - files < 4096, "{files} of {compressed}");
+    // times: no ctime or atime stored, so the mtime, as borg shows an item without them
+    for (path, row) in &r {
+        assert_eq!((&row[7], &row[8]), (&row[6], &row[6]), "{path}");
+        assert_eq!((&row[10], &row[11]), (&row[9], &row[9]), "{path}");
+    }
+    assert_eq!((r["src/sym"][12].as_str(), r["src/sym"][13].as_str()), ("small.txt", "small.txt"));
+    assert_eq!((r["src/twin"][12].as_str(), r["src/twin"][13].as_str()), ("src/small.txt", "src/small.txt"));
+    assert_eq!((r["src/big"][12].as_str(), r["src/big"][13].as_str()), ("", ""));
+    // A second archive of the same files: no chunk is unique any more.
+    env.run(&["create", &env.archive("b"), "src"]).ok();
+    let r = rows("a");
+    assert_eq!(r["src/small.txt"][5], "0");
+    assert_eq!(r["src/small.txt"][2], "0");
+}
+
 /// `list --format` checksum keys, as borg's: the digests of each file's stored content agree with
 /// coreutils' `sha256sum`, `md5sum`, `sha1sum`, `sha512sum`, `b2sum` and Python's hashlib, for a
 /// file of many chunks, an empty file and a hardlink's second name; directories and symlinks get
@@ -761,6 +827,7 @@ fn list_format_matches_borg() {
         "{size:08} {size:>12,} {size:x} {path:.9}|{type}{NL}",
         "{mtime:%Y-%m-%d %H:%M} {path:<14}|{uid:>5d} {health}{NL}",
         "{sha256:.16} {path}{NL}",
+        "{source}|{linktarget}|{path}{NL}",
     ] {
         // borg lists a directory in the order the file system gives, garret by name
         let sorted = |out: String| {
