@@ -22,6 +22,11 @@ pub trait Reporter: Sync {
     /// An item was processed; `status` is a borg-style letter (A added, M modified, U unchanged,
     /// E error, x excluded, d directory, s symlink, h hardlink, f FIFO, c/b device, - dry run).
     fn item(&self, _status: char, _path: &[u8]) {}
+    /// Whether [`Reporter::item`] shows anything: when not, the create walk does not pass the
+    /// statuses on to the pipeline that reports them in walk order.
+    fn lists(&self) -> bool {
+        true
+    }
     /// Totals changed (called often; implementations rate-limit their display).
     fn progress(&self, _p: &Progress) {}
 }
@@ -30,4 +35,7 @@ pub trait Reporter: Sync {
 pub struct Silent;
 impl Reporter for Silent {
     fn warning(&self, _msg: &str) {}
+    fn lists(&self) -> bool {
+        false
+    }
 }

@@ -447,6 +447,9 @@ impl Reporter for StderrReporter {
             self.line(Level::Warning, format!("garret: warning: {}", one_line(msg)));
         }
     }
+    fn lists(&self) -> bool {
+        self.list
+    }
     fn item(&self, status: char, path: &[u8]) {
         if self.list && self.filter.as_ref().is_none_or(|f| f.contains(status)) {
             if logging_json() {

@@ -565,6 +565,7 @@ pub fn run(repo: &mut Repository, mut opts: CreateOptions, reporter: &dyn Report
                 }
                 Event::FileEnd { changed } => pl.finish_file(repo, current, changed)?,
                 Event::Cached { item, key, loc } => pl.cached(repo, item, key, &loc, params, seed)?,
+                Event::Status(c, path) => reporter.item(c, &path),
                 Event::Abort(msg) => return Err(Error::Command(msg)),
             }
         }

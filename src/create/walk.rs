@@ -52,6 +52,9 @@ pub enum Event {
         key: CacheKey,
         loc: Loc,
     },
+    /// A `--list` status letter and path, reported by the pipeline in walk order (with the
+    /// statuses it decides itself, U and M); sent only when the reporter lists.
+    Status(char, Vec<u8>),
     /// Abort the create (a dump stream failed to read).
     Abort(String),
 }
@@ -311,6 +314,9 @@ enum Job {
     Excluded(Vec<u8>),
     /// The walk could not read it: warning and archive path.
     Failed(String, Vec<u8>),
+    /// Everything below this stored directory was walked: its `d` status is reported now,
+    /// after its contents, as borg reports it.
+    DirDone(Vec<u8>),
 }
 
 /// What [`Walker::prepare`] found out about an entry.
@@ -335,6 +341,7 @@ enum Prepared {
     Entry(Entry),
     Excluded(Vec<u8>),
     Failed(String, Vec<u8>),
+    DirDone(Vec<u8>),
 }
 
 /// A directory being walked: its descriptor and its entries, `next` the first not yet walked.
@@ -346,6 +353,8 @@ struct Frame {
     rule: Option<usize>,
     entries: source::Listing,
     next: usize,
+    /// Stored (not only walked through): a [`Job::DirDone`] follows its contents.
+    stored: bool,
 }
 
 struct Walker<'a, 'c> {
@@ -359,6 +368,8 @@ struct Walker<'a, 'c> {
     /// files-cache lookup). On the global pool these queued behind the chunks being compressed,
     /// the walk stalled, and the compressing threads then ran dry (cold create 5.63 -> 5.48 s).
     pool: Option<rayon::ThreadPool>,
+    /// Directories archived whose status waits for their [`Job::DirDone`], innermost last.
+    open_dirs: Vec<Vec<u8>>,
 }
 
 /// Every open directory of the walk's current branch holds a descriptor: let deep trees have
@@ -386,6 +397,7 @@ pub fn walk(cfg: &WalkConfig<'_>, tx: SyncSender<Vec<Event>>) -> Result<(), Hang
             .thread_name(|i| format!("garret-walk-{i}"))
             .build()
             .ok(),
+        open_dirs: Vec::new(),
     };
     if cfg.listed {
         w.listed()?;
@@ -398,8 +410,13 @@ pub fn walk(cfg: &WalkConfig<'_>, tx: SyncSender<Vec<Event>>) -> Result<(), Hang
 }
 
 impl Walker<'_, '_> {
-    fn status(&self, c: char, ap: &[u8]) {
-        self.cfg.reporter.item(c, ap);
+    fn status(&mut self, c: char, ap: &[u8]) -> Result<(), Hangup> {
+        if !self.cfg.reporter.lists() {
+            return Ok(());
+        }
+        // A dry run stores nothing: borg shows '-' for all it would store.
+        let c = if self.cfg.dry_run && !matches!(c, 'x' | 'E') { '-' } else { c };
+        self.tx.send(Event::Status(c, ap.to_vec()))
     }
 
     fn warn(&self, msg: String) {
@@ -482,7 +499,7 @@ impl Walker<'_, '_> {
     }
 
     /// Walk one root depth first, entries of a directory in bytewise name order, a directory
-    /// before its contents; archive in batches.
+    /// before its contents (its status is reported after them); archive in batches.
     fn root(&mut self, root: &Path) -> Result<(), Hangup> {
         let prefix = source::archive_root(root);
         self.root = (root.to_path_buf(), std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()));
@@ -505,7 +522,9 @@ impl Walker<'_, '_> {
         }
         while let Some(frame) = stack.last_mut() {
             if frame.next == frame.entries.len() {
-                stack.pop();
+                if let Some(done) = stack.pop().filter(|f| f.stored) {
+                    batch.push(Job::DirDone(done.ap));
+                }
                 continue;
             }
             let (name, ft) = frame.entries.get(frame.next);
@@ -582,10 +601,13 @@ impl Walker<'_, '_> {
                 let msg = format!("{}: {e}", loc.path.display());
                 let shown = loc.path.as_os_str().as_bytes().to_vec();
                 if store && !ap.is_empty() {
-                    batch.push(Job::Entry(loc, ap)); // its own metadata may still be readable
+                    batch.push(Job::Entry(loc, ap.clone())); // its own metadata may still be readable
                 }
                 if !vanished {
                     batch.push(Job::Failed(msg, shown));
+                }
+                if store && !ap.is_empty() {
+                    batch.push(Job::DirDone(ap));
                 }
                 return;
             }
@@ -606,6 +628,7 @@ impl Walker<'_, '_> {
                     tap.extend_from_slice(t.as_bytes());
                     batch.push(Job::Entry(Loc::child(&fd, &path, OsString::from(t)), tap));
                 }
+                batch.push(Job::DirDone(ap));
             }
             return;
         }
@@ -614,13 +637,20 @@ impl Walker<'_, '_> {
         let entries = if crosses { Ok(None) } else { source::Listing::read(&fd).map(Some) };
         crate::faults::pause_point("dir-listed");
         let path = loc.path.clone();
-        if store && !ap.is_empty() {
+        let stored = store && !ap.is_empty();
+        if stored {
             batch.push(Job::Entry(loc, ap.clone()));
         }
         match entries {
-            Ok(Some(entries)) => stack.push(Frame { fd: Arc::new(fd), path, ap, rule, entries, next: 0 }),
+            Ok(Some(entries)) => stack.push(Frame { fd: Arc::new(fd), path, ap, rule, entries, next: 0, stored }),
+            Ok(None) if stored => batch.push(Job::DirDone(ap)),
             Ok(None) => {}
-            Err(e) => batch.push(Job::Failed(format!("{}: {e}", path.display()), path.into_os_string().into_vec())),
+            Err(e) => {
+                batch.push(Job::Failed(format!("{}: {e}", path.display()), path.into_os_string().into_vec()));
+                if stored {
+                    batch.push(Job::DirDone(ap));
+                }
+            }
         }
     }
 
@@ -635,12 +665,18 @@ impl Walker<'_, '_> {
         };
         for p in prepared {
             match p {
-                Prepared::Excluded(ap) => self.status('x', &ap),
+                Prepared::Excluded(ap) => self.status('x', &ap)?,
                 Prepared::Failed(msg, ap) => {
                     self.warn(msg);
-                    self.status('E', &ap);
+                    self.status('E', &ap)?;
                 }
                 Prepared::Entry(e) => self.entry(e)?,
+                Prepared::DirDone(ap) => {
+                    if self.open_dirs.last() == Some(&ap) {
+                        self.open_dirs.pop();
+                        self.status('d', &ap)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -653,6 +689,7 @@ impl Walker<'_, '_> {
             Job::Entry(l, ap) => (l, ap),
             Job::Excluded(ap) => return Prepared::Excluded(ap),
             Job::Failed(m, ap) => return Prepared::Failed(m, ap),
+            Job::DirDone(ap) => return Prepared::DirDone(ap),
         };
         let mut st = match loc.stat() {
             Ok(st) => st,
@@ -740,7 +777,7 @@ impl Walker<'_, '_> {
                 item.kind = Kind::Hardlink;
                 item.source = Some(first.clone());
                 item.size = st.st_size as u64;
-                self.status('h', &ap);
+                self.status('h', &ap)?;
                 return self.tx.send(Event::Item(item));
             }
             self.hardlinks.insert(key, ap.clone());
@@ -751,14 +788,18 @@ impl Walker<'_, '_> {
                 Some(Ok(t)) => item.target = Some(t),
                 Some(Err(e)) => {
                     self.warn(format!("{}: reading symlink: {e}", loc.path.display()));
-                    self.status('E', &ap);
-                    return Ok(());
+                    return self.status('E', &ap);
                 }
                 None => unreachable!("prepare reads the target of every symlink"),
             },
             Kind::File => return self.file(loc, item, &st, cache, opened),
             Kind::CharDev | Kind::BlockDev | Kind::Fifo if self.cfg.read_special => return self.special(loc, item),
             _ => {}
+        }
+        if item.kind == Kind::Dir && !self.cfg.listed {
+            // reported after its contents (Job::DirDone), as borg does
+            self.open_dirs.push(ap);
+            return self.tx.send(Event::Item(item));
         }
         let letter = match item.kind {
             Kind::Dir => 'd',
@@ -768,18 +809,18 @@ impl Walker<'_, '_> {
             Kind::BlockDev => 'b',
             _ => 'A',
         };
-        self.status(letter, &ap);
+        self.status(letter, &ap)?;
         self.tx.send(Event::Item(item))
     }
 
     /// The file `open` gave, or `None` after a warning naming it (status E).
-    fn opened(&self, open: std::io::Result<File>, loc: &Loc, path: &[u8]) -> Option<File> {
+    fn opened(&mut self, open: std::io::Result<File>, loc: &Loc, path: &[u8]) -> Result<Option<File>, Hangup> {
         match open {
-            Ok(f) => Some(f),
+            Ok(f) => Ok(Some(f)),
             Err(e) => {
                 self.warn(format!("{}: {e}", loc.path.display()));
-                self.status('E', path);
-                None
+                self.status('E', path)?;
+                Ok(None)
             }
         }
     }
@@ -789,10 +830,10 @@ impl Walker<'_, '_> {
     fn special(&mut self, loc: Loc, mut item: Item) -> Result<(), Hangup> {
         (item.kind, item.rdev, item.size) = (Kind::File, 0, 0);
         if self.cfg.dry_run {
-            self.status('-', &item.path);
+            self.status('-', &item.path)?;
             return self.tx.send(Event::Item(item));
         }
-        let Some(file) = self.opened(loc.open_special(), &loc, &item.path) else { return Ok(()) };
+        let Some(file) = self.opened(loc.open_special(), &loc, &item.path)? else { return Ok(()) };
         let ap = item.path.clone();
         self.tx.send(Event::FileStart { item, key: None })?;
         let (params, seed) = (self.cfg.params, self.cfg.seed);
@@ -805,8 +846,8 @@ impl Walker<'_, '_> {
                 true
             }
         };
-        self.status(if changed { 'E' } else { 'A' }, &ap);
-        self.tx.send(Event::FileEnd { changed })
+        self.tx.send(Event::FileEnd { changed })?;
+        self.status(if changed { 'E' } else { 'A' }, &ap)
     }
 
     fn file(
@@ -820,7 +861,7 @@ impl Walker<'_, '_> {
         let Some((key, verdict)) = cache else {
             // A dry run: nothing is read.
             item.size = st.st_size as u64;
-            self.status('-', &item.path);
+            self.status('-', &item.path)?;
             return self.tx.send(Event::Item(item));
         };
         let stamp = key.stamp;
@@ -833,7 +874,7 @@ impl Walker<'_, '_> {
             Lookup::Changed => true,
             Lookup::Absent => false,
         };
-        let Some(file) = self.opened(opened.unwrap_or_else(|| loc.open()), &loc, &item.path) else { return Ok(()) };
+        let Some(file) = self.opened(opened.unwrap_or_else(|| loc.open()), &loc, &item.path)? else { return Ok(()) };
         let ap = item.path.clone();
         self.tx.send(Event::FileStart { item, key: Some(key) })?;
         let (params, seed) = (self.cfg.params, self.cfg.seed);
@@ -857,17 +898,15 @@ impl Walker<'_, '_> {
             self.warn(format!("{}: file changed while we read it", loc.path.display()));
             changed = true;
         }
-        self.status(
-            if changed {
-                'E'
-            } else if known {
-                'M'
-            } else {
-                'A'
-            },
-            &ap,
-        );
-        self.tx.send(Event::FileEnd { changed })
+        self.tx.send(Event::FileEnd { changed })?;
+        let status = if changed {
+            'E'
+        } else if known {
+            'M'
+        } else {
+            'A'
+        };
+        self.status(status, &ap)
     }
 }
 
