@@ -27,6 +27,11 @@ fn duration_of(a: &Archive) -> f64 {
     }
 }
 
+/// How long the archive took, as borg shows it ("1.23 seconds").
+fn shown_duration(a: &Archive) -> String {
+    common::duration(std::time::Duration::from_secs_f64(duration_of(a).max(0.0)))
+}
+
 /// borg's separator line.
 const DASHES: &str = "------------------------------------------------------------------------------";
 
@@ -64,7 +69,7 @@ pub fn archive_text(a: &Archive, id: &Id, totals: &Totals) -> String {
         a.username,
         common::show_time(&a.time_start),
         common::show_time(&a.time_end),
-        common::duration(std::time::Duration::from_secs_f64(duration_of(a).max(0.0))),
+        shown_duration(a),
         a.stats.nfiles,
         common::escape(&a.command_line.join(" ")),
         recreated,
@@ -81,7 +86,7 @@ pub fn create_stats_text(repo: &Repository, a: &Archive, id: &Id, totals: &Total
         id,
         common::show_time(&a.time_start),
         common::show_time(&a.time_end),
-        common::duration(std::time::Duration::from_secs_f64(duration_of(a).max(0.0))),
+        shown_duration(a),
         a.stats.nfiles,
         stats_table(Some(&a.stats), totals),
     )
