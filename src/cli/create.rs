@@ -367,6 +367,9 @@ pub(super) fn run_and_report(
         let mut v = info::archive_json(repo, &out.archive, &id);
         v["cache"] = info::cache_json(&garret::archive::totals(repo)?, repo);
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
+    } else if stats && out.id.is_none() {
+        // A dry run stores nothing to give figures for (borg's line, exit 0).
+        eprintln!("Ignoring --stats. It is not supported when using --dry-run.");
     } else if stats {
         let totals = garret::archive::totals(repo)?;
         eprint!("{}", info::create_stats_text(repo, &out.archive, &id, &totals));

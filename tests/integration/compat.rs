@@ -656,6 +656,11 @@ fn stats_tables_as_borgs() {
     let old = garret::archive::Archive { stats: garret::archive::ArchiveStats { nchunks: None, ..a.stats }, ..a };
     assert_eq!(old.chunk_count(&repo).unwrap(), mine);
     drop(repo);
+    // A dry run has no figures to give: borg's notice, exit 0, no archive.
+    let dry = env.run(&["create", "--stats", "--dry-run", &env.archive("c"), "src"]).ok();
+    assert_eq!(dry.stderr.trim_end(), "Ignoring --stats. It is not supported when using --dry-run.");
+    assert_eq!(dry.stdout, "");
+    assert_eq!(env.run(&["list", "--short", &env.repo_str()]).ok().stdout, "a\nb\n");
     assert!(info_repo.contains("\nAll archives:"), "{info_repo}");
     assert!(!info_repo.contains("This archive:"), "{info_repo}");
     if borg_installed() {
