@@ -228,6 +228,47 @@ pub fn is_master(it: &item::Item, sources: &Option<std::collections::HashSet<Vec
     it.hardlink_master || (it.kind == item::Kind::File && sources.as_ref().is_some_and(|s| s.contains(&it.path)))
 }
 
+/// What deleting the archives `gone` (their objects, loaded while still in the manifest) takes
+/// from the repository, as borg's "Deleted data" line: their original sizes, their compressed
+/// sizes, and the stored bytes of every blob they reference that no archive left in the manifest
+/// references, each counted once (what `compact` frees). Reads every remaining archive's items.
+pub fn freed_by(repo: &Repository, gone: &[(Id, Archive)]) -> Result<(u64, u64, u64)> {
+    let marks = crate::known::Marks::new(repo.index().known_blobs()?);
+    let mark_all = |a: &Archive| -> Result<()> {
+        a.items.iter().for_each(|id| {
+            marks.mark(id);
+        });
+        for it in a.items(repo) {
+            it?.chunks.iter().for_each(|c| {
+                marks.mark(&c.0);
+            });
+        }
+        Ok(())
+    };
+    let gone_ids: std::collections::HashSet<Id> = gone.iter().map(|(id, _)| *id).collect();
+    for entry in repo.manifest().archives.iter().filter(|e| !gone_ids.contains(&e.id)) {
+        marks.mark(&entry.id);
+        mark_all(&Archive::load(repo, entry)?)?;
+    }
+    let (mut original, mut compressed, mut freed) = (0u64, 0u64, 0u64);
+    let mut take = |id: &Id| {
+        if !marks.is_marked(id) {
+            freed += marks.known().get(id).copied().unwrap_or(0) as u64;
+            marks.mark(id);
+        }
+    };
+    for (id, a) in gone {
+        original += a.stats.original_size;
+        compressed += a.stats.compressed_size;
+        take(id);
+        a.items.iter().for_each(&mut take);
+        for it in a.items(repo) {
+            it?.chunks.iter().for_each(|c| take(&c.0));
+        }
+    }
+    Ok((original, compressed, freed))
+}
+
 /// How many times each chunk is referenced by the files of every archive in the manifest (one
 /// pass over all their items): borg's chunk reference counts, for `list`'s `dsize`, `dcsize`
 /// and `unique_chunks`. Hardlinks share their first name's chunks and add no references.

@@ -33,18 +33,31 @@ fn shown_duration(a: &Archive) -> String {
 }
 
 /// borg's separator line.
-const DASHES: &str = "------------------------------------------------------------------------------";
+pub(super) const DASHES: &str = "------------------------------------------------------------------------------";
 
-/// borg's size table: "This archive" (when given) and "All archives" sizes, then the chunk
-/// counts; column for column as borg 1.2 prints it.
-pub fn stats_table(this: Option<&ArchiveStats>, t: &Totals) -> String {
+/// A first row for [`stats_table`]: an archive's sizes as borg's "This archive" line.
+pub fn this_archive(x: &ArchiveStats) -> (&'static str, [String; 3]) {
+    let size = common::size;
+    ("This archive:", [size(x.original_size), size(x.compressed_size), size(x.deduplicated_size)])
+}
+
+/// A first row for [`stats_table`]: what a `delete` or `prune` took ([`archive::freed_by`]), as
+/// borg's "Deleted data" line (negative sizes).
+pub fn deleted_data((original, compressed, freed): (u64, u64, u64)) -> (&'static str, [String; 3]) {
+    let minus = |n: u64| if n == 0 { common::size(0) } else { format!("-{}", common::size(n)) };
+    ("Deleted data:", [minus(original), minus(compressed), minus(freed)])
+}
+
+/// borg's size table: a first row (when given: "This archive" or "Deleted data"), "All archives",
+/// then the chunk counts; column for column as borg 1.2 prints it.
+pub fn stats_table(first: Option<(&str, [String; 3])>, t: &Totals) -> String {
     let row = |label: &str, a: String, b: String, c: String| {
         format!("{label:<15} {a:>20} {b:>20}{}\n", if c.is_empty() { c } else { format!(" {c:>20}") })
     };
     let size = |n: u64| common::size(n);
     let mut s = String::from("                       Original size      Compressed size    Deduplicated size\n");
-    if let Some(x) = this {
-        s += &row("This archive:", size(x.original_size), size(x.compressed_size), size(x.deduplicated_size));
+    if let Some((label, [a, b, c])) = first {
+        s += &row(label, a, b, c);
     }
     s += &row("All archives:", size(t.total_size), size(t.total_csize), size(t.unique_csize));
     s += "\n                       Unique chunks         Total chunks\n";
@@ -73,7 +86,7 @@ pub fn archive_text(a: &Archive, id: &Id, totals: &Totals) -> String {
         a.stats.nfiles,
         common::escape(&a.command_line.join(" ")),
         recreated,
-        stats_table(Some(&a.stats), totals),
+        stats_table(Some(this_archive(&a.stats)), totals),
     )
 }
 
@@ -88,7 +101,7 @@ pub fn create_stats_text(repo: &Repository, a: &Archive, id: &Id, totals: &Total
         common::show_time(&a.time_end),
         shown_duration(a),
         a.stats.nfiles,
-        stats_table(Some(&a.stats), totals),
+        stats_table(Some(this_archive(&a.stats)), totals),
     )
 }
 

@@ -4,8 +4,11 @@ use super::common::{self, GlobalArgs};
 use super::filter::{archive_glob, ArchiveFilter};
 use super::{location, Outcome};
 use anyhow::{bail, Result};
+use garret::archive::Archive;
 use garret::compact;
+use garret::id::Id;
 use garret::prune::{self, Policy};
+use garret::repository::Repository;
 
 fn archive_line(name: &str, time: &str, id: &garret::id::Id) -> String {
     format!("{:<36} {} [{}]", name, common::show_time(time), id.hex())
@@ -121,9 +124,12 @@ pub fn run(g: &GlobalArgs, a: &PruneArgs) -> Result<Outcome> {
             "rule": decision[i].as_ref().map(|k| format!("{} #{}", k.rule, k.n)),
         }));
     }
+    // For --stats: the objects of the archives about to go, read while they are listed.
+    let gone = if a.stats && !a.dry_run { loaded(&repo, &doomed)? } else { vec![] };
     if !a.dry_run && !doomed.is_empty() {
         garret::archive::delete(&mut repo, &doomed)?;
     }
+    let freed = if a.stats && !a.dry_run { Some(garret::archive::freed_by(&repo, &gone)?) } else { None };
     let (mut compacted, mut warned) = (None, false);
     if a.compact && !a.dry_run {
         let opened = repo.warnings.len();
@@ -142,14 +148,11 @@ pub fn run(g: &GlobalArgs, a: &PruneArgs) -> Result<Outcome> {
             ),
         );
     }
-    if a.stats {
-        common::say(
-            common::Level::Info,
-            &format!("Deleted archives: {}  Kept: {}", doomed.len(), cands.len() - doomed.len()),
-        );
-        if let Some(c) = &compacted {
-            common::info(compact_text(c).trim_end());
-        }
+    if let Some(freed) = freed {
+        deleted_stats(&repo, freed)?;
+    }
+    if let (true, Some(c)) = (a.stats, &compacted) {
+        common::info(compact_text(c).trim_end());
     }
     if a.json {
         outln!(
@@ -239,14 +242,12 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
             common::say(common::Level::Info, &format!("{msg:<20} {}", archive_line(&e.name, &e.time, &e.id)));
         }
     }
+    let gone = if a.stats && !a.dry_run { loaded(&repo, &names)? } else { vec![] };
     if !a.dry_run {
         garret::archive::delete(&mut repo, &names)?;
     }
-    if a.stats {
-        common::say(
-            common::Level::Info,
-            &format!("Deleted archives: {} (space is freed by `garret compact`)", entries.len()),
-        );
+    if a.stats && !a.dry_run {
+        deleted_stats(&repo, garret::archive::freed_by(&repo, &gone)?)?;
     }
     if a.json {
         let deleted: Vec<_> =
@@ -254,6 +255,26 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
         outln!("{}", serde_json::json!({ "deleted": deleted, "dry_run": a.dry_run }))?;
     }
     Ok(Outcome::Ok)
+}
+
+/// The archive objects named `names` (in the manifest), for [`garret::archive::freed_by`].
+fn loaded(repo: &Repository, names: &[String]) -> Result<Vec<(Id, Archive)>> {
+    let mut out = vec![];
+    for n in names {
+        let e = garret::archive::lookup(repo, n)?;
+        out.push((e.id, Archive::load(repo, e)?));
+    }
+    Ok(out)
+}
+
+/// borg's `--stats` of delete and prune, on stderr: "Deleted data" (what `compact` will free),
+/// then the repository's totals after the deletion.
+fn deleted_stats(repo: &Repository, freed: (u64, u64, u64)) -> Result<()> {
+    let totals = garret::archive::totals(repo)?;
+    let table = super::info::stats_table(Some(super::info::deleted_data(freed)), &totals);
+    let dashes = super::info::DASHES;
+    eprint!("{dashes}\n{table}{dashes}\n");
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]

@@ -832,6 +832,79 @@ fn create_list_as_borgs() {
     }
 }
 
+/// A size as garret and borg print it (`123 B`, `1.23 kB`).
+fn human(n: u64) -> String {
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < 5 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", ["B", "kB", "MB", "GB", "TB", "PB"][u])
+    }
+}
+
+/// `delete --stats` and `prune --stats` print borg's table, on standard error. Its "Deleted
+/// data" line gives the archives' original and compressed sizes and, as the deduplicated size,
+/// exactly what a `compact` then frees.
+#[test]
+fn delete_and_prune_stats_as_borgs() {
+    let env = Env::new();
+    env.init("repokey");
+    let s = env.path("src");
+    fs::create_dir_all(&s).unwrap();
+    fs::write(s.join("shared"), xorshift(1 << 20, 3)).unwrap();
+    for n in 1..=3u64 {
+        fs::write(s.join(format!("n{n}")), xorshift(5000, n + 10)).unwrap();
+        env.run(&["create", &env.archive(&format!("a{n}")), "src"]).ok();
+    }
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_str(&env.run(args).ok().stdout).unwrap() };
+    let unique = || json(&["info", "--json", &env.repo_str()])["cache"]["stats"]["unique_csize"].as_u64().unwrap();
+    let sizes = |name: &str| {
+        let v = json(&["info", "--json", &env.archive(name)]);
+        let st = &v["archives"][0]["stats"];
+        (st["original_size"].as_u64().unwrap(), st["compressed_size"].as_u64().unwrap())
+    };
+    let deleted_row = |stderr: &str| -> String {
+        stderr.lines().find(|l| l.starts_with("Deleted data:")).unwrap_or_else(|| panic!("{stderr}")).to_string()
+    };
+    let compact = || env.run(&["compact", "--grace", "0", "--threshold", "0", &env.repo_str()]).ok();
+    let minus = |n: u64| format!("-{}", human(n));
+    // delete a1: its own file, tree chunk and archive object go; the shared file stays
+    let (orig, comp) = sizes("a1");
+    let before = unique();
+    let deleted = env.run(&["delete", "--stats", &env.archive("a1")]).ok();
+    assert_eq!(deleted.stdout, "");
+    compact();
+    let freed = before - unique();
+    assert!(freed > 0 && freed < 64 << 10, "{freed}");
+    let want = format!("{:<15} {:>20} {:>20} {:>20}", "Deleted data:", minus(orig), minus(comp), minus(freed));
+    assert_eq!(deleted_row(&deleted.stderr), want, "{}", deleted.stderr);
+    // prune keeping the last: a2 goes
+    let (orig, comp) = sizes("a2");
+    let before = unique();
+    let pruned = env.run(&["prune", "--stats", "--keep-last", "1", &env.repo_str()]).ok();
+    compact();
+    let want =
+        format!("{:<15} {:>20} {:>20} {:>20}", "Deleted data:", minus(orig), minus(comp), minus(before - unique()));
+    assert_eq!(deleted_row(&pruned.stderr), want, "{}", pruned.stderr);
+    assert_eq!(env.run(&["list", "--short", &env.repo_str()]).ok().stdout, "a3\n");
+    if borg_installed() {
+        let b = env.path("borg").display().to_string();
+        env.borg(&["init", "-e", "repokey", &b]);
+        for n in 1..=3 {
+            env.borg(&["create", &format!("{b}::a{n}"), "src"]);
+        }
+        let theirs = env.borg_output(&["delete", "--stats", &format!("{b}::a1")]).1;
+        assert_eq!(table_shape(&theirs), table_shape(&deleted.stderr), "borg's:\n{theirs}");
+        let theirs = env.borg_output(&["prune", "--stats", "--keep-last", "1", &b]).1;
+        assert_eq!(table_shape(&theirs), table_shape(&pruned.stderr), "borg's:\n{theirs}");
+    }
+}
+
 /// `list --format` checksum keys, as borg's: the digests of each file's stored content agree with
 /// coreutils' `sha256sum`, `md5sum`, `sha1sum`, `sha512sum`, `b2sum` and Python's hashlib, for a
 /// file of many chunks, an empty file and a hardlink's second name; directories and symlinks get
