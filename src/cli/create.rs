@@ -369,10 +369,11 @@ pub(super) fn run_and_report(
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else if stats && out.id.is_none() {
         // A dry run stores nothing to give figures for (borg's line, exit 0).
-        eprintln!("Ignoring --stats. It is not supported when using --dry-run.");
+        common::say(common::Level::Warning, "Ignoring --stats. It is not supported when using --dry-run.");
     } else if stats {
         let totals = garret::archive::totals(repo)?;
-        eprint!("{}", info::create_stats_text(repo, &out.archive, &id, &totals));
+        // On stderr as borg's (one JSON log line with --log-json).
+        common::info(info::create_stats_text(repo, &out.archive, &id, &totals).trim_end());
     }
     Ok(())
 }

@@ -273,7 +273,7 @@ fn deleted_stats(repo: &Repository, freed: (u64, u64, u64)) -> Result<()> {
     let totals = garret::archive::totals(repo)?;
     let table = super::info::stats_table(Some(super::info::deleted_data(freed)), &totals);
     let dashes = super::info::DASHES;
-    eprint!("{dashes}\n{table}{dashes}\n");
+    common::info(&format!("{dashes}\n{table}{dashes}"));
     Ok(())
 }
 

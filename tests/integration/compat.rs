@@ -255,6 +255,16 @@ fn log_json_lines() {
         .collect();
     assert!(status.contains(&("A", "src/ok.txt")) && status.contains(&("d", "src")), "{status:?}");
     assert!(o.iter().any(|v| v["type"] == "archive_progress" && v["finished"] == true), "{}", r.stderr);
+    // --stats and prune's table: one log message each, the table inside
+    for args in [
+        vec!["--log-json", "create", "--stats", "b", "src"],
+        vec!["--log-json", "prune", "--stats", "--keep-last", "1", "repo"],
+    ] {
+        let args: Vec<String> = args.iter().map(|a| if *a == "b" { env.archive("b") } else { a.to_string() }).collect();
+        let r = env.run(&args.iter().map(String::as_str).collect::<Vec<_>>()).ok();
+        let o = objects(&r.stderr);
+        assert!(o.iter().any(|v| v["message"].as_str().is_some_and(|m| m.contains("\nAll archives:"))), "{}", r.stderr);
+    }
     let r = env.run(&["--log-json", "list", &env.archive("nope")]).code(2);
     let o = objects(&r.stderr);
     assert_eq!(o.len(), 1);
