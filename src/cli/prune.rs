@@ -125,11 +125,14 @@ pub fn run(g: &GlobalArgs, a: &PruneArgs) -> Result<Outcome> {
         }));
     }
     // For --stats: the objects of the archives about to go, read while they are listed.
-    let gone = if a.stats && !a.dry_run { loaded(&repo, &doomed)? } else { vec![] };
+    let stats = a.stats && !a.dry_run;
+    let (gone, mut stats_warned) = if stats { loaded(&repo, &doomed)? } else { (vec![], false) };
     if !a.dry_run && !doomed.is_empty() {
         garret::archive::delete(&mut repo, &doomed)?;
     }
-    let freed = if a.stats && !a.dry_run { Some(garret::archive::freed_by(&repo, &gone)?) } else { None };
+    if stats {
+        stats_warned |= deleted_stats(&repo, &gone);
+    }
     let (mut compacted, mut warned) = (None, false);
     if a.compact && !a.dry_run {
         let opened = repo.warnings.len();
@@ -148,9 +151,6 @@ pub fn run(g: &GlobalArgs, a: &PruneArgs) -> Result<Outcome> {
             ),
         );
     }
-    if let Some(freed) = freed {
-        deleted_stats(&repo, freed)?;
-    }
     if let (true, Some(c)) = (a.stats, &compacted) {
         common::info(compact_text(c).trim_end());
     }
@@ -162,7 +162,7 @@ pub fn run(g: &GlobalArgs, a: &PruneArgs) -> Result<Outcome> {
             )?
         )?;
     }
-    Ok(if warned { Outcome::Warning } else { Outcome::Ok })
+    Ok(if warned || stats_warned { Outcome::Warning } else { Outcome::Ok })
 }
 
 #[derive(clap::Args, Debug)]
@@ -242,39 +242,57 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
             common::say(common::Level::Info, &format!("{msg:<20} {}", archive_line(&e.name, &e.time, &e.id)));
         }
     }
-    let gone = if a.stats && !a.dry_run { loaded(&repo, &names)? } else { vec![] };
+    let stats = a.stats && !a.dry_run;
+    let (gone, mut warned) = if stats { loaded(&repo, &names)? } else { (vec![], false) };
     if !a.dry_run {
         garret::archive::delete(&mut repo, &names)?;
     }
-    if a.stats && !a.dry_run {
-        deleted_stats(&repo, garret::archive::freed_by(&repo, &gone)?)?;
+    if stats {
+        warned |= deleted_stats(&repo, &gone);
     }
     if a.json {
         let deleted: Vec<_> =
             entries.iter().map(|e| serde_json::json!({ "name": e.name, "id": e.id.hex(), "time": e.time })).collect();
         outln!("{}", serde_json::json!({ "deleted": deleted, "dry_run": a.dry_run }))?;
     }
-    Ok(Outcome::Ok)
+    Ok(if warned { Outcome::Warning } else { Outcome::Ok })
 }
 
-/// The archive objects named `names` (in the manifest), for [`garret::archive::freed_by`].
-fn loaded(repo: &Repository, names: &[String]) -> Result<Vec<(Id, Archive)>> {
-    let mut out = vec![];
+/// The archive objects named `names` (in the manifest), for [`garret::archive::freed_by`]. One
+/// that cannot be read (damaged: often why it is deleted) is left out with a warning, and the
+/// deletion goes on; the warning is `true`.
+fn loaded(repo: &Repository, names: &[String]) -> Result<(Vec<(Id, Archive)>, bool)> {
+    let (mut out, mut warned) = (vec![], false);
     for n in names {
         let e = garret::archive::lookup(repo, n)?;
-        out.push((e.id, Archive::load(repo, e)?));
+        match Archive::load(repo, e) {
+            Ok(a) => out.push((e.id, a)),
+            Err(err) => {
+                common::warn(&format!("--stats leaves out archive {n:?}, which cannot be read: {err}"));
+                warned = true;
+            }
+        }
     }
-    Ok(out)
+    Ok((out, warned))
 }
 
 /// borg's `--stats` of delete and prune, on stderr: "Deleted data" (what `compact` will free),
-/// then the repository's totals after the deletion.
-fn deleted_stats(repo: &Repository, freed: (u64, u64, u64)) -> Result<()> {
-    let totals = garret::archive::totals(repo)?;
-    let table = super::info::stats_table(Some(super::info::deleted_data(freed)), &totals);
-    let dashes = super::info::DASHES;
-    common::info(&format!("{dashes}\n{table}{dashes}"));
-    Ok(())
+/// then the repository's totals after the deletion. The archives are already deleted: should
+/// the figures fail (a remaining archive that cannot be read), that is a warning, and `true`.
+fn deleted_stats(repo: &Repository, gone: &[(Id, Archive)]) -> bool {
+    let figures = garret::archive::freed_by(repo, gone).and_then(|f| Ok((f, garret::archive::totals(repo)?)));
+    match figures {
+        Ok((freed, totals)) => {
+            let table = super::info::stats_table(Some(super::info::deleted_data(freed)), &totals);
+            let dashes = super::info::DASHES;
+            common::info(&format!("{dashes}\n{table}{dashes}"));
+            false
+        }
+        Err(e) => {
+            common::warn(&format!("--stats: the archives are deleted, but their figures are not known: {e}"));
+            true
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]

@@ -532,3 +532,32 @@ fn archive_filters_choose_the_archives_to_check() {
         assert!(r.stderr.contains("select archives to check"), "{}", r.stderr);
     }
 }
+
+/// `delete --stats` of a damaged archive still deletes it: the archive it cannot read is left out
+/// of the figures with a warning (exit 1), and so is a deletion whose figures need an archive
+/// that cannot be read.
+#[test]
+fn delete_stats_with_a_damaged_archive_deletes_and_warns() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src")).unwrap();
+    for n in 1..=3u64 {
+        fs::write(env.path(&format!("src/f{n}")), xorshift(3000, n)).unwrap();
+        env.run(&["create", &env.archive(&format!("a{n}")), "src"]).ok();
+    }
+    let (pack, offset, length) = {
+        let repo = open_repo(&env);
+        let id = garret::archive::lookup(&repo, "a1").unwrap().id;
+        let loc = repo.index().lookup(&id).unwrap().unwrap();
+        (garret::repository::Repository::pack_key(&loc.pack), loc.offset, loc.length)
+    };
+    flip(&env.repo().join(&pack), offset + length as u64 / 2);
+    // a2 goes; a1, left, cannot be read, so what a2 frees is not known
+    let r = env.run(&["delete", "--stats", &env.archive("a2")]).code(1);
+    assert!(r.stderr.contains("the archives are deleted, but their figures are not known"), "{}", r.stderr);
+    // a1 goes too, left out of the figures by name
+    let r = env.run(&["delete", "--stats", &env.archive("a1")]).code(1);
+    assert!(r.stderr.contains("--stats leaves out archive \"a1\""), "{}", r.stderr);
+    assert!(r.stderr.contains("Deleted data:"), "{}", r.stderr);
+    assert_eq!(env.run(&["list", "--short", &env.repo_str()]).ok().stdout, "a3\n");
+}
