@@ -406,6 +406,10 @@ pub fn compact(g: &GlobalArgs, a: &CompactArgs) -> Result<Outcome> {
             common::info("Would free (dry run):");
         }
         common::info(compact_text(&st).trim_end());
+    } else if g.verbose || g.info {
+        // borg's line for `compact -v` (borgmatic's verbose runs show it): what was freed now;
+        // rewritten packs are freed by a later compact, after the grace period.
+        common::info(&format!("compaction freed about {} repository space.", common::size(st.bytes_freed)));
     }
     Ok(if warnings.is_empty() { Outcome::Ok } else { Outcome::Warning })
 }

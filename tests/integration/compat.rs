@@ -881,14 +881,17 @@ fn delete_and_prune_stats_as_borgs() {
     let deleted_row = |stderr: &str| -> String {
         stderr.lines().find(|l| l.starts_with("Deleted data:")).unwrap_or_else(|| panic!("{stderr}")).to_string()
     };
-    let compact = || env.run(&["compact", "--grace", "0", "--threshold", "0", &env.repo_str()]).ok();
+    let compact = || env.run(&["compact", "-v", "--grace", "0", "--threshold", "0", &env.repo_str()]).ok();
+    // borg's line for `compact -v`
+    let freed_line = regex::Regex::new(r"(?m)^compaction freed about [0-9.]+ (B|kB|MB) repository space\.$").unwrap();
     let minus = |n: u64| format!("-{}", human(n));
     // delete a1: its own file, tree chunk and archive object go; the shared file stays
     let (orig, comp) = sizes("a1");
     let before = unique();
     let deleted = env.run(&["delete", "--stats", &env.archive("a1")]).ok();
     assert_eq!(deleted.stdout, "");
-    compact();
+    let compacted = compact();
+    assert!(freed_line.is_match(&compacted.stderr), "{}", compacted.stderr);
     let freed = before - unique();
     assert!(freed > 0 && freed < 64 << 10, "{freed}");
     let want = format!("{:<15} {:>20} {:>20} {:>20}", "Deleted data:", minus(orig), minus(comp), minus(freed));
@@ -912,6 +915,8 @@ fn delete_and_prune_stats_as_borgs() {
         assert_eq!(table_shape(&theirs), table_shape(&deleted.stderr), "borg's:\n{theirs}");
         let theirs = env.borg_output(&["prune", "--stats", "--keep-last", "1", &b]).1;
         assert_eq!(table_shape(&theirs), table_shape(&pruned.stderr), "borg's:\n{theirs}");
+        let theirs = env.borg_output(&["compact", "-v", &b]).1;
+        assert!(freed_line.is_match(&theirs), "borg's: {theirs}");
     }
 }
 
