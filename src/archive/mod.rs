@@ -269,6 +269,48 @@ pub fn freed_by(repo: &Repository, gone: &[(Id, Archive)]) -> Result<(u64, u64, 
     Ok((original, compressed, freed))
 }
 
+/// For each archive in `wanted`: the stored bytes of the blobs (its object, its item stream's
+/// chunks, its files' chunks) that no other archive in the manifest references, each counted
+/// once. That is borg's "This archive" deduplicated size in `info`: what deleting that archive
+/// alone would let `compact` free now. One pass over every archive's items.
+pub fn unique_to(repo: &Repository, wanted: &[Id]) -> Result<std::collections::HashMap<Id, u64>> {
+    use std::collections::hash_map::Entry;
+    // Which archive (index in the manifest) references a blob; `None` once a second one does.
+    let mut owner: std::collections::HashMap<Id, Option<usize>> = std::collections::HashMap::new();
+    let mut note = |blob: &Id, archive: usize| match owner.entry(*blob) {
+        Entry::Vacant(v) => {
+            v.insert(Some(archive));
+        }
+        Entry::Occupied(mut o) => {
+            if *o.get() != Some(archive) {
+                o.insert(None);
+            }
+        }
+    };
+    let archives = &repo.manifest().archives;
+    for (i, entry) in archives.iter().enumerate() {
+        note(&entry.id, i);
+        let a = Archive::load(repo, entry)?;
+        a.items.iter().for_each(|id| note(id, i));
+        for it in a.items(repo) {
+            it?.chunks.iter().for_each(|c| note(&c.0, i));
+        }
+    }
+    let known = repo.index().known_blobs()?;
+    let mut sizes: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
+    for (blob, o) in &owner {
+        if let Some(i) = o {
+            *sizes.entry(*i).or_default() += known.get(blob).copied().unwrap_or(0) as u64;
+        }
+    }
+    Ok(archives
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| wanted.contains(&e.id))
+        .map(|(i, e)| (e.id, sizes.get(&i).copied().unwrap_or(0)))
+        .collect())
+}
+
 /// How many times each chunk is referenced by the files of every archive in the manifest (one
 /// pass over all their items): borg's chunk reference counts, for `list`'s `dsize`, `dcsize`
 /// and `unique_chunks`. Hardlinks share their first name's chunks and add no references.

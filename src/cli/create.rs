@@ -364,7 +364,7 @@ pub(super) fn run_and_report(
     let out = out?;
     let id = out.id.unwrap_or_default();
     if json {
-        let mut v = info::archive_json(repo, &out.archive, &id);
+        let mut v = info::archive_json(repo, &out.archive, &id, out.archive.stats.deduplicated_size);
         v["cache"] = info::cache_json(&garret::archive::totals(repo)?, repo);
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else if stats && out.id.is_none() {

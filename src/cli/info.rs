@@ -36,9 +36,9 @@ fn shown_duration(a: &Archive) -> String {
 pub(super) const DASHES: &str = "------------------------------------------------------------------------------";
 
 /// A first row for [`stats_table`]: an archive's sizes as borg's "This archive" line.
-pub fn this_archive(x: &ArchiveStats) -> (&'static str, [String; 3]) {
+pub fn this_archive(x: &ArchiveStats, deduplicated: u64) -> (&'static str, [String; 3]) {
     let size = common::size;
-    ("This archive:", [size(x.original_size), size(x.compressed_size), size(x.deduplicated_size)])
+    ("This archive:", [size(x.original_size), size(x.compressed_size), size(deduplicated)])
 }
 
 /// A first row for [`stats_table`]: what a `delete` or `prune` took ([`archive::freed_by`]), as
@@ -67,7 +67,7 @@ pub fn stats_table(first: Option<(&str, [String; 3])>, t: &Totals) -> String {
 
 /// `info REPO::NAME`'s text, as borg's (without its "Utilization of maximum supported archive
 /// size" line: garret's item stream has no such limit).
-pub fn archive_text(a: &Archive, id: &Id, totals: &Totals) -> String {
+pub fn archive_text(a: &Archive, id: &Id, totals: &Totals, deduplicated: u64) -> String {
     let recreated = if a.recreated.is_empty() {
         String::new()
     } else {
@@ -86,7 +86,7 @@ pub fn archive_text(a: &Archive, id: &Id, totals: &Totals) -> String {
         a.stats.nfiles,
         common::escape(&a.command_line.join(" ")),
         recreated,
-        stats_table(Some(this_archive(&a.stats)), totals),
+        stats_table(Some(this_archive(&a.stats, deduplicated)), totals),
     )
 }
 
@@ -101,7 +101,7 @@ pub fn create_stats_text(repo: &Repository, a: &Archive, id: &Id, totals: &Total
         common::show_time(&a.time_end),
         shown_duration(a),
         a.stats.nfiles,
-        stats_table(Some(this_archive(&a.stats)), totals),
+        stats_table(Some(this_archive(&a.stats, a.stats.deduplicated_size)), totals),
     )
 }
 
@@ -140,7 +140,7 @@ pub fn cache_json(t: &Totals, repo: &Repository) -> serde_json::Value {
     })
 }
 
-pub fn archive_json(repo: &Repository, a: &Archive, id: &Id) -> serde_json::Value {
+pub fn archive_json(repo: &Repository, a: &Archive, id: &Id, deduplicated: u64) -> serde_json::Value {
     serde_json::json!({
         "repository": repository_json(repo),
         "encryption": encryption_json(repo),
@@ -158,12 +158,38 @@ pub fn archive_json(repo: &Repository, a: &Archive, id: &Id) -> serde_json::Valu
             "stats": {
                 "original_size": a.stats.original_size,
                 "compressed_size": a.stats.compressed_size,
-                "deduplicated_size": a.stats.deduplicated_size,
+                "deduplicated_size": deduplicated,
                 "nfiles": a.stats.nfiles,
                 "nitems": a.stats.nitems,
             }
         }
     })
+}
+
+/// The "This archive" deduplicated sizes of `info`: what only that archive references now
+/// ([`archive::unique_to`]), as borg gives them. When some archive cannot be read, the size each
+/// archive added when it was made, with a warning (exit 1).
+struct Unique {
+    sizes: Option<std::collections::HashMap<Id, u64>>,
+}
+
+impl Unique {
+    fn of(repo: &Repository, ids: &[Id]) -> Unique {
+        match archive::unique_to(repo, ids) {
+            Ok(sizes) => Unique { sizes: Some(sizes) },
+            Err(e) => {
+                common::warn(&format!(
+                    "cannot tell what each archive alone references ({e}); showing as deduplicated size what \
+                     it added when it was made. Run `garret check` to find the damage"
+                ));
+                Unique { sizes: None }
+            }
+        }
+    }
+
+    fn size(&self, id: &Id, a: &Archive) -> u64 {
+        self.sizes.as_ref().and_then(|s| s.get(id).copied()).unwrap_or(a.stats.deduplicated_size)
+    }
 }
 
 pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
@@ -175,15 +201,20 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
     }
     let repo = common::open(g, &loc.repo, false)?;
     let totals = archive::totals(&repo)?;
+    let mut warned = false;
     match &loc.archive {
         None if a.filter.is_set() => {
             let mut shown = vec![];
-            for entry in a.filter.select(&repo.manifest().archives)? {
+            let entries = a.filter.select(&repo.manifest().archives)?;
+            let unique = Unique::of(&repo, &entries.iter().map(|e| e.id).collect::<Vec<_>>());
+            warned |= unique.sizes.is_none();
+            for entry in entries {
                 let ar = Archive::load(&repo, entry)?;
+                let dedup = unique.size(&entry.id, &ar);
                 shown.push(if a.json {
-                    archive_json(&repo, &ar, &entry.id)["archive"].take()
+                    archive_json(&repo, &ar, &entry.id, dedup)["archive"].take()
                 } else {
-                    serde_json::Value::String(archive_text(&ar, &entry.id, &totals))
+                    serde_json::Value::String(archive_text(&ar, &entry.id, &totals, dedup))
                 });
             }
             if a.json {
@@ -202,10 +233,13 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
         Some(name) => {
             let entry = archive::lookup(&repo, name)?.clone();
             let ar = Archive::load(&repo, &entry)?;
+            let unique = Unique::of(&repo, &[entry.id]);
+            warned |= unique.sizes.is_none();
+            let dedup = unique.size(&entry.id, &ar);
             if a.json {
                 // borg's shape (`.archives[0].stats` in monitoring scripts); `create --json` has
                 // borg's `archive` instead.
-                let mut v = archive_json(&repo, &ar, &entry.id);
+                let mut v = archive_json(&repo, &ar, &entry.id, dedup);
                 let v = serde_json::json!({
                     "archives": [v["archive"].take()],
                     "repository": v["repository"].take(),
@@ -214,7 +248,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
                 });
                 outln!("{}", serde_json::to_string_pretty(&v)?)?;
             } else {
-                out!("{}", archive_text(&ar, &entry.id, &totals))?;
+                out!("{}", archive_text(&ar, &entry.id, &totals, dedup))?;
             }
         }
         None => {
@@ -280,7 +314,7 @@ pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
             }
         }
     }
-    Ok(Outcome::Ok)
+    Ok(if warned { Outcome::Warning } else { Outcome::Ok })
 }
 
 /// Packs `compact` rewrote and has not deleted yet (repo-format.md 13.1): how many, their bytes,

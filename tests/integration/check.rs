@@ -535,9 +535,10 @@ fn archive_filters_choose_the_archives_to_check() {
 
 /// `delete --stats` of a damaged archive still deletes it: the archive it cannot read is left out
 /// of the figures with a warning (exit 1), and so is a deletion whose figures need an archive
-/// that cannot be read.
+/// that cannot be read. `info` of an archive beside a damaged one shows its recorded size, with a
+/// warning (exit 1).
 #[test]
-fn delete_stats_with_a_damaged_archive_deletes_and_warns() {
+fn delete_stats_and_info_with_a_damaged_archive_warn() {
     let env = Env::new();
     env.init("repokey");
     fs::create_dir_all(env.path("src")).unwrap();
@@ -552,6 +553,11 @@ fn delete_stats_with_a_damaged_archive_deletes_and_warns() {
         (garret::repository::Repository::pack_key(&loc.pack), loc.offset, loc.length)
     };
     flip(&env.repo().join(&pack), offset + length as u64 / 2);
+    // info on a3 cannot tell what a3 alone references (a1 may share it): it shows what a3 added
+    // when it was made, and says so (exit 1)
+    let r = env.run(&["info", &env.archive("a3")]).code(1);
+    assert!(r.stderr.contains("cannot tell what each archive alone references"), "{}", r.stderr);
+    assert!(r.stdout.contains("This archive:"), "{}", r.stdout);
     // a2 goes; a1, left, cannot be read, so what a2 frees is not known
     let r = env.run(&["delete", "--stats", &env.archive("a2")]).code(1);
     assert!(r.stderr.contains("the archives are deleted, but their figures are not known"), "{}", r.stderr);

@@ -859,7 +859,8 @@ fn human(n: u64) -> String {
 
 /// `delete --stats` and `prune --stats` print borg's table, on standard error. Its "Deleted
 /// data" line gives the archives' original and compressed sizes and, as the deduplicated size,
-/// exactly what a `compact` then frees.
+/// exactly what a `compact` then frees. `info`'s "This archive" deduplicated size is, as borg's,
+/// what only that archive references now: what deleting it frees.
 #[test]
 fn delete_and_prune_stats_as_borgs() {
     let env = Env::new();
@@ -878,6 +879,23 @@ fn delete_and_prune_stats_as_borgs() {
         let st = &v["archives"][0]["stats"];
         (st["original_size"].as_u64().unwrap(), st["compressed_size"].as_u64().unwrap())
     };
+    // info's "This archive" deduplicated size, as borg's: what only that archive references now,
+    // the same through REPO::NAME and through a selection of archives
+    let dedup = |name: &str| {
+        let one = json(&["info", "--json", &env.archive(name)])["archives"][0]["stats"]["deduplicated_size"]
+            .as_u64()
+            .unwrap();
+        let all = json(&["info", "--json", "--last", "3", &env.repo_str()]);
+        let listed = all["archives"].as_array().unwrap().iter().find(|a| a["name"] == name).unwrap()["stats"]
+            ["deduplicated_size"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(one, listed, "{name}");
+        let text = env.run(&["info", &env.archive(name)]).ok().stdout;
+        let row = text.lines().find(|l| l.starts_with("This archive:")).unwrap().to_string();
+        assert!(row.ends_with(&format!(" {}", human(one))), "{row} against {one}");
+        one
+    };
     let deleted_row = |stderr: &str| -> String {
         stderr.lines().find(|l| l.starts_with("Deleted data:")).unwrap_or_else(|| panic!("{stderr}")).to_string()
     };
@@ -888,19 +906,28 @@ fn delete_and_prune_stats_as_borgs() {
     // delete a1: its own file, tree chunk and archive object go; the shared file stays
     let (orig, comp) = sizes("a1");
     let before = unique();
+    let a1_alone = dedup("a1");
     let deleted = env.run(&["delete", "--stats", &env.archive("a1")]).ok();
     assert_eq!(deleted.stdout, "");
     let compacted = compact();
     assert!(freed_line.is_match(&compacted.stderr), "{}", compacted.stderr);
     let freed = before - unique();
     assert!(freed > 0 && freed < 64 << 10, "{freed}");
+    assert_eq!(a1_alone, freed);
     let want = format!("{:<15} {:>20} {:>20} {:>20}", "Deleted data:", minus(orig), minus(comp), minus(freed));
     assert_eq!(deleted_row(&deleted.stderr), want, "{}", deleted.stderr);
     // prune keeping the last: a2 goes
     let (orig, comp) = sizes("a2");
     let before = unique();
+    let a2_alone = dedup("a2");
+    // a3 alone holds nothing of the shared file, which a2 also references
+    let a3_alone = dedup("a3");
+    assert!(a3_alone < 64 << 10 && a3_alone > 0, "{a3_alone}");
     let pruned = env.run(&["prune", "--stats", "--keep-last", "1", &env.repo_str()]).ok();
     compact();
+    assert_eq!(a2_alone, before - unique());
+    // now the last archive is the only one: everything is its own
+    assert_eq!(dedup("a3"), unique());
     let want =
         format!("{:<15} {:>20} {:>20} {:>20}", "Deleted data:", minus(orig), minus(comp), minus(before - unique()));
     assert_eq!(deleted_row(&pruned.stderr), want, "{}", pruned.stderr);
