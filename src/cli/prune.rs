@@ -232,9 +232,19 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
     }
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| seen.insert(n.clone()));
-    for n in &names {
-        garret::archive::lookup(&repo, n)?;
-    }
+    // A name not in the repository is borg's warning; the others are still deleted.
+    let asked = names.len();
+    let mut missing = false;
+    let mut i = 0;
+    names.retain(|n| {
+        i += 1;
+        let here = garret::archive::lookup(&repo, n).is_ok();
+        if !here {
+            common::warn(&format!("Archive {n} not found ({i}/{asked})."));
+            missing = true;
+        }
+        here
+    });
     let entries: Vec<_> = repo.manifest().archives.iter().filter(|e| names.contains(&e.name)).cloned().collect();
     if a.list || a.dry_run {
         for e in &entries {
@@ -244,6 +254,7 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> Result<Outcome> {
     }
     let stats = a.stats && !a.dry_run;
     let (gone, mut warned) = if stats { loaded(&repo, &names)? } else { (vec![], false) };
+    warned |= missing;
     if !a.dry_run {
         garret::archive::delete(&mut repo, &names)?;
     }

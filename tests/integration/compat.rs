@@ -1057,3 +1057,31 @@ fn list_format_matches_borg() {
         assert!(out.lines().count() == 1 && shape.is_match(out.trim_end_matches('\n')), "{out:?}");
     }
 }
+
+/// Deleting an archive name the repository does not have is borg's warning, "Archive NAME not
+/// found (i/n).", with exit 1, not an error: the other names given are still deleted.
+#[test]
+fn delete_of_a_missing_archive_warns_and_deletes_the_rest() {
+    let env = Env::new();
+    env.init("repokey");
+    fs::create_dir_all(env.path("src")).unwrap();
+    fs::write(env.path("src/f"), b"one").unwrap();
+    for n in ["a", "b"] {
+        env.run(&["create", &env.archive(n), "src"]).ok();
+    }
+    let r = env.run(&["delete", &env.archive("nope")]).code(1);
+    assert!(r.stderr.contains("Archive nope not found (1/1)."), "{}", r.stderr);
+    let r = env.run(&["delete", "--dry-run", &env.archive("b"), "nope"]).code(1);
+    assert!(r.stderr.contains("Archive nope not found (2/2)."), "{}", r.stderr);
+    assert_eq!(env.run(&["list", "--short", &env.repo_str()]).ok().stdout, "a\nb\n");
+    let r = env.run(&["delete", "--stats", &env.archive("nope"), "b"]).code(1);
+    assert!(r.stderr.contains("Archive nope not found (1/2)."), "{}", r.stderr);
+    assert!(r.stderr.contains("Deleted data:"), "{}", r.stderr);
+    assert_eq!(env.run(&["list", "--short", &env.repo_str()]).ok().stdout, "a\n");
+    if borg_installed() {
+        let b = env.path("borg").display().to_string();
+        env.borg(&["init", "-e", "repokey", &b]);
+        let theirs = env.borg_output(&["delete", &format!("{b}::nope")]).1;
+        assert!(theirs.contains("Archive nope not found (1/1)."), "borg's: {theirs}");
+    }
+}
