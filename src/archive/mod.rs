@@ -288,12 +288,27 @@ pub fn unique_to(repo: &Repository, wanted: &[Id]) -> Result<std::collections::H
         }
     };
     let archives = &repo.manifest().archives;
-    for (i, entry) in archives.iter().enumerate() {
-        note(&entry.id, i);
-        let a = Archive::load(repo, entry)?;
-        a.items.iter().for_each(|id| note(id, i));
-        for it in a.items(repo) {
-            it?.chunks.iter().for_each(|c| note(&c.0, i));
+    // Decoding the item streams is the cost: a few archives at a time in parallel, each into
+    // the list of blobs it references, merged in manifest order.
+    let threads = rayon::current_num_threads().max(1);
+    for (b, batch) in archives.chunks(threads).enumerate() {
+        use rayon::prelude::*;
+        let refs: Vec<Result<Vec<Id>>> = batch
+            .par_iter()
+            .map(|entry| {
+                let a = Archive::load(repo, entry)?;
+                let mut ids = a.items.clone();
+                ids.push(entry.id);
+                for it in a.items(repo) {
+                    ids.extend(it?.chunks.iter().map(|c| c.0));
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                Ok(ids)
+            })
+            .collect();
+        for (j, ids) in refs.into_iter().enumerate() {
+            ids?.iter().for_each(|id| note(id, b * threads + j));
         }
     }
     let known = repo.index().known_blobs()?;
