@@ -228,28 +228,54 @@ pub fn is_master(it: &item::Item, sources: &Option<std::collections::HashSet<Vec
     it.hardlink_master || (it.kind == item::Kind::File && sources.as_ref().is_some_and(|s| s.contains(&it.path)))
 }
 
+/// The blobs each archive of `entries` references (its object, its item stream's chunks, its
+/// files' chunks; sorted, each once), handed to `f` with the archive's position in `entries`, in
+/// order. Decoding the item streams is the cost, so a few archives are read at a time in
+/// parallel.
+fn each_archive_blobs(
+    repo: &Repository,
+    entries: &[ArchiveEntry],
+    mut f: impl FnMut(usize, Vec<Id>) -> Result<()>,
+) -> Result<()> {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads().max(1);
+    for (b, batch) in entries.chunks(threads).enumerate() {
+        let blobs: Vec<Result<Vec<Id>>> = batch
+            .par_iter()
+            .map(|entry| {
+                let a = Archive::load(repo, entry)?;
+                let mut ids = a.items.clone();
+                ids.push(entry.id);
+                for it in a.items(repo) {
+                    ids.extend(it?.chunks.iter().map(|c| c.0));
+                }
+                ids.sort_unstable();
+                ids.dedup();
+                Ok(ids)
+            })
+            .collect();
+        for (j, ids) in blobs.into_iter().enumerate() {
+            f(b * threads + j, ids?)?;
+        }
+    }
+    Ok(())
+}
+
 /// What deleting the archives `gone` (their objects, loaded while still in the manifest) takes
 /// from the repository, as borg's "Deleted data" line: their original sizes, their compressed
 /// sizes, and the stored bytes of every blob they reference that no archive left in the manifest
 /// references, each counted once (what `compact` frees). Reads every remaining archive's items.
 pub fn freed_by(repo: &Repository, gone: &[(Id, Archive)]) -> Result<(u64, u64, u64)> {
     let marks = crate::known::Marks::new(repo.index().known_blobs()?);
-    let mark_all = |a: &Archive| -> Result<()> {
-        a.items.iter().for_each(|id| {
+    let gone_ids: std::collections::HashSet<Id> = gone.iter().map(|(id, _)| *id).collect();
+    let left: Vec<ArchiveEntry> =
+        repo.manifest().archives.iter().filter(|e| !gone_ids.contains(&e.id)).cloned().collect();
+    each_archive_blobs(repo, &left, |_, ids| {
+        ids.iter().for_each(|id| {
             marks.mark(id);
         });
-        for it in a.items(repo) {
-            it?.chunks.iter().for_each(|c| {
-                marks.mark(&c.0);
-            });
-        }
         Ok(())
-    };
-    let gone_ids: std::collections::HashSet<Id> = gone.iter().map(|(id, _)| *id).collect();
-    for entry in repo.manifest().archives.iter().filter(|e| !gone_ids.contains(&e.id)) {
-        marks.mark(&entry.id);
-        mark_all(&Archive::load(repo, entry)?)?;
-    }
+    })?;
     let (mut original, mut compressed, mut freed) = (0u64, 0u64, 0u64);
     let mut take = |id: &Id| {
         if !marks.is_marked(id) {
@@ -272,45 +298,25 @@ pub fn freed_by(repo: &Repository, gone: &[(Id, Archive)]) -> Result<(u64, u64, 
 /// For each archive in `wanted`: the stored bytes of the blobs (its object, its item stream's
 /// chunks, its files' chunks) that no other archive in the manifest references, each counted
 /// once. That is borg's "This archive" deduplicated size in `info`: what deleting that archive
-/// alone would let `compact` free now. One pass over every archive's items.
+/// alone would let `compact` free now. Reads every archive's items.
 pub fn unique_to(repo: &Repository, wanted: &[Id]) -> Result<std::collections::HashMap<Id, u64>> {
     use std::collections::hash_map::Entry;
-    // Which archive (index in the manifest) references a blob; `None` once a second one does.
+    // Which archive (position in the manifest) references a blob; `None` once a second one does.
     let mut owner: std::collections::HashMap<Id, Option<usize>> = std::collections::HashMap::new();
-    let mut note = |blob: &Id, archive: usize| match owner.entry(*blob) {
-        Entry::Vacant(v) => {
-            v.insert(Some(archive));
-        }
-        Entry::Occupied(mut o) => {
-            if *o.get() != Some(archive) {
-                o.insert(None);
+    let archives = &repo.manifest().archives;
+    each_archive_blobs(repo, archives, |i, ids| {
+        for id in ids {
+            match owner.entry(id) {
+                Entry::Vacant(v) => {
+                    v.insert(Some(i));
+                }
+                Entry::Occupied(mut o) => {
+                    o.insert(None);
+                }
             }
         }
-    };
-    let archives = &repo.manifest().archives;
-    // Decoding the item streams is the cost: a few archives at a time in parallel, each into
-    // the list of blobs it references, merged in manifest order.
-    let threads = rayon::current_num_threads().max(1);
-    for (b, batch) in archives.chunks(threads).enumerate() {
-        use rayon::prelude::*;
-        let refs: Vec<Result<Vec<Id>>> = batch
-            .par_iter()
-            .map(|entry| {
-                let a = Archive::load(repo, entry)?;
-                let mut ids = a.items.clone();
-                ids.push(entry.id);
-                for it in a.items(repo) {
-                    ids.extend(it?.chunks.iter().map(|c| c.0));
-                }
-                ids.sort_unstable();
-                ids.dedup();
-                Ok(ids)
-            })
-            .collect();
-        for (j, ids) in refs.into_iter().enumerate() {
-            ids?.iter().for_each(|id| note(id, b * threads + j));
-        }
-    }
+        Ok(())
+    })?;
     let known = repo.index().known_blobs()?;
     let mut sizes: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
     for (blob, o) in &owner {
