@@ -301,34 +301,34 @@ pub fn freed_by(repo: &Repository, gone: &[(Id, Archive)]) -> Result<(u64, u64, 
 /// alone would let `compact` free now. Reads every archive's items.
 pub fn unique_to(repo: &Repository, wanted: &[Id]) -> Result<std::collections::HashMap<Id, u64>> {
     use std::collections::hash_map::Entry;
-    // Which archive (position in the manifest) references a blob; `None` once a second one does.
-    let mut owner: std::collections::HashMap<Id, Option<usize>> = std::collections::HashMap::new();
+    // Which archive (position in the manifest) references a blob; SHARED once a second one does.
+    const SHARED: u32 = u32::MAX;
+    let mut owner: crate::id::IdMap<u32> = Default::default();
     let archives = &repo.manifest().archives;
     each_archive_blobs(repo, archives, |i, ids| {
+        let i = i as u32; // a manifest holds far fewer than 2^32 archives
         for id in ids {
             match owner.entry(id) {
                 Entry::Vacant(v) => {
-                    v.insert(Some(i));
+                    v.insert(i);
                 }
                 Entry::Occupied(mut o) => {
-                    o.insert(None);
+                    o.insert(SHARED);
                 }
             }
         }
         Ok(())
     })?;
     let known = repo.index().known_blobs()?;
-    let mut sizes: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
-    for (blob, o) in &owner {
-        if let Some(i) = o {
-            *sizes.entry(*i).or_default() += known.get(blob).copied().unwrap_or(0) as u64;
-        }
+    let mut sizes: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    for (blob, &i) in owner.iter().filter(|(_, &i)| i != SHARED) {
+        *sizes.entry(i).or_default() += known.get(blob).copied().unwrap_or(0) as u64;
     }
     Ok(archives
         .iter()
         .enumerate()
         .filter(|(_, e)| wanted.contains(&e.id))
-        .map(|(i, e)| (e.id, sizes.get(&i).copied().unwrap_or(0)))
+        .map(|(i, e)| (e.id, sizes.get(&(i as u32)).copied().unwrap_or(0)))
         .collect())
 }
 
