@@ -1,5 +1,6 @@
 //! Archives: the archive object, its items and the item stream (repo-format.md, "Archives").
 
+pub mod blob_lists;
 pub mod item;
 pub mod stream;
 
@@ -298,17 +299,23 @@ pub fn freed_by(repo: &Repository, gone: &[(Id, Archive)]) -> Result<(u64, u64, 
 /// For each archive in `wanted`: the stored bytes of the blobs (its object, its item stream's
 /// chunks, its files' chunks) that no other archive in the manifest references, each counted
 /// once. That is borg's "This archive" deduplicated size in `info`: what deleting that archive
-/// alone would let `compact` free now. Reads every archive's items.
-pub fn unique_to(repo: &Repository, wanted: &[Id]) -> Result<std::collections::HashMap<Id, u64>> {
+/// alone would let `compact` free now. The blobs of each archive come from its list in
+/// `cache_dir` ([`blob_lists`]); the item streams of archives without one are read (a few at a
+/// time in parallel) and their lists written.
+pub fn unique_to(
+    repo: &Repository,
+    wanted: &[Id],
+    cache_dir: Option<&std::path::Path>,
+) -> Result<std::collections::HashMap<Id, u64>> {
     use std::collections::hash_map::Entry;
     // Which archive (position in the manifest) references a blob; SHARED once a second one does.
     const SHARED: u32 = u32::MAX;
-    let mut owner: crate::id::IdMap<u32> = Default::default();
-    let archives = &repo.manifest().archives;
-    each_archive_blobs(repo, archives, |i, ids| {
+    let mut owner: std::collections::HashMap<u64, u32, std::hash::BuildHasherDefault<crate::id::PassThrough>> =
+        Default::default();
+    let mut note = |i: usize, prefixes: &[u64]| {
         let i = i as u32; // a manifest holds far fewer than 2^32 archives
-        for id in ids {
-            match owner.entry(id) {
+        for &p in prefixes {
+            match owner.entry(p) {
                 Entry::Vacant(v) => {
                     v.insert(i);
                 }
@@ -317,12 +324,30 @@ pub fn unique_to(repo: &Repository, wanted: &[Id]) -> Result<std::collections::H
                 }
             }
         }
+    };
+    let archives = &repo.manifest().archives;
+    let lists = blob_lists::BlobLists::new(cache_dir, &repo.config().id);
+    let mut missing = vec![];
+    for (i, entry) in archives.iter().enumerate() {
+        match lists.get(&entry.id) {
+            Some(prefixes) => note(i, &prefixes),
+            None => missing.push((i, entry.clone())),
+        }
+    }
+    let entries: Vec<ArchiveEntry> = missing.iter().map(|(_, e)| e.clone()).collect();
+    each_archive_blobs(repo, &entries, |j, ids| {
+        let prefixes = blob_lists::prefixes(&ids);
+        lists.put(&entries[j].id, &prefixes);
+        note(missing[j].0, &prefixes);
         Ok(())
     })?;
-    let known = repo.index().known_blobs()?;
+    lists.retain(&archives.iter().map(|e| e.id).collect());
     let mut sizes: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
-    for (blob, &i) in owner.iter().filter(|(_, &i)| i != SHARED) {
-        *sizes.entry(i).or_default() += known.get(blob).copied().unwrap_or(0) as u64;
+    for (blob, &stored) in repo.index().known_blobs()?.iter() {
+        match owner.get(&blob_lists::prefix(blob)) {
+            Some(&i) if i != SHARED => *sizes.entry(i).or_default() += stored as u64,
+            _ => {}
+        }
     }
     Ok(archives
         .iter()

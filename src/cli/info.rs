@@ -175,7 +175,7 @@ struct Unique {
 
 impl Unique {
     fn of(repo: &Repository, ids: &[Id]) -> Unique {
-        match archive::unique_to(repo, ids) {
+        match archive::unique_to(repo, ids, Some(&common::cache_dir())) {
             Ok(sizes) => Unique { sizes: Some(sizes) },
             Err(e) => {
                 common::warn(&format!(

@@ -928,6 +928,18 @@ fn delete_and_prune_stats_as_borgs() {
     assert_eq!(a2_alone, before - unique());
     // now the last archive is the only one: everything is its own
     assert_eq!(dedup("a3"), unique());
+    // info keeps one blob list per archive in the manifest in the cache (the pruned ones' are
+    // gone); a damaged list is not trusted but read again from the repository
+    let cache = fs::read_dir(env.path("home/.cache/garret")).unwrap().next().unwrap().unwrap().path();
+    let lists: Vec<_> = fs::read_dir(cache.join("archive-blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "lock")
+        .collect();
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    fs::write(&lists[0], b"GARRETAB damaged").unwrap();
+    assert_eq!(dedup("a3"), unique());
+    assert!(fs::read(&lists[0]).unwrap().len() > 48, "written again");
     let want =
         format!("{:<15} {:>20} {:>20} {:>20}", "Deleted data:", minus(orig), minus(comp), minus(before - unique()));
     assert_eq!(deleted_row(&pruned.stderr), want, "{}", pruned.stderr);
